@@ -1,0 +1,1 @@
+"""Packaged region maps, transfer rules and the cloud region table (data only)."""

@@ -1,0 +1,79 @@
+"""residency-sdk: keep regulated health data in the country where it must live.
+
+    import residency_sdk as rs
+    res = rs.Residency.load()
+    placement = res.resolve(rs.Tenant(id="clinic-17", country="TR",
+                                      agreements={"kvkk_standard_contract"}))
+    res.require_transfer(tenant, to="US", data_class="phi")  # raises rs.TransferBlocked
+
+Importing this package never imports a cloud SDK.
+"""
+
+from residency_sdk._version import __version__
+from residency_sdk.errors import (
+    AuditError,
+    BAARequired,
+    BackendNotConfigured,
+    BackendUnavailable,
+    ChainBroken,
+    EncryptionError,
+    InsecureEndpoint,
+    IntegrityError,
+    InvalidCountry,
+    InvalidKey,
+    InvalidTenant,
+    MapError,
+    NoRoute,
+    ObjectNotFound,
+    PlacementBlocked,
+    ResidencyError,
+    ResidencyViolation,
+    StorageError,
+    TransferBlocked,
+    UnknownDataClass,
+    UnknownMechanism,
+)
+from residency_sdk.events import AuditEvent, AuditHook
+from residency_sdk.model import (
+    ComputeTarget,
+    Decision,
+    Placement,
+    RegimeVerdict,
+    StorageTarget,
+    Tenant,
+)
+from residency_sdk.router import Residency
+
+__all__ = [
+    "AuditError",
+    "AuditEvent",
+    "AuditHook",
+    "BAARequired",
+    "BackendNotConfigured",
+    "BackendUnavailable",
+    "ChainBroken",
+    "ComputeTarget",
+    "Decision",
+    "EncryptionError",
+    "InsecureEndpoint",
+    "IntegrityError",
+    "InvalidCountry",
+    "InvalidKey",
+    "InvalidTenant",
+    "MapError",
+    "NoRoute",
+    "ObjectNotFound",
+    "Placement",
+    "PlacementBlocked",
+    "RegimeVerdict",
+    "Residency",
+    "ResidencyError",
+    "ResidencyViolation",
+    "StorageError",
+    "StorageTarget",
+    "Tenant",
+    "TransferBlocked",
+    "UnknownDataClass",
+    "UnknownMechanism",
+    "__version__",
+]

@@ -1,0 +1,182 @@
+"""Routing and transfer commands: ``resolve``, ``transfer check``, ``map validate|show|schema``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from residency_sdk.cli.common import (
+    EXIT_BLOCKED,
+    JsonOption,
+    MapOption,
+    console,
+    load_residency,
+    print_json,
+    residency_errors,
+)
+from residency_sdk.model import Decision, Placement, Tenant
+from residency_sdk.regionmap import load_region_map, region_map_json_schema
+from residency_sdk.rules import load_transfer_rules
+
+map_app = typer.Typer(help="Validate and inspect region maps.", no_args_is_help=True)
+transfer_app = typer.Typer(help="Decide cross-border transfers.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the routing commands to ``app``."""
+    app.command("resolve")(resolve)
+    app.add_typer(transfer_app, name="transfer")
+    app.add_typer(map_app, name="map")
+
+
+def placement_dict(p: Placement) -> dict[str, Any]:
+    """A placement as plain JSON-able data."""
+    return p.model_dump(mode="json")
+
+
+def decision_dict(d: Decision) -> dict[str, Any]:
+    """A decision as plain JSON-able data, with what would unblock it."""
+    data = d.model_dump(mode="json")
+    data["unblock_with"] = [list(alts) for alts in d.unblock_with]
+    return data
+
+
+def resolve(
+    country: Annotated[str, typer.Option("--country", "-c", help="Tenant jurisdiction (ISO).")],
+    agreement: Annotated[
+        list[str] | None, typer.Option("--mechanism", "-m", help="A signed mechanism flag.")
+    ] = None,
+    map_path: MapOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show where a tenant of COUNTRY keeps its data and what placement itself needs."""
+    res = load_residency(map_path, as_json)
+    with residency_errors(as_json):
+        tenant = Tenant(id="cli", country=country, agreements=frozenset(agreement or ()))
+        placement = res.resolve(tenant)
+        decision = res.check_placement(tenant)
+    if as_json:
+        print_json({"ok": decision.allowed, "placement": placement_dict(placement),
+                    "placement_decision": decision_dict(decision)})
+    else:
+        s = placement.storage
+        console.print(f"[bold]{tenant.country}[/] -> location [bold green]{placement.location}"
+                      f"[/] (route {placement.matched_route})")
+        console.print(f"  storage: {s.provider} {s.region} bucket {s.bucket}"
+                      f"{' failover ' + s.failover_region if s.failover_region else ''}")
+        if placement.compute:
+            c = placement.compute
+            console.print(f"  compute: {c.provider} {c.region} {c.endpoint}")
+        if placement.required_mechanisms:
+            needs = " and ".join(" or ".join(alts) for alts in placement.required_mechanisms)
+            verdict = "[green]held[/]" if decision.allowed else "[bold red]missing[/]"
+            console.print(f"  placement is a cross-border transfer: needs {needs} ({verdict})")
+    if not decision.allowed:
+        raise typer.Exit(EXIT_BLOCKED)
+
+
+@transfer_app.command("check")
+def transfer_check(
+    country: Annotated[str, typer.Option("--country", "-c", help="Tenant jurisdiction.")],
+    to: Annotated[str, typer.Option("--to", help="Destination country.")],
+    data_class: Annotated[str, typer.Option("--data-class", "-d")] = "phi",
+    mechanism: Annotated[
+        list[str] | None, typer.Option("--mechanism", "-m", help="A signed mechanism flag.")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--from", help="Where the data lives now (default: location).")
+    ] = None,
+    map_path: MapOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Decide whether a tenant's data may move to another country. Exit 1 when blocked."""
+    res = load_residency(map_path, as_json)
+    with residency_errors(as_json):
+        tenant = Tenant(id="cli", country=country, agreements=frozenset(mechanism or ()))
+        decision = res.check_transfer(tenant, to, data_class, source=source)
+    if as_json:
+        print_json({"ok": decision.allowed, "decision": decision_dict(decision)})
+    else:
+        head = "[bold green]ALLOWED[/]" if decision.allowed else "[bold red]BLOCKED[/]"
+        basis = f" via {decision.mechanism}" if decision.mechanism else ""
+        console.print(f"{head} {decision.data_class} {decision.source} -> "
+                      f"{decision.destination}{basis}")
+        for reason in decision.reasons:
+            console.print(f"  - {reason}", highlight=False)
+    if not decision.allowed:
+        raise typer.Exit(EXIT_BLOCKED)
+
+
+@map_app.command("validate")
+def map_validate(
+    path: Annotated[Path, typer.Argument(help="Region map file.", dir_okay=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a region map and its transfer rules. Exit 1 with the bad path on error."""
+    with residency_errors(as_json):
+        region_map = load_region_map(path)
+        rules = load_transfer_rules(region_map.rules_file, region_map.groups)
+    summary = {"ok": True, "file": str(path), "name": region_map.name,
+               "locations": sorted(region_map.locations), "countries_routed":
+               len(region_map.routes), "regimes": sorted(rules.regimes)}
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(f"[green]valid[/] {path}: {len(region_map.locations)} locations, "
+                      f"{len(region_map.routes)} countries routed, {len(rules.regimes)} regimes")
+
+
+@map_app.command("show")
+def map_show(map_path: MapOption = None, as_json: JsonOption = False) -> None:
+    """Print the routes and locations of a region map."""
+    res = load_residency(map_path, as_json)
+    region_map = res.map
+    if as_json:
+        print_json({
+            "name": region_map.name,
+            "routes": {c: {"location": r.location, "matched": r.matched}
+                       for c, r in sorted(region_map.routes.items())},
+            "locations": {lid: {"name": loc.name, "country": loc.country,
+                                "default_provider": loc.default_provider,
+                                "backends": {p: t.model_dump(mode="json")
+                                             for p, t in loc.backends.items()}}
+                          for lid, loc in region_map.locations.items()},
+        })
+        return
+    routes = Table(title=f"Routes ({region_map.name})")
+    for col in ("rule", "countries", "location"):
+        routes.add_column(col)
+    for rule, target in region_map.document.routes.items():
+        loc = target if isinstance(target, str) else target.to
+        members = region_map.groups.get(rule, frozenset({rule}))
+        overridden = sorted(c for c in members if region_map.routes[c].matched != rule)
+        shown = " ".join(sorted(members - set(overridden)))
+        if overridden:
+            shown += f" (not {' '.join(overridden)}: own route)"
+        routes.add_row(rule, shown, loc)
+    console.print(routes)
+    locations = Table(title="Locations")
+    for col in ("location", "provider", "region", "failover", "bucket", "BAA", "default"):
+        locations.add_column(col)
+    for lid, loc in region_map.locations.items():
+        for provider, t in loc.backends.items():
+            locations.add_row(lid, provider, t.region, t.failover_region or "-", t.bucket,
+                              "yes" if t.baa else "no",
+                              "*" if provider == loc.default_provider else "")
+    console.print(locations)
+
+
+@map_app.command("schema")
+def map_schema(
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Print (or write) the JSON Schema of region maps."""
+    text = json.dumps(region_map_json_schema(), indent=2) + "\n"
+    if out is None:
+        console.out(text, highlight=False)
+    else:
+        out.write_text(text, encoding="utf-8")

@@ -1,0 +1,160 @@
+"""One error hierarchy for everything residency-sdk raises.
+
+Every error is a :class:`ResidencyError`, itself a :class:`ValueError`, so callers can
+catch one type. Each message names the offending value and says how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from residency_sdk.model import Decision
+
+
+class ResidencyError(ValueError):
+    """Base class of every error raised by residency-sdk."""
+
+
+# --- input and configuration -------------------------------------------------------
+
+
+class InvalidCountry(ResidencyError):
+    """A country code that is empty or not an ISO 3166-1 alpha-2 code."""
+
+    def __init__(self, value: object, hint: str = "") -> None:
+        self.value = value
+        msg = f"invalid country code {value!r}: expected an ISO 3166-1 alpha-2 code such as 'DE'"
+        super().__init__(f"{msg}{'; ' + hint if hint else ''}")
+
+
+class NoRoute(ResidencyError):
+    """A valid country that the region map does not route anywhere (fail closed)."""
+
+    def __init__(self, country: str, map_name: str) -> None:
+        self.country = country
+        super().__init__(
+            f"no residency route for country {country!r} in region map {map_name!r}: "
+            f"add a route for {country} (or a group containing it) to the map's `routes`; "
+            "residency-sdk never falls back to a default location"
+        )
+
+
+class UnknownDataClass(ResidencyError):
+    """A data class the transfer rules do not define."""
+
+    def __init__(self, value: object, known: list[str]) -> None:
+        self.value = value
+        super().__init__(f"unknown data class {value!r}: use one of {', '.join(known)}")
+
+
+class UnknownMechanism(ResidencyError):
+    """A transfer-mechanism flag the transfer rules do not define."""
+
+    def __init__(self, value: object, known: list[str]) -> None:
+        self.value = value
+        super().__init__(
+            f"unknown transfer mechanism {value!r}: use one of {', '.join(sorted(known))}"
+        )
+
+
+class InvalidTenant(ResidencyError):
+    """A tenant id that cannot safely name a storage prefix."""
+
+
+class MapError(ResidencyError):
+    """A region map or rules file that cannot be loaded or fails validation.
+
+    ``file`` is the file, ``path`` the dotted location inside it, ``value`` the offending
+    value (when there is one).
+    """
+
+    def __init__(
+        self, message: str, *, file: str | None = None, path: str = "", value: Any = None
+    ) -> None:
+        self.file = file
+        self.path = path
+        self.value = value
+        where = file or "<region map>"
+        if path:
+            where += f" at {path}"
+        shown = "" if value is None else f" (value: {_short(value)})"
+        super().__init__(f"{where}: {message}{shown}")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- transfer control --------------------------------------------------------------
+
+
+class TransferBlocked(ResidencyError):
+    """A movement of personal data across a border with no legal basis."""
+
+    def __init__(self, decision: Decision, message: str | None = None) -> None:
+        self.decision = decision
+        super().__init__(message or "transfer blocked: " + "; ".join(decision.reasons))
+
+
+class PlacementBlocked(TransferBlocked):
+    """Placing the tenant's data in its residency location is itself a blocked transfer."""
+
+
+class BAARequired(ResidencyError):
+    """``phi`` aimed at a backend whose provider has no Business Associate Agreement."""
+
+
+# --- storage -----------------------------------------------------------------------
+
+
+class StorageError(ResidencyError):
+    """Base class of storage failures."""
+
+
+class InvalidKey(StorageError):
+    """An object key that is unsafe or malformed (``..``, absolute, control characters)."""
+
+
+class ObjectNotFound(StorageError):
+    """The object does not exist."""
+
+    def __init__(self, key: str, where: str = "") -> None:
+        self.key = key
+        super().__init__(f"object {key!r} not found{' in ' + where if where else ''}")
+
+
+class IntegrityError(StorageError):
+    """The checksum computed locally does not match what the service reports."""
+
+
+class EncryptionError(StorageError):
+    """An object or bucket is not encrypted with the location's customer-managed key."""
+
+
+class InsecureEndpoint(StorageError):
+    """A plain ``http://`` endpoint that is not a loopback address."""
+
+
+class BackendUnavailable(StorageError):
+    """A backend kept failing after retries (and failover, where configured)."""
+
+
+class BackendNotConfigured(StorageError):
+    """The location has no backend for the requested provider, or its SDK is missing."""
+
+
+class ResidencyViolation(StorageError):
+    """What a backend really reports (region, encryption, access) breaks the map's promise."""
+
+
+# --- audit -------------------------------------------------------------------------
+
+
+class AuditError(ResidencyError):
+    """Base class of audit-trail failures."""
+
+
+class ChainBroken(AuditError):
+    """The audit hash chain does not verify."""

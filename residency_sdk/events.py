@@ -1,0 +1,78 @@
+"""Audit events: one per transfer decision, placement and data operation.
+
+Events never carry object contents or credentials. Their JSON form is stable and
+versioned (``schema``); the audit log chains them, the report aggregates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Literal
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from residency_sdk._version import __version__
+
+EVENT_SCHEMA = "residency.audit/v1"
+
+Operation = Literal[
+    "placement",
+    "transfer_check",
+    "put",
+    "get",
+    "head",
+    "list",
+    "delete",
+    "copy",
+    "transfer",
+    "erase",
+    "retention_delete",
+]
+Outcome = Literal["allowed", "blocked", "ok", "error"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditEvent(BaseModel):
+    """One audited decision or data operation (schema ``residency.audit/v1``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_: str = Field(default=EVENT_SCHEMA, alias="schema")
+    event_id: str = Field(default_factory=lambda: uuid4().hex)
+    time: datetime = Field(default_factory=_now)
+    operation: Operation
+    outcome: Outcome
+    actor: str | None = None
+    purpose: str | None = None
+    tenant_id: str | None = None
+    tenant_country: str | None = None
+    data_class: str | None = None
+    source_location: str | None = None
+    destination_location: str | None = None
+    destination_country: str | None = None
+    is_transfer: bool = False
+    provider: str | None = None
+    region: str | None = None
+    bucket: str | None = None
+    served_by: Literal["primary", "failover"] | None = None
+    object_key: str | None = None
+    size: int | None = None
+    checksum: str | None = None
+    mechanism: str | None = None
+    regimes: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    error: str | None = None
+    sdk_version: str = __version__
+
+    def to_json(self) -> str:
+        """The event's stable JSON form (field names as documented, ``schema`` first)."""
+        return self.model_dump_json(by_alias=True)
+
+
+AuditHook = Callable[[AuditEvent], None]
+"""A callable receiving every audit event; the audit log's ``append`` is one."""

@@ -1,0 +1,177 @@
+"""Public value types: Tenant, Placement and its targets, Decision.
+
+All are frozen pydantic models, so they are hashable, safe to share between threads and
+cheap to cache.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from residency_sdk.countries import normalise_country
+from residency_sdk.errors import InvalidTenant, ResidencyError
+
+Provider = Literal["aws", "gcp", "azure", "local"]
+PROVIDERS: tuple[Provider, ...] = ("aws", "gcp", "azure", "local")
+
+DATA_CLASSES: tuple[str, ...] = ("phi", "personal", "anonymised")
+
+# Tenant ids name storage prefixes: keep them to characters every backend accepts in a
+# key and that cannot climb out of a directory.
+_TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Tenant(_Frozen):
+    """A customer (a clinic, a hospital) whose data must stay in its residency location.
+
+    ``country`` is the tenant's jurisdiction (normalised to an ISO alpha-2 code);
+    ``agreements`` are the transfer-mechanism flags the tenant has signed (``scc``,
+    ``kvkk_standard_contract``, ``baa``, ...). Unknown flags are rejected when the tenant
+    is used with a :class:`~residency_sdk.router.Residency`, against its rules.
+    """
+
+    id: str
+    country: str
+    agreements: frozenset[str] = frozenset()
+
+    def __init__(self, **data: Any) -> None:
+        # pydantic wraps the ValueErrors our validators raise; callers are promised the
+        # residency error itself (InvalidCountry, InvalidTenant), never a ValidationError.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise residency_error_from(exc) from None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _check_id(cls, value: object) -> str:
+        if not isinstance(value, str) or not _TENANT_ID.fullmatch(value) or ".." in value:
+            raise InvalidTenant(
+                f"invalid tenant id {value!r}: use 1-128 characters from A-Z a-z 0-9 . _ -, "
+                "starting with a letter or digit and without '..'"
+            )
+        return value
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _normalise_country(cls, value: object) -> str:
+        return normalise_country(value)
+
+    @field_validator("agreements", mode="before")
+    @classmethod
+    def _normalise_agreements(cls, value: object) -> frozenset[str]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            raise InvalidTenant(f"agreements must be a set of mechanism flags, got {value!r}")
+        flags = set()
+        for flag in value:
+            if not isinstance(flag, str) or not flag.strip():
+                raise InvalidTenant(f"invalid agreement flag {flag!r}: expected e.g. 'scc'")
+            flags.add(flag.strip().lower())
+        return frozenset(flags)
+
+
+def residency_error_from(exc: ValidationError) -> ResidencyError:
+    """The first :class:`ResidencyError` inside a pydantic error, or an InvalidTenant."""
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        original = (err.get("ctx") or {}).get("error")
+        if isinstance(original, ResidencyError):
+            return original
+    first = errors[0]
+    field = ".".join(str(part) for part in first["loc"]) or "tenant"
+    return InvalidTenant(f"invalid tenant field {field!r}: {first['msg']}")
+
+
+class StorageTarget(_Frozen):
+    """Where a location keeps objects for one provider."""
+
+    provider: Provider
+    region: str
+    bucket: str
+    country: str
+    failover_region: str | None = None
+    kms_key: str | None = None
+    encryption_scope: str | None = None
+    account: str | None = None
+    endpoint: str | None = None
+    baa: bool = False
+
+
+class ComputeTarget(_Frozen):
+    """Where a location runs inference or other processing."""
+
+    provider: Provider
+    region: str
+    endpoint: str
+
+
+class Placement(_Frozen):
+    """Where a tenant's data lives: the answer of :meth:`Residency.resolve`.
+
+    ``required_mechanisms`` lists, per regime that restricts placing the data here, the
+    mechanism flags any one of which makes placement lawful (empty when placement is not
+    a transfer, e.g. a German clinic in Germany).
+    """
+
+    country: str
+    location: str
+    storage: StorageTarget
+    compute: ComputeTarget | None
+    backends: tuple[StorageTarget, ...]
+    required_mechanisms: tuple[tuple[str, ...], ...] = ()
+    matched_route: str
+
+    def storage_for(self, provider: str) -> StorageTarget | None:
+        """The location's storage target for ``provider``, or None when it has none."""
+        for target in self.backends:
+            if target.provider == provider:
+                return target
+        return None
+
+
+class RegimeVerdict(_Frozen):
+    """One regime's view of a transfer."""
+
+    regime: str
+    allowed: bool
+    basis: str | None
+    reason: str
+    unblock_with: tuple[str, ...] = ()
+
+
+class Decision(_Frozen):
+    """The answer of :meth:`Residency.check_transfer`.
+
+    ``mechanism`` is the legal basis used: a flag such as ``"scc"``, ``"adequacy"``,
+    ``"eea"`` (free flow inside a zone), several joined with ``+`` when more than one
+    regime needed its own, or None when nothing crosses a border or the data is
+    anonymised. ``reasons`` explain, in words, what each regime said and what would unblock
+    a blocked transfer.
+    """
+
+    allowed: bool
+    tenant_country: str
+    data_class: str
+    source: str
+    destination: str
+    is_transfer: bool
+    mechanism: str | None
+    regimes: tuple[str, ...]
+    verdicts: tuple[RegimeVerdict, ...] = ()
+    reasons: tuple[str, ...]
+
+    @property
+    def unblock_with(self) -> tuple[tuple[str, ...], ...]:
+        """Per blocking regime, the flags any one of which would allow the transfer."""
+        return tuple(v.unblock_with for v in self.verdicts if not v.allowed)

@@ -1,0 +1,473 @@
+"""Region maps: the YAML document, its validation, overlays and the compiled route table.
+
+A region map says which residency location serves each customer jurisdiction and, in each
+location, which storage backends and compute targets exist. :func:`load_region_map`
+turns a file (optionally ``extends:`` another) into a validated :class:`RegionMap`;
+every problem becomes a :class:`~residency_sdk.errors.MapError` naming the file, the
+dotted path inside it and the offending value.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from residency_sdk.countries import iso_alpha2_codes
+from residency_sdk.endpoints import check_endpoint_url
+from residency_sdk.errors import InsecureEndpoint, MapError
+from residency_sdk.model import PROVIDERS, ComputeTarget, Provider, StorageTarget
+from residency_sdk.yamlio import load_yaml_file
+
+_GROUP_NAME = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def packaged_maps_dir() -> Path:
+    """The folder holding the packaged ``default.yaml``, rules and cloud region table."""
+    return Path(str(files("residency_sdk.region_maps")))
+
+
+# --- the document (what a YAML file may say) -----------------------------------------
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroupSpec(_Doc):
+    """A named set of countries (or other groups), e.g. ``EU`` or ``EEA``."""
+
+    members: list[str] = Field(min_length=1)
+    source: str
+    as_of: str
+
+
+class RetentionSpec(_Doc):
+    """How long objects of one data category are kept."""
+
+    days: int | None = Field(default=None, ge=1, le=36500)
+    hours: int | None = Field(default=None, ge=1, le=876000)
+    source: str
+    as_of: str
+    legal_basis: str | None = None
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> RetentionSpec:
+        if (self.days is None) == (self.hours is None):
+            raise ValueError("give exactly one of `days` or `hours`")
+        return self
+
+    @property
+    def period(self) -> timedelta:
+        """The retention period as a timedelta."""
+        return timedelta(days=self.days) if self.days else timedelta(hours=self.hours or 0)
+
+
+class BackendSpec(_Doc):
+    """One provider's storage in a location. ``bucket`` may use ``{prefix}``,
+    ``{location}`` and ``{provider}`` placeholders; it defaults to the map's naming rule."""
+
+    region: str | None = None
+    failover_region: str | None = None
+    bucket: str | None = None
+    kms_key: str | None = None
+    encryption_scope: str | None = None
+    account: str | None = None
+    endpoint: str | None = None
+    baa: bool = False
+
+
+class ComputeSpec(_Doc):
+    """A compute endpoint (inference service) inside a location."""
+
+    provider: Provider
+    region: str
+    endpoint: str
+
+
+class LocationSpec(_Doc):
+    """A residency location: a country where data lives, with its backends."""
+
+    name: str
+    country: str | None = None
+    default_provider: Provider
+    backends: dict[Provider, BackendSpec] = Field(min_length=1)
+    compute: list[ComputeSpec] = []
+    retention: dict[str, RetentionSpec] = {}
+
+
+class RouteSpec(_Doc):
+    """A route written in long form, with a note on why it exists."""
+
+    to: str
+    note: str | None = None
+
+
+class NamingSpec(_Doc):
+    """How bucket and container names are built."""
+
+    prefix: str = Field(default="residency", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    bucket: str = "{prefix}-{location}-{provider}-data"
+
+
+class RegionMapDocument(_Doc):
+    """The schema of a region map file (exported to ``region_maps/schema.json``)."""
+
+    version: Literal[1] = 1
+    name: str
+    as_of: str | None = None
+    source: str | None = None
+    extends: str | None = Field(
+        default=None, description="'default' or a path: this file overlays that map"
+    )
+    transfer_rules: str | None = Field(
+        default=None, description="Path to the transfer rules file, relative to this map"
+    )
+    naming: NamingSpec = NamingSpec()
+    groups: dict[str, GroupSpec] = {}
+    routes: dict[str, str | RouteSpec] = {}
+    locations: dict[str, LocationSpec] = {}
+    retention: dict[str, RetentionSpec] = {}
+    cloud_regions: dict[Provider, dict[str, str]] = {}
+
+
+def region_map_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a region map, for editors and CI."""
+    schema = RegionMapDocument.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "residency-sdk region map"
+    return schema
+
+
+# --- the compiled map (what the router uses) -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A resolved route: the rule that matched and where it leads."""
+
+    location: str
+    matched: str
+    specificity: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A validated residency location."""
+
+    id: str
+    name: str
+    country: str
+    default_provider: Provider
+    backends: dict[str, StorageTarget]
+    compute: tuple[ComputeTarget, ...]
+    retention: dict[str, RetentionSpec]
+
+    @property
+    def default_storage(self) -> StorageTarget:
+        """The storage target of the location's default provider."""
+        return self.backends[self.default_provider]
+
+
+@dataclass(frozen=True, slots=True)
+class RegionMap:
+    """A validated region map: groups expanded, routes resolved per country."""
+
+    name: str
+    file: str
+    document: RegionMapDocument
+    groups: dict[str, frozenset[str]]
+    locations: dict[str, Location]
+    routes: dict[str, Route]
+    rules_file: Path
+
+    def route_for(self, country: str) -> Route | None:
+        """The route for an already normalised country code, or None."""
+        return self.routes.get(country)
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def load_region_map(path: str | Path | None = None) -> RegionMap:
+    """Load, overlay and validate a region map; ``None`` means the packaged default."""
+    file = packaged_maps_dir() / "default.yaml" if path is None else Path(path)
+    raw, origin_dir = _load_with_overlays(file, depth=0)
+    return compile_region_map(raw, file=str(file), base_dir=origin_dir)
+
+
+def _load_with_overlays(file: Path, depth: int) -> tuple[dict[str, Any], Path]:
+    if depth > 4:
+        raise MapError("`extends` chain is deeper than 4 maps (a cycle?)", file=str(file))
+    raw = load_yaml_file(file)
+    if not isinstance(raw, dict):
+        raise MapError("a region map must be a YAML mapping", file=str(file), value=raw)
+    parent = raw.get("extends")
+    if parent is None:
+        return raw, file.parent
+    if not isinstance(parent, str) or not parent.strip():
+        raise MapError("`extends` must be 'default' or a path", file=str(file), path="extends",
+                       value=parent)
+    parent_file = (
+        packaged_maps_dir() / "default.yaml" if parent == "default" else file.parent / parent
+    )
+    base, base_dir = _load_with_overlays(parent_file, depth + 1)
+    merged = _deep_merge(base, {k: v for k, v in raw.items() if k != "extends"})
+    # Relative paths in the overlay (transfer_rules) resolve against the overlay's folder
+    # only when the overlay sets them itself.
+    return merged, (file.parent if "transfer_rules" in raw else base_dir)
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Overlay mappings key by key; ``null`` removes a key; other values replace."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def compile_region_map(raw: Any, *, file: str, base_dir: Path) -> RegionMap:
+    """Validate a parsed map document and build the route table."""
+    try:
+        doc = RegionMapDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise _map_error_from_pydantic(exc, file) from None
+    except RecursionError:
+        raise MapError("document nesting is too deep", file=file) from None
+    checker = _Checker(doc, file)
+    groups = checker.expand_groups()
+    locations = checker.build_locations()
+    routes = checker.build_routes(groups, locations)
+    rules_file = (
+        base_dir / doc.transfer_rules
+        if doc.transfer_rules
+        else packaged_maps_dir() / "transfer_rules.yaml"
+    )
+    return RegionMap(
+        name=doc.name, file=file, document=doc, groups=groups, locations=locations,
+        routes=routes, rules_file=rules_file,
+    )
+
+
+def _map_error_from_pydantic(exc: ValidationError, file: str) -> MapError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    path = ".".join(str(part) for part in first["loc"])
+    extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    value = first.get("input")
+    if isinstance(value, (dict, list)):
+        value = None
+    return MapError(f"{first['msg']}{extra}", file=file, path=path, value=value)
+
+
+class _Checker:
+    """Cross-reference checks that a schema alone cannot express."""
+
+    def __init__(self, doc: RegionMapDocument, file: str) -> None:
+        self.doc = doc
+        self.file = file
+        self.iso = iso_alpha2_codes()
+
+    def fail(self, message: str, path: str, value: Any = None) -> MapError:
+        return MapError(message, file=self.file, path=path, value=value)
+
+    # groups ---------------------------------------------------------------------------
+    def expand_groups(self) -> dict[str, frozenset[str]]:
+        for name in self.doc.groups:
+            if not _GROUP_NAME.fullmatch(name) or name in self.iso:
+                raise self.fail(
+                    "group names are 2-32 upper-case letters/digits/_ and must not be a country "
+                    "code", f"groups.{name}", name)
+        expanded: dict[str, frozenset[str]] = {}
+
+        def expand(name: str, trail: tuple[str, ...]) -> frozenset[str]:
+            if name in expanded:
+                return expanded[name]
+            if name in trail:
+                raise self.fail("groups include each other in a cycle", f"groups.{name}",
+                                " -> ".join((*trail, name)))
+            members: set[str] = set()
+            for i, member in enumerate(self.doc.groups[name].members):
+                path = f"groups.{name}.members.{i}"
+                if member in self.doc.groups:
+                    members |= expand(member, (*trail, name))
+                elif member in self.iso:
+                    members.add(member)
+                else:
+                    raise self.fail("unknown country code or group: use an ISO 3166-1 alpha-2 "
+                                    "code or a group defined under `groups`", path, member)
+            expanded[name] = frozenset(members)
+            return expanded[name]
+
+        for name in self.doc.groups:
+            expand(name, ())
+        return expanded
+
+    # locations ------------------------------------------------------------------------
+    def build_locations(self) -> dict[str, Location]:
+        regions = _region_table(self.doc.cloud_regions)
+        locations: dict[str, Location] = {}
+        for loc_id, spec in self.doc.locations.items():
+            base = f"locations.{loc_id}"
+            country = spec.country or loc_id
+            if country not in self.iso:
+                raise self.fail("a location is named by the ISO country code where its data "
+                                "lives (or sets `country:`)", f"{base}.country", country)
+            if spec.default_provider not in spec.backends:
+                raise self.fail(f"default_provider has no entry under {base}.backends",
+                                f"{base}.default_provider", spec.default_provider)
+            backends = {
+                provider: self._backend(loc_id, country, provider, bspec, regions)
+                for provider, bspec in spec.backends.items()
+            }
+            compute = []
+            for i, cspec in enumerate(spec.compute):
+                cpath = f"{base}.compute.{i}"
+                self._check_region(cspec.provider, cspec.region, country, regions,
+                                   f"{cpath}.region")
+                _check_endpoint(self, cspec.endpoint, f"{cpath}.endpoint")
+                compute.append(ComputeTarget(provider=cspec.provider, region=cspec.region,
+                                             endpoint=cspec.endpoint))
+            retention = {**self.doc.retention, **spec.retention}
+            locations[loc_id] = Location(
+                id=loc_id, name=spec.name, country=country,
+                default_provider=spec.default_provider, backends=backends,
+                compute=tuple(compute), retention=retention,
+            )
+        return locations
+
+    def _backend(self, loc_id: str, country: str, provider: str, spec: BackendSpec,
+                 regions: dict[str, dict[str, str]]) -> StorageTarget:
+        path = f"locations.{loc_id}.backends.{provider}"
+        if provider == "local":
+            region = f"local-{loc_id.lower()}"
+        else:
+            if not spec.region:
+                raise self.fail(f"a {provider} backend needs a `region`", f"{path}.region")
+            region = spec.region
+            self._check_region(provider, region, country, regions, f"{path}.region")
+            if spec.failover_region is not None:
+                if spec.failover_region == region:
+                    raise self.fail("failover_region must differ from region",
+                                    f"{path}.failover_region", spec.failover_region)
+                self._check_region(provider, spec.failover_region, country, regions,
+                                   f"{path}.failover_region", failover=True)
+        template = spec.bucket or self.doc.naming.bucket
+        try:
+            bucket = template.format(prefix=self.doc.naming.prefix, location=loc_id.lower(),
+                                     provider=provider)
+        except (KeyError, IndexError, ValueError):
+            raise self.fail("bucket template may only use {prefix}, {location}, {provider}",
+                            f"{path}.bucket", template) from None
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise self.fail("bucket/container names are 3-63 lower-case letters, digits, '-' "
+                            "or '.'", f"{path}.bucket", bucket)
+        if spec.endpoint is not None:
+            _check_endpoint(self, spec.endpoint, f"{path}.endpoint")
+        return StorageTarget(
+            provider=provider,  # type: ignore[arg-type]
+            region=region, bucket=bucket, country=country,
+            failover_region=spec.failover_region, kms_key=spec.kms_key,
+            encryption_scope=spec.encryption_scope, account=spec.account,
+            endpoint=spec.endpoint, baa=spec.baa,
+        )
+
+    def _check_region(self, provider: str, region: str, country: str,
+                      regions: dict[str, dict[str, str]], path: str,
+                      failover: bool = False) -> None:
+        if provider == "local":
+            return
+        table = regions.get(provider, {})
+        region_country = table.get(region)
+        if provider == "aws" and not _aws_region_exists(region):
+            raise self.fail("not an AWS region known to botocore's endpoints data", path, region)
+        if region_country is None:
+            raise self.fail(
+                f"unknown {provider} region: its country is not in the built-in region table; "
+                f"add it under `cloud_regions.{provider}` in your map", path, region)
+        if region_country != country:
+            what = "failover region" if failover else "region"
+            raise self.fail(
+                f"{provider} {what} {region!r} is in {region_country}, not in the location's "
+                f"country {country}: residency never crosses a border", path, region)
+
+    # routes ---------------------------------------------------------------------------
+    def build_routes(self, groups: dict[str, frozenset[str]],
+                     locations: dict[str, Location]) -> dict[str, Route]:
+        routes: dict[str, Route] = {}
+        for source, target in self.doc.routes.items():
+            path = f"routes.{source}"
+            location = target if isinstance(target, str) else target.to
+            if location not in locations:
+                raise self.fail("route leads to a location not defined under `locations`",
+                                path, location)
+            if source in groups:
+                members = groups[source]
+                specificity = (0, -len(members))
+            elif source in self.iso:
+                members = frozenset({source})
+                specificity = (1, 0)
+            else:
+                raise self.fail("unknown country code or group in a route: use an ISO 3166-1 "
+                                "alpha-2 code or a group defined under `groups`", path, source)
+            for country in sorted(members):
+                current = routes.get(country)
+                if current is None or specificity > current.specificity:
+                    routes[country] = Route(location, source, specificity)
+                elif specificity == current.specificity:
+                    raise self.fail(
+                        f"country {country} has two routes of the same specificity "
+                        f"({current.matched} -> {current.location} and {source} -> {location}); "
+                        "give the country its own route or remove one", path, source)
+        return routes
+
+
+def _check_endpoint(checker: _Checker, endpoint: str, path: str) -> None:
+    try:
+        check_endpoint_url(endpoint)
+    except InsecureEndpoint as exc:
+        raise checker.fail(str(exc), path, endpoint) from None
+
+
+@cache
+def _builtin_regions() -> dict[str, dict[str, str]]:
+    raw = load_yaml_file(packaged_maps_dir() / "cloud_regions.yaml")
+    return {p: dict(raw.get(p, {})) for p in PROVIDERS if p != "local"}
+
+
+def _region_table(overlay: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    table = {p: dict(regions) for p, regions in _builtin_regions().items()}
+    for provider, regions in overlay.items():
+        table.setdefault(provider, {}).update({r: c.strip().upper() for r, c in regions.items()})
+    return table
+
+
+@cache
+def _aws_regions_from_botocore() -> frozenset[str] | None:
+    """AWS region codes from botocore's bundled endpoints data, when boto3 is installed."""
+    if importlib.util.find_spec("botocore") is None:
+        return None
+    import botocore.loaders
+
+    data = botocore.loaders.Loader().load_data("endpoints")
+    return frozenset(
+        region for partition in data.get("partitions", []) for region in partition["regions"]
+    )
+
+
+def _aws_region_exists(region: str) -> bool:
+    known = _aws_regions_from_botocore()
+    return True if known is None else region in known
