@@ -7,9 +7,7 @@ cheap to cache.
 from __future__ import annotations
 
 import re
-from typing import Literal
-
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 

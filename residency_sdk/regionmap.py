@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -318,7 +319,7 @@ class _Checker:
 
     # locations ------------------------------------------------------------------------
     def build_locations(self) -> dict[str, Location]:
-        regions = _region_table(self.doc.cloud_regions)
+        regions = _region_table({str(p): r for p, r in self.doc.cloud_regions.items()})
         locations: dict[str, Location] = {}
         for loc_id, spec in self.doc.locations.items():
             base = f"locations.{loc_id}"
@@ -329,7 +330,7 @@ class _Checker:
             if spec.default_provider not in spec.backends:
                 raise self.fail(f"default_provider has no entry under {base}.backends",
                                 f"{base}.default_provider", spec.default_provider)
-            backends = {
+            backends: dict[str, StorageTarget] = {
                 provider: self._backend(loc_id, country, provider, bspec, regions)
                 for provider, bspec in spec.backends.items()
             }
@@ -349,7 +350,7 @@ class _Checker:
             )
         return locations
 
-    def _backend(self, loc_id: str, country: str, provider: str, spec: BackendSpec,
+    def _backend(self, loc_id: str, country: str, provider: Provider, spec: BackendSpec,
                  regions: dict[str, dict[str, str]]) -> StorageTarget:
         path = f"locations.{loc_id}.backends.{provider}"
         if provider == "local":
@@ -378,7 +379,7 @@ class _Checker:
         if spec.endpoint is not None:
             _check_endpoint(self, spec.endpoint, f"{path}.endpoint")
         return StorageTarget(
-            provider=provider,  # type: ignore[arg-type]
+            provider=provider,
             region=region, bucket=bucket, country=country,
             failover_region=spec.failover_region, kms_key=spec.kms_key,
             encryption_scope=spec.encryption_scope, account=spec.account,
@@ -448,7 +449,7 @@ def _builtin_regions() -> dict[str, dict[str, str]]:
     return {p: dict(raw.get(p, {})) for p in PROVIDERS if p != "local"}
 
 
-def _region_table(overlay: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+def _region_table(overlay: Mapping[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     table = {p: dict(regions) for p, regions in _builtin_regions().items()}
     for provider, regions in overlay.items():
         table.setdefault(provider, {}).update({r: c.strip().upper() for r, c in regions.items()})

@@ -28,7 +28,7 @@ class _BoundedSafeLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             self._aliases_seen += 1
             if self._aliases_seen > MAX_ALIASES:
-                event = self.peek_event()
+                event = self.peek_event()  # type: ignore[no-untyped-call]
                 raise yaml.constructor.ConstructorError(
                     None, None, f"more than {MAX_ALIASES} aliases (a YAML bomb?)", event.start_mark
                 )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from residency_sdk.cli.common import (
@@ -149,7 +150,7 @@ def map_show(map_path: MapOption = None, as_json: JsonOption = False) -> None:
         return
     routes = Table(title=f"Routes ({region_map.name})")
     for col in ("rule", "countries", "location"):
-        routes.add_column(col)
+        routes.add_column(col, overflow="fold")
     for rule, target in region_map.document.routes.items():
         loc = target if isinstance(target, str) else target.to
         members = region_map.groups.get(rule, frozenset({rule}))
@@ -159,14 +160,15 @@ def map_show(map_path: MapOption = None, as_json: JsonOption = False) -> None:
             shown += f" (not {' '.join(overridden)}: own route)"
         routes.add_row(rule, shown, loc)
     console.print(routes)
-    locations = Table(title="Locations")
-    for col in ("location", "provider", "region", "failover", "bucket", "BAA", "default"):
-        locations.add_column(col)
-    for lid, loc in region_map.locations.items():
-        for provider, t in loc.backends.items():
-            locations.add_row(lid, provider, t.region, t.failover_region or "-", t.bucket,
-                              "yes" if t.baa else "no",
-                              "*" if provider == loc.default_provider else "")
+    locations = Table(title="Locations (* = default provider)", box=box.SIMPLE_HEAD,
+                      pad_edge=False)
+    for col in ("loc", "provider", "region", "failover", "bucket", "BAA"):
+        locations.add_column(col, overflow="fold")
+    for lid, location in region_map.locations.items():
+        for provider, t in location.backends.items():
+            marker = "*" if provider == location.default_provider else ""
+            locations.add_row(lid, provider + marker, t.region, t.failover_region or "-",
+                              t.bucket, "yes" if t.baa else "no")
     console.print(locations)
 
 

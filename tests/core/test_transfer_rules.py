@@ -1,0 +1,203 @@
+"""Transfer decisions per regime: the acceptance table of issue 2 and more."""
+
+from __future__ import annotations
+
+import pytest
+
+import residency_sdk as rs
+
+
+@pytest.fixture(scope="module")
+def res() -> rs.Residency:
+    return rs.Residency.load()
+
+
+def check(res, country, to, data_class, *agreements, source=None):
+    tenant = rs.Tenant(id="clinic-1", country=country, agreements=frozenset(agreements))
+    return res.check_transfer(tenant, to, data_class, source=source)
+
+
+def test_eu_to_us_personal_blocked_without_a_mechanism(res):
+    decision = check(res, "DE", "US", "personal")
+    assert not decision.allowed
+    assert decision.is_transfer and decision.mechanism is None
+    assert decision.regimes == ("gdpr",)
+    text = " ".join(decision.reasons)
+    assert "EU GDPR" in text and "scc" in text and "dpf" in text
+    assert ("dpf", "scc", "bcr", "explicit_consent") in decision.unblock_with
+
+
+@pytest.mark.parametrize("flag", ["scc", "dpf", "bcr"])
+def test_eu_to_us_personal_allowed_with_a_mechanism(res, flag):
+    decision = check(res, "AT", "US", "personal", flag)
+    assert decision.allowed and decision.mechanism == flag
+
+
+@pytest.mark.parametrize(("origin", "to"), [("DE", "GB"), ("DE", "CH"), ("IT", "GB"),
+                                            ("ES", "CH"), ("DE", "JP"), ("DE", "CA")])
+def test_eu_to_adequate_countries_allowed_by_adequacy(res, origin, to):
+    decision = check(res, origin, to, "phi")
+    assert decision.allowed and decision.mechanism == "adequacy"
+
+
+@pytest.mark.parametrize(("origin", "to"), [("GB", "DE"), ("GB", "FR"), ("CH", "DE"),
+                                            ("CH", "FR"), ("GB", "NO")])
+def test_gb_and_ch_to_the_eu_allowed_by_adequacy(res, origin, to):
+    decision = check(res, origin, to, "phi")
+    assert decision.allowed and decision.mechanism == "adequacy"
+
+
+def test_inside_the_eea_gdpr_imposes_no_restriction(res):
+    decision = check(res, "AT", "FR", "phi")
+    assert decision.allowed and decision.mechanism == "eea"
+
+
+def test_tr_to_de_blocked_without_the_kvkk_standard_contract(res):
+    decision = check(res, "TR", "DE", "phi", source="TR")
+    assert not decision.allowed and decision.regimes == ("kvkk",)
+    assert "kvkk_standard_contract" in decision.reasons[0]
+
+
+def test_eu_sccs_do_not_replace_the_turkish_standard_contract(res):
+    assert not check(res, "TR", "DE", "personal", "scc", source="TR").allowed
+    assert check(res, "TR", "DE", "personal", "kvkk_standard_contract", source="TR").allowed
+
+
+def test_turkish_data_in_germany_leaving_for_the_us_needs_both_regimes(res):
+    only_kvkk = check(res, "TR", "US", "phi", "kvkk_standard_contract")
+    assert not only_kvkk.allowed
+    assert set(only_kvkk.regimes) == {"kvkk", "gdpr"}
+    both = check(res, "TR", "US", "phi", "kvkk_standard_contract", "scc")
+    assert both.allowed and both.mechanism == "kvkk_standard_contract+scc"
+
+
+def test_us_phi_to_germany_blocked_without_baa(res):
+    decision = check(res, "US", "DE", "phi")
+    assert not decision.allowed and decision.regimes == ("hipaa",)
+    assert decision.unblock_with == (("baa",),)
+    assert check(res, "US", "DE", "phi", "baa").mechanism == "baa"
+
+
+def test_us_personal_data_is_not_restricted_by_hipaa(res):
+    decision = check(res, "US", "DE", "personal")
+    assert decision.allowed and decision.mechanism == "unrestricted"
+
+
+@pytest.mark.parametrize("origin", ["DE", "TR", "US", "GB", "CH", "AU", "NZ", "FR"])
+@pytest.mark.parametrize("to", ["US", "CN", "IN", "BR", "DE"])
+def test_anonymised_is_never_blocked(res, origin, to):
+    decision = check(res, origin, to, "anonymised")
+    assert decision.allowed
+
+
+def test_anonymised_crossing_a_border_still_names_its_basis(res):
+    decision = check(res, "DE", "US", "anonymised")
+    assert decision.is_transfer and decision.mechanism == "anonymised"
+
+
+@pytest.mark.parametrize(("origin", "location"), [("DE", "DE"), ("AT", "DE"), ("TR", "DE"),
+                                                  ("NZ", "AU"), ("FR", "FR")])
+def test_a_transfer_to_the_datas_own_location_is_no_transfer(res, origin, location):
+    decision = check(res, origin, location, "phi")
+    assert decision.allowed and not decision.is_transfer
+    assert decision.mechanism is None and decision.regimes == ()
+
+
+def test_explicit_consent_never_suffices_for_phi(res):
+    assert not check(res, "DE", "US", "phi", "explicit_consent").allowed
+    assert check(res, "DE", "US", "personal", "explicit_consent").allowed
+
+
+def test_conditional_adequacy_us_needs_dpf(res):
+    assert check(res, "GB", "US", "phi", "dpf").mechanism == "dpf"
+    assert check(res, "CH", "US", "phi", "dpf").mechanism == "dpf"
+    assert not check(res, "GB", "US", "phi").allowed
+
+
+def test_uk_mechanisms(res):
+    assert check(res, "GB", "US", "phi", "uk_idta").mechanism == "uk_idta"
+    assert check(res, "GB", "US", "phi", "uk_addendum").mechanism == "uk_addendum"
+    assert not check(res, "GB", "US", "phi", "scc").allowed  # EU SCCs alone do not do it
+
+
+def test_unverified_adequacy_entries_are_not_relied_on(res):
+    decision = check(res, "CH", "GB", "phi")
+    assert not decision.allowed
+    assert "unverified" in decision.reasons[0]
+    assert check(res, "CH", "GB", "phi", "swiss_scc").allowed
+
+
+def test_australia_and_new_zealand(res):
+    assert not check(res, "AU", "US", "phi").allowed
+    assert check(res, "AU", "US", "phi", "app8_contract").allowed
+    assert not check(res, "NZ", "AU", "phi", source="NZ").allowed
+    assert check(res, "NZ", "AU", "phi", "nz_model_clauses", source="NZ").allowed
+
+
+def test_india_dpdp_negative_list_allows_by_default(res):
+    decision = check(res, "DE", "US", "phi", "scc", source="IN")
+    # Data living in India: DPDP allows (nothing notified); GDPR (origin) needs scc.
+    assert decision.allowed and set(decision.regimes) == {"gdpr", "india_dpdp"}
+
+
+def test_a_country_without_any_regime_fails_closed(res):
+    decision = check(res, "DE", "US", "phi", "scc", source="CN")
+    assert not decision.allowed
+    assert "no transfer regime governs CN" in " ".join(decision.reasons)
+
+
+def test_require_transfer_raises_with_the_decision(res):
+    tenant = rs.Tenant(id="c", country="DE")
+    with pytest.raises(rs.TransferBlocked) as info:
+        res.require_transfer(tenant, to="US", data_class="phi")
+    assert info.value.decision.allowed is False
+    assert "scc" in str(info.value)
+    ok = res.require_transfer(rs.Tenant(id="c", country="DE", agreements={"scc"}), "US", "phi")
+    assert ok.allowed
+
+
+@pytest.mark.parametrize("data_class", ["PHI", " personal "])
+def test_data_class_is_normalised(res, data_class):
+    assert check(res, "DE", "FR", data_class).allowed
+
+
+@pytest.mark.parametrize("data_class", ["health", "", "pseudonymised", None])
+def test_unknown_data_class_is_an_error(res, data_class):
+    with pytest.raises(rs.UnknownDataClass) as info:
+        check(res, "DE", "US", data_class)
+    assert "phi" in str(info.value)
+
+
+def test_unknown_mechanism_is_an_error(res):
+    with pytest.raises(rs.UnknownMechanism, match="'sccs'"):
+        check(res, "DE", "US", "phi", "sccs")
+
+
+@pytest.mark.parametrize("to", ["UK", "", "XX"])
+def test_invalid_destination_is_an_error(res, to):
+    with pytest.raises(rs.InvalidCountry):
+        check(res, "DE", to, "phi")
+
+
+def test_decisions_are_cached_but_audited_every_time():
+    events: list[rs.AuditEvent] = []
+    res = rs.Residency.load(audit_hooks=[events.append])
+    tenant = rs.Tenant(id="c", country="DE")
+    first = res.check_transfer(tenant, "US", "phi", actor="svc")
+    second = res.check_transfer(tenant, "US", "phi", actor="svc")
+    assert first is second
+    assert [e.outcome for e in events] == ["blocked", "blocked"]
+    assert events[0].tenant_id == "c" and events[0].actor == "svc"
+    assert events[0].destination_country == "US" and events[0].reasons == first.reasons
+
+
+def test_rules_carry_sources_and_dates(res):
+    doc = res.rules.document
+    for regime in doc.regimes.values():
+        assert regime.source and regime.as_of
+        for entry in regime.adequacy:
+            assert entry.source and entry.as_of
+        for mech in regime.mechanisms:
+            assert mech.source and mech.as_of
+    for group in res.map.document.groups.values():
+        assert group.source and group.as_of
