@@ -149,6 +149,53 @@ class ResidencyViolation(StorageError):
     """What a backend really reports (region, encryption, access) breaks the map's promise."""
 
 
+# --- retention and erasure ---------------------------------------------------------
+
+
+class RetentionError(ResidencyError):
+    """A retention sweep that cannot run: unknown location or provider, bad checkpoint."""
+
+
+class ErasureError(ResidencyError):
+    """An erasure request that cannot be made, found or run (unknown id, bad state file)."""
+
+
+class ErasureIncomplete(ErasureError):
+    """A tracked erasure ran but could not finish; the request stays open.
+
+    ``receipt`` (an ``ErasureReceipt``) says what was deleted where and what is left;
+    ``request_id`` names the open request: rerun ``res.erase(tenant)`` or
+    ``ErasureTracker.run(request_id)`` to finish it.
+    """
+
+    def __init__(self, message: str, *, receipt: Any = None,
+                 request_id: str | None = None) -> None:
+        self.receipt = receipt
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class ErasureBlocked(ErasureIncomplete):
+    """Objects under a legal hold (metadata marker or S3 object lock) were kept."""
+
+
+class ErasureUnavailable(ErasureIncomplete, BackendUnavailable):
+    """A backend could not be reached during a tracked erasure (also a
+    :class:`BackendUnavailable`)."""
+
+
+# --- infrastructure ----------------------------------------------------------------
+
+
+class InfraError(ResidencyError):
+    """An infra plan that cannot be built, or stack outputs that cannot be read back."""
+
+
+class InfraCrossesBorder(InfraError):
+    """A planned resource (failover or replication region, paired redundancy, key location)
+    would put data outside the location's country; refused when the plan is built."""
+
+
 # --- audit -------------------------------------------------------------------------
 
 
@@ -157,4 +204,26 @@ class AuditError(ResidencyError):
 
 
 class ChainBroken(AuditError):
-    """The audit hash chain does not verify."""
+    """The audit hash chain does not verify.
+
+    ``seq`` is the position (1-based) of the first broken event, ``kind`` a short code
+    for what is wrong (``hash_mismatch``, ``prev_hash_mismatch``, ``missing_events``,
+    ``mac_mismatch``, ``truncated``, ...).
+    """
+
+    def __init__(self, message: str, *, seq: int | None = None, kind: str | None = None) -> None:
+        self.seq = seq
+        self.kind = kind
+        super().__init__(message)
+
+
+class AuditKeyError(AuditError):
+    """The HMAC key is missing, too short, or not the key the audit log was created with."""
+
+
+class AuditFormatError(AuditError):
+    """A file that is not a residency audit log or checkpoint, or an unsupported version."""
+
+
+class AuditLogClosed(AuditError):
+    """An append or flush on an audit log that was already closed."""

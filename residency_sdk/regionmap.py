@@ -456,6 +456,12 @@ def _region_table(overlay: Mapping[str, dict[str, str]]) -> dict[str, dict[str, 
     return table
 
 
+def cloud_region_table(region_map: RegionMap) -> dict[str, dict[str, str]]:
+    """provider -> cloud region -> country: the built-in table plus ``region_map``'s own
+    ``cloud_regions`` entries (what failover and verification check regions against)."""
+    return _region_table({str(p): r for p, r in region_map.document.cloud_regions.items()})
+
+
 @cache
 def _aws_regions_from_botocore() -> frozenset[str] | None:
     """AWS region codes from botocore's bundled endpoints data, when boto3 is installed."""

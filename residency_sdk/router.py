@@ -4,17 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from residency_sdk.countries import normalise_country
 from residency_sdk.errors import InvalidTenant, NoRoute, TransferBlocked
 from residency_sdk.events import AuditEvent, AuditHook
 from residency_sdk.model import Decision, Placement, Tenant
-from residency_sdk.regionmap import RegionMap, load_region_map
+from residency_sdk.regionmap import RegionMap, cloud_region_table, load_region_map
 from residency_sdk.rules import TransferRules, load_transfer_rules
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from residency_sdk.erasure import ErasureReceipt
+    from residency_sdk.model import StorageTarget
+    from residency_sdk.storage.base import ObjectStore
+    from residency_sdk.storage.facade import StoredObject, StoreOpener, TenantStore
+
+STATE_DIR_NAME = ".residency-state"
+"""The default state folder's name, under ``local_root``."""
 # The strictest class decides what placement itself needs.
 _PLACEMENT_CLASS = "phi"
+# Decisions are pure; the bound keeps a flood of distinct junk inputs from growing memory.
+_DECISION_CACHE_SIZE = 100_000
 
 
 class Residency:
@@ -25,10 +37,24 @@ class Residency:
     """
 
     def __init__(self, region_map: RegionMap, rules: TransferRules,
-                 audit_hooks: Iterable[AuditHook] = ()) -> None:
+                 audit_hooks: Iterable[AuditHook] = (), *, local_root: str | Path | None = None,
+                 storage: StoreOpener | None = None,
+                 state_dir: str | Path | None = None) -> None:
         self.map = region_map
         self.rules = rules
         self._hooks: tuple[AuditHook, ...] = tuple(audit_hooks)
+        # Storage: the embedded local backend under local_root, or the map's providers.
+        from residency_sdk.storage.facade import StorePool  # no cloud SDK is imported
+
+        self.local_root = Path(local_root) if local_root is not None else None
+        self.state_dir: Path | None = (
+            Path(state_dir) if state_dir is not None
+            else self.local_root / STATE_DIR_NAME if self.local_root is not None else None)
+        """Where tracked erasure requests are kept (see :meth:`erase`); None when neither
+        ``state_dir`` nor ``local_root`` was given."""
+        self._store_pool = StorePool(self.local_root, storage)
+        self.regions: dict[str, dict[str, str]] = cloud_region_table(region_map)
+        """provider -> cloud region -> country (built-in table plus the map's own)."""
         self._placements: dict[str, Placement] = {
             country: self._build_placement(country) for country in region_map.routes
         }
@@ -36,18 +62,26 @@ class Residency:
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, audit: Any = None,
-             audit_hooks: Iterable[AuditHook] = ()) -> Residency:
+             audit_hooks: Iterable[AuditHook] = (), local_root: str | Path | None = None,
+             storage: StoreOpener | None = None,
+             state_dir: str | Path | None = None) -> Residency:
         """Load a region map (the packaged default when ``path`` is None).
 
         ``audit`` may be a path to an audit database (``"audit.db"``) or an object with an
         ``append(event)`` method; every decision and data operation is then recorded.
+        ``local_root`` makes every location store objects in its ``local`` backend under
+        that folder (the embedded default, no cloud needed); ``storage`` replaces how
+        stores are opened (``(target, location_id) -> ObjectStore``). ``state_dir`` is
+        the durable folder for tracked erasure requests (default
+        ``<local_root>/.residency-state``; see :meth:`erase`).
         """
         region_map = load_region_map(path)
         rules = load_transfer_rules(region_map.rules_file, region_map.groups)
         hooks = list(audit_hooks)
         if audit is not None:
             hooks.append(_audit_sink(audit))
-        return cls(region_map, rules, hooks)
+        return cls(region_map, rules, hooks, local_root=local_root, storage=storage,
+                   state_dir=state_dir)
 
     # --- routing ---------------------------------------------------------------------
 
@@ -78,11 +112,14 @@ class Residency:
         ``source`` is the country where the data lives now; it defaults to the tenant's
         residency location. The decision is audited (allowed and blocked alike).
         """
-        key = (tenant.country, tenant.agreements, to, data_class, source)
-        decision = self._decisions.get(key)
+        try:
+            key = (tenant.country, tenant.agreements, to, data_class, source)
+            decision = self._decisions.get(key)
+        except (AttributeError, TypeError):  # not a Tenant, or unhashable junk arguments
+            key, decision = None, None
         if decision is None:
             decision = self._decide(tenant, to, data_class, source)
-            if len(self._decisions) < 100_000:
+            if key is not None and len(self._decisions) < _DECISION_CACHE_SIZE:
                 self._decisions[key] = decision
         if self._hooks:
             self.emit(AuditEvent(
@@ -109,6 +146,68 @@ class Residency:
         placement = self.resolve(tenant)
         location_country = self.map.locations[placement.location].country
         return self.check_transfer(tenant, location_country, data_class, source=tenant.country)
+
+    # --- storage ---------------------------------------------------------------------
+
+    def storage_for(self, tenant: Tenant, *, provider: str | None = None,
+                    actor: str | None = None, purpose: str | None = None) -> TenantStore:
+        """A store bound to ``tenant``'s placement: keys live under the tenant's prefix,
+        writes are checked against residency, every operation is audited.
+
+        ``provider`` picks a backend of the location (default: the map's default provider,
+        or ``local`` when loaded with ``local_root``). Emits one ``placement`` event.
+        """
+        from residency_sdk.storage.facade import storage_for
+
+        return storage_for(self, tenant, provider=provider, actor=actor, purpose=purpose)
+
+    def transfer(self, tenant: Tenant, key: str, to: str, data_class: str = "phi", *,
+                 actor: str | None = None, purpose: str | None = None,
+                 provider: str | None = None) -> StoredObject:
+        """Copy ``tenant``'s object ``key`` into location ``to`` only if
+        :meth:`check_transfer` allows it; otherwise raise :class:`TransferBlocked` and copy
+        nothing. ``to`` must be a residency location of the map."""
+        from residency_sdk.storage.facade import transfer
+
+        return transfer(self, tenant, key, to, data_class, actor=actor, purpose=purpose,
+                        provider=provider)
+
+    def erase(self, tenant: Tenant, *, providers: Iterable[str] | None = None,
+              actor: str | None = None, purpose: str | None = None,
+              reason: str | None = None, terminated_at: datetime | None = None,
+              state_dir: str | Path | None = None) -> ErasureReceipt:
+        """Erase every object of ``tenant`` as a tracked erasure request and return its
+        receipt (objects, bytes, start and finish, per-backend results, request id).
+
+        The request is recorded, run on every backend of the tenant's location (each
+        provider's primary and in-country failover; ``providers`` defaults to ``local``
+        with ``local_root``, else every cloud backend), verified by a fresh listing, and
+        its receipt's SHA-256 recorded in the audit trail (see
+        :mod:`residency_sdk.erasure`). Objects under a legal hold are kept.
+
+        State lives in ``state_dir`` (this call's, else the one given to :meth:`load`,
+        else ``<local_root>/.residency-state``); without any, :class:`ErasureError` is
+        raised before anything is deleted: request state must outlive the process.
+
+        When the erasure cannot finish the request stays open and
+        :class:`ErasureUnavailable` (a :class:`BackendUnavailable`: a backend could not be
+        reached), :class:`ErasureBlocked` (legal hold) or :class:`ErasureIncomplete` is
+        raised with ``.receipt`` and ``.request_id``; calling ``erase`` again for the
+        tenant (or ``ErasureTracker.run(request_id)``) resumes that request.
+        """
+        from residency_sdk.erasure import erase
+
+        return erase(self, tenant, providers=providers, actor=actor, purpose=purpose,
+                     reason=reason, terminated_at=terminated_at, state_dir=state_dir)
+
+    def store(self, target: StorageTarget, location: str) -> ObjectStore:
+        """The raw adapter of ``target`` in ``location``, opened once and shared (no
+        residency checks, no audit: for sweeps and erasure, not application code)."""
+        return self._store_pool.get(target, location)
+
+    def close(self) -> None:
+        """Close every storage client this Residency opened."""
+        self._store_pool.close()
 
     # --- audit -----------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[all,test]"
+# requirements.lock pins the whole tested dependency set (regenerate: scripts/lock.sh).
+.venv/bin/python -m pip install --quiet -c requirements.lock -e ".[all,test]"
 
 if [ ! -x .emulators/node_modules/.bin/azurite-blob ]; then
   mkdir -p .emulators
@@ -32,5 +33,16 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# Static checks: ruff, mypy --strict on the package, bandit (no high-severity finding), and
+# pip-audit on the locked dependency set (report only: it needs PyPI's vulnerability API).
 .venv/bin/python -m ruff check residency_sdk tests benchmarks infra examples
+.venv/bin/python -m mypy residency_sdk
+.venv/bin/python -m bandit --quiet --recursive residency_sdk --severity-level high
+mkdir -p .reliability
+if .venv/bin/python -m pip_audit --progress-spinner off >.reliability/pip-audit.txt 2>&1; then
+  echo "pip-audit: no known vulnerability (report in .reliability/pip-audit.txt)"
+else
+  echo "pip-audit: findings or audit service unreachable (report only): .reliability/pip-audit.txt"
+fi
+
 exec .venv/bin/python -m pytest "$@"

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from residency_sdk.cli import audit as audit_cli
 from residency_sdk.cli import core, demo
+from residency_sdk.cli import infra as infra_cli
+from residency_sdk.cli import retention as retention_cli
+from residency_sdk.cli import storage as storage_cli
+from residency_sdk.cli import verify as verify_cli
 
 app = typer.Typer(
     name="residency",
@@ -15,6 +20,11 @@ app = typer.Typer(
 )
 core.register(app)
 demo.register(app)
+audit_cli.register(app)
+infra_cli.register(app)
+storage_cli.register(app)
+retention_cli.register(app)
+verify_cli.register(app)
 
 
 def main() -> None:

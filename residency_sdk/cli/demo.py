@@ -1,13 +1,16 @@
 """``residency demo``: the main job on the embedded default, no cloud account needed.
 
-Routes sample tenants from the seed table, shows where their data goes, and attempts
-transfers (allowed and blocked).
+Routes sample tenants from the seed table, shows where their data goes, attempts
+transfers (allowed and blocked), stores and reads objects in each clinic's location on the
+encrypted local backend, and ends with the transfer-audit report of everything it did.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -56,23 +59,50 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def demo(map_path: MapOption = None, as_json: JsonOption = False) -> None:
-    """Route sample clinics, attempt transfers and print a summary (no cloud needed)."""
-    res = load_residency(map_path, as_json)
+WorkdirOption = Annotated[
+    Path | None,
+    typer.Option("--workdir", file_okay=False,
+                 help="Folder for the demo's local storage and audit log "
+                      "(default: a new temporary folder)."),
+]
+
+
+def demo(map_path: MapOption = None, workdir: WorkdirOption = None,
+         as_json: JsonOption = False) -> None:
+    """Route sample clinics, store their data in-country, attempt transfers and print the
+    transfer-audit report (local encrypted storage, no cloud account needed)."""
+    from residency_sdk.cli.audit import show_report
+    from residency_sdk.cli.storage import show_storage
+
+    root = workdir or Path(tempfile.mkdtemp(prefix="residency-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    audit_log = root / "audit.db"
+    res = load_residency(map_path, as_json, audit=audit_log, local_root=root / "data")
     summary = DemoSummary()
-    show_routing(res, summary, quiet=as_json)
-    show_transfers(res, summary, quiet=as_json)
+    try:
+        show_routing(res, summary, quiet=as_json)
+        show_transfers(res, summary, quiet=as_json)
+        show_storage(res, summary, quiet=as_json, root=root / "data")
+    finally:
+        res.close()
+    summary.sections["audit"] = show_report(audit_log, quiet=as_json)
     if as_json:
-        print_json({"placements": summary.placements, "transfers": summary.transfers,
-                    **summary.sections})
+        print_json({"workdir": str(root), "placements": summary.placements,
+                    "transfers": summary.transfers, **summary.sections})
         return
     blocked = sum(1 for t in summary.transfers if not t["allowed"])
     refused = sum(1 for p in summary.placements if not p["placement_allowed"])
+    audit = summary.sections["audit"]
     console.rule("Summary")
     console.print(f"{len(summary.placements)} tenants routed to "
                   f"{len({p['location'] for p in summary.placements})} locations; "
                   f"{refused} placement(s) refused for a missing mechanism; "
-                  f"{len(summary.transfers)} transfers attempted, {blocked} blocked.")
+                  f"{len(summary.transfers)} transfers decided, {blocked} blocked; "
+                  f"{audit['events']} audit events, chain "
+                  f"{'valid' if audit['chain_ok'] else 'BROKEN'}, "
+                  f"{audit['violations']} violation(s).")
+    console.print(f"Data and audit log kept in {root} "
+                  f"(try: residency audit report {audit_log} --format html --out report.html)")
 
 
 def _tenant(tenant_id: str) -> Tenant:
@@ -106,7 +136,7 @@ def show_transfers(res: Residency, summary: DemoSummary, *, quiet: bool) -> None
     for col in ("tenant", "data", "from", "to", "decision", "why"):
         table.add_column(col)
     for tenant_id, to, data_class in SAMPLE_TRANSFERS:
-        decision = res.check_transfer(_tenant(tenant_id), to, data_class)
+        decision = res.check_transfer(_tenant(tenant_id), to, data_class, actor="demo")
         summary.transfers.append({"tenant": tenant_id, "to": to, "data_class": data_class,
                                   "allowed": decision.allowed,
                                   "mechanism": decision.mechanism})

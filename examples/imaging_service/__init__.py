@@ -1,0 +1,1 @@
+"""An imaging-AI vendor's upload service built on residency-sdk (example)."""

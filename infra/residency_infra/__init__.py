@@ -1,0 +1,1 @@
+"""The residency Pulumi program's components (importable only with the ``[infra]`` extra)."""

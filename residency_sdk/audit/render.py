@@ -1,0 +1,147 @@
+"""Render an :class:`~residency_sdk.audit.report.AuditReport` as Markdown, JSON or CSV.
+
+Rendering only formats the (small) aggregated result; all counting happened in SQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from residency_sdk.audit.report import AuditReport
+
+FORMATS = ("md", "html", "json", "csv")
+
+
+def human_bytes(n: int | None) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    value = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def chain_status(report: AuditReport) -> str:
+    """One line on the chain: verified (and how) or where it broke."""
+    c = report.chain
+    if c.broken is not None:
+        return (f"BROKEN at event {c.broken.seq} ({c.broken.kind}): {c.broken.message}; "
+                f"events 1..{c.verified_through} verify")
+    how = ("HMAC-SHA-256 checked" if c.hmac_checked else
+           "SHA-256 only, HMAC not checked: no key" if c.keyed else "SHA-256, not keyed")
+    return f"verified: {c.events:,} events, head {c.head_hash[:16]}… ({how})"
+
+
+def render(report: AuditReport, fmt: str) -> str:
+    """The report in ``fmt`` (``md``, ``html``, ``json`` or ``csv``)."""
+    if fmt == "md":
+        return to_markdown(report)
+    if fmt == "json":
+        return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        return to_csv(report)
+    if fmt == "html":
+        from residency_sdk.audit.html import to_html
+
+        return to_html(report)
+    from residency_sdk.errors import AuditFormatError
+
+    raise AuditFormatError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "—"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def to_markdown(report: AuditReport) -> str:
+    """GitHub-flavoured Markdown, for pull requests and terminals."""
+    t = report.totals
+    window = f"{report.since or 'start'} → {report.until or 'now'}"
+    mark = "✅" if report.chain.ok else "❌"
+    vmark = "✅" if report.violation_total == 0 else "❌"
+    out = [
+        "# Transfer-audit report", "",
+        f"Log `{report.log_path}` · window {window} · region map `{report.map_name}` · "
+        f"generated {report.generated_at}", "",
+        f"**Chain {mark}** {chain_status(report)}", "",
+        f"**Violations {vmark} {report.violation_total}** " + ", ".join(
+            f"{k}: {v}" for k, v in sorted(report.violation_counts.items())), "",
+    ]
+    out += [f"> {note}" for note in report.notes] + ([""] if report.notes else [])
+    out += ["## Summary", "", *_table(
+        ["events", "tenants", "cross-border allowed", "cross-border bytes", "blocked",
+         "first seen", "last seen"],
+        [[t["events"], t["tenants"], t["cross_border_allowed"],
+          human_bytes(t["cross_border_bytes"]), t["blocked"], t["first_seen"],
+          t["last_seen"]]]), ""]
+    out += ["## Cross-border flows", ""]
+    out += _table(["origin", "location", "destination", "data class", "mechanism", "events",
+                   "bytes", "first seen", "last seen"],
+                  [[f["origin"], f["location"], f["destination"], f["data_class"],
+                    f["mechanism"] or "**none**", f["events"], human_bytes(f["bytes"]),
+                    f["first_seen"], f["last_seen"]] for f in report.flows]) \
+        if report.flows else ["No cross-border flow in this window."]
+    out += ["", "## Blocked attempts", ""]
+    out += _table(["who", "tenant", "origin", "to", "data class", "operation", "why",
+                   "events", "last seen"],
+                  [[b["actor"], b["tenant_id"], b["origin"], b["destination"], b["data_class"],
+                    b["operation"], "; ".join(b["reasons"]), b["events"], b["last_seen"]]
+                   for b in report.blocked]) \
+        if report.blocked else ["No blocked attempt in this window."]
+    out += ["", "## Violations", ""]
+    out += _table(["event", "kind", "time", "tenant", "who", "detail"],
+                  [[v["seq"], v["kind"], v["time"], v["tenant_id"], v["actor"], v["detail"]]
+                   for v in report.violations]) \
+        if report.violations else ["None."]
+    out += ["", "## Tenants", ""]
+    out += _table(["tenant", "country", "data held in", "went to", "events", "blocked",
+                   "bytes written"],
+                  [[r["tenant_id"], r["country"], r["held_in"], r["went_to"], r["events"],
+                    r["blocked"], human_bytes(r["bytes_written"])] for r in report.tenants]) \
+        if report.tenants else ["No tenant events in this window."]
+    return "\n".join(out) + "\n"
+
+
+_CSV_COLUMNS = (
+    "section", "kind", "seq", "time", "origin", "location", "destination", "tenant_id",
+    "country", "actor", "data_class", "operation", "mechanism", "events", "bytes",
+    "first_seen", "last_seen", "held_in", "went_to", "blocked", "detail",
+)
+
+
+def to_csv(report: AuditReport) -> str:
+    """One CSV for tooling: a ``section`` column (chain, flow, blocked, violation, tenant)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    c = report.chain
+    w.writerow({"section": "chain", "kind": "ok" if c.ok else c.broken and c.broken.kind,
+                "seq": c.broken.seq if c.broken else c.head_seq, "events": c.events,
+                "detail": chain_status(report)})
+    for f in report.flows:
+        w.writerow({"section": "flow", **f, "operation": ";".join(f["operations"])})
+    for b in report.blocked:
+        w.writerow({"section": "blocked", **b, "detail": "; ".join(b["reasons"])})
+    for v in report.violations:
+        w.writerow({"section": "violation", **v, "operation": v["op"]})
+    for r in report.tenants:
+        w.writerow({"section": "tenant", **r, "bytes": r["bytes_written"],
+                    "held_in": ";".join(r["held_in"]), "went_to": ";".join(r["went_to"])})
+    return buf.getvalue()

@@ -1,0 +1,289 @@
+"""Operator commands on tenant objects: ``residency put|get|ls|rm``.
+
+Every command goes through the guarded facade (``Residency.storage_for``), so the same
+residency checks and audit events apply as in application code. ``--local-root DIR`` (or
+``RESIDENCY_LOCAL_ROOT``) uses the embedded local backend of each location.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from residency_sdk.cli.common import (
+    JsonOption,
+    MapOption,
+    console,
+    err_console,
+    fail,
+    load_residency,
+    print_json,
+    residency_errors,
+)
+from residency_sdk.errors import ObjectNotFound, PlacementBlocked, TransferBlocked
+from residency_sdk.model import Tenant
+from residency_sdk.router import Residency
+
+if TYPE_CHECKING:
+    from residency_sdk.cli.demo import DemoSummary
+    from residency_sdk.storage.facade import StoredObject, TenantStore
+
+TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
+CountryOption = Annotated[str, typer.Option("--country", "-c", help="Tenant jurisdiction (ISO).")]
+ProviderOption = Annotated[
+    str | None, typer.Option("--provider", "-p", help="Backend of the location (default: the "
+                             "map's default provider, or local with --local-root).")]
+LocalRootOption = Annotated[
+    Path | None, typer.Option("--local-root", envvar="RESIDENCY_LOCAL_ROOT", file_okay=False,
+                              help="Use the embedded local backend under this folder.")]
+MechanismOption = Annotated[
+    list[str] | None, typer.Option("--mechanism", "-m", help="A signed mechanism flag.")]
+DataClassOption = Annotated[str, typer.Option("--data-class", "-d", help="phi, personal, "
+                                              "anonymised.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``put``, ``get``, ``ls`` and ``rm`` to ``app``."""
+    app.command("put")(put)
+    app.command("get")(get)
+    app.command("ls")(ls)
+    app.command("rm")(rm)
+
+
+def _open_tenant_store(tenant_id: str, country: str, mechanism: list[str] | None,
+                       provider: str | None, local_root: Path | None, map_path: Path | None,
+                       as_json: bool) -> TenantStore:
+    res = load_residency(map_path, as_json, local_root=local_root)
+    with residency_errors(as_json):
+        tenant = Tenant(id=tenant_id, country=country, agreements=frozenset(mechanism or ()))
+        return res.storage_for(tenant, provider=provider, actor="cli")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def object_dict(info: StoredObject) -> dict[str, Any]:
+    """An object report as plain JSON-able data."""
+    return {"key": info.key, "size": info.size, "checksum": info.checksum,
+            "encryption": info.encryption, "kms_key": info.kms_key,
+            "data_class": info.data_class, "location": info.location,
+            "provider": info.provider, "region": info.region, "bucket": info.bucket,
+            "served_by": info.served_by, "stored_key": info.stored_key,
+            "last_modified": info.last_modified.isoformat() if info.last_modified else None,
+            "metadata": info.metadata}
+
+
+@contextmanager
+def _progress(label: str, total: int | None, enabled: bool) -> Iterator[Any]:
+    """A rich progress bar on stderr; yields the callback adapters call with increments."""
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def put(
+    key: Annotated[str, typer.Argument(help="Object key, relative to the tenant's prefix.")],
+    tenant: TenantOption, country: CountryOption,
+    source: Annotated[str, typer.Argument(help="File to upload, or '-' for stdin.")] = "-",
+    provider: ProviderOption = None, local_root: LocalRootOption = None,
+    map_path: MapOption = None, data_class: DataClassOption = "phi",
+    mechanism: MechanismOption = None, as_json: JsonOption = False,
+) -> None:
+    """Store a file (streamed, encrypted, checksummed) for a tenant. Exit 1 when refused."""
+    store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
+                               as_json)
+    with residency_errors(as_json):
+        if source == "-":
+            info = store.put(key, sys.stdin.buffer, data_class=data_class)
+        else:
+            path = Path(source)
+            if not path.is_file():
+                fail(f"source {source!r} is not a readable file", as_json=as_json)
+            with path.open("rb") as fh, _progress(f"put {key}", path.stat().st_size,
+                                                  not as_json) as progress:
+                info = store.put(key, fh, data_class=data_class, progress=progress)
+    if as_json:
+        print_json({"ok": True, "object": object_dict(info)})
+    else:
+        console.print(f"[green]stored[/] {info.key} ({info.size} bytes) in {info.location} "
+                      f"{info.provider} {info.bucket} (served by {info.served_by}), "
+                      f"{info.encryption}, {info.checksum}", highlight=False)
+
+
+def get(
+    key: Annotated[str, typer.Argument(help="Object key, relative to the tenant's prefix.")],
+    tenant: TenantOption, country: CountryOption,
+    out: Annotated[Path | None, typer.Option("--out", "-o", dir_okay=False,
+                                             help="Write here (default: stdout).")] = None,
+    provider: ProviderOption = None, local_root: LocalRootOption = None,
+    map_path: MapOption = None, mechanism: MechanismOption = None, as_json: JsonOption = False,
+) -> None:
+    """Read an object (checksum verified) to a file or stdout."""
+    if as_json and out is None:
+        fail("--json needs --out FILE (stdout carries the JSON report)", as_json=True)
+    store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
+                               as_json)
+    with residency_errors(as_json):
+        info = store.head(key)
+        reader = store.open(key)
+        with reader:
+            if out is None:
+                _copy(reader, sys.stdout.buffer, None)
+                sys.stdout.flush()
+            else:
+                tmp = out.with_name(f".{out.name}.part")
+                try:
+                    with tmp.open("wb") as fh, _progress(f"get {key}", info.size,
+                                                         not as_json) as progress:
+                        _copy(reader, fh, progress)
+                    tmp.replace(out)  # a failed read never leaves a partial file at `out`
+                finally:
+                    tmp.unlink(missing_ok=True)
+    if as_json:
+        print_json({"ok": True, "object": object_dict(info), "out": str(out)})
+    elif out is not None:
+        console.print(f"[green]read[/] {info.key} ({info.size} bytes) -> {out}",
+                      highlight=False)
+
+
+def _copy(reader: BinaryIO, writer: BinaryIO, progress: Any) -> None:
+    while chunk := reader.read(1024 * 1024):
+        writer.write(chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+
+def ls(
+    tenant: TenantOption, country: CountryOption,
+    prefix: Annotated[str, typer.Argument(help="Key prefix (relative).")] = "",
+    provider: ProviderOption = None, local_root: LocalRootOption = None,
+    map_path: MapOption = None, mechanism: MechanismOption = None, as_json: JsonOption = False,
+) -> None:
+    """List a tenant's objects."""
+    store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
+                               as_json)
+    with residency_errors(as_json):
+        objects = [object_dict(info) for info in store.list(prefix)]
+    if as_json:
+        print_json({"ok": True, "tenant": tenant, "location": store.location,
+                    "objects": objects})
+        return
+    table = Table(title=f"{tenant} in {store.location} ({store.target.provider} "
+                        f"{store.target.bucket})")
+    for col in ("key", "size", "data class", "modified"):
+        table.add_column(col)
+    for obj in objects:
+        table.add_row(obj["key"], str(obj["size"]), obj["data_class"] or "-",
+                      obj["last_modified"] or "-")
+    console.print(table)
+
+
+def rm(
+    key: Annotated[str, typer.Argument(help="Object key, relative to the tenant's prefix.")],
+    tenant: TenantOption, country: CountryOption,
+    provider: ProviderOption = None, local_root: LocalRootOption = None,
+    map_path: MapOption = None, mechanism: MechanismOption = None, as_json: JsonOption = False,
+) -> None:
+    """Delete one object. Exit 1 when it does not exist."""
+    store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
+                               as_json)
+    with residency_errors(as_json):
+        deleted = store.delete(key)
+    if not deleted:
+        fail(str(ObjectNotFound(key, f"tenant {tenant}")), as_json=as_json,
+             error_type="ObjectNotFound")
+    if as_json:
+        print_json({"ok": True, "deleted": key})
+    else:
+        console.print(f"[green]deleted[/] {key}", highlight=False)
+
+
+# --- `residency demo` -------------------------------------------------------------------
+
+_DEMO_KEY = "studies/demo-001/ct-slice-001.dcm"
+
+
+def _sample_image(tenant_id: str) -> bytes:
+    # Synthetic, obviously fake bytes shaped like a DICOM preamble; never real data.
+    return b"\0" * 128 + b"DICM" + f"synthetic sample for {tenant_id}".encode() * 64
+
+
+def show_storage(res: Residency, summary: DemoSummary, *, quiet: bool, root: Path) -> None:
+    """Store and read sample objects on the local backend under ``root``, then attempt a
+    blocked and an allowed cross-border copy; record it in ``summary.sections["storage"]``.
+    """
+    from residency_sdk.cli.demo import SAMPLE_TENANTS
+    from residency_sdk.storage.facade import backend_for
+    from residency_sdk.storage.keys import tenant_key
+
+    local = Residency(res.map, res.rules, res.audit_hooks, local_root=root)
+    by_id = {t.id: t for t in SAMPLE_TENANTS}
+    section: dict[str, Any] = {"root": str(root), "objects": [], "refused": [],
+                               "transfers": []}
+    table = Table(title=f"{_DEMO_KEY} stored per clinic (local backend, AES-256-GCM)",
+                  caption=f"under {root}")
+    for col in ("tenant", "location", "bytes", "read back"):
+        table.add_column(col)
+    for tenant_id in ("charite-berlin", "mayo-rochester", "acibadem-istanbul",
+                      "ankara-clinic"):
+        tenant = by_id[tenant_id]
+        store = local.storage_for(tenant, actor="demo")
+        try:
+            info = store.put(_DEMO_KEY, _sample_image(tenant.id), data_class="phi")
+        except PlacementBlocked as exc:
+            section["refused"].append({"tenant": tenant.id, "location": store.location,
+                                       "error": str(exc)})
+            needs = " or ".join(store.placement.required_mechanisms[0])
+            table.add_row(tenant.id, store.location, "-", f"[red]REFUSED: needs {needs}[/]")
+            continue
+        same = store.get(_DEMO_KEY) == _sample_image(tenant.id)
+        section["objects"].append({"tenant": tenant.id, "location": info.location,
+                                   "key": info.key, "size": info.size,
+                                   "checksum": info.checksum, "encryption": info.encryption,
+                                   "read_back_ok": same})
+        table.add_row(tenant.id, info.location, str(info.size),
+                      "[green]ok, checksum verified[/]" if same else "[red]MISMATCH[/]")
+    transfers = Table(title="Cross-border copies of stored objects")
+    for col in ("tenant", "from", "to", "result", "at destination"):
+        transfers.add_column(col)
+    charite = by_id["charite-berlin"]
+    for to in ("US", "GB"):
+        dest_store = local.store(backend_for(local, to, None), to)
+        try:
+            copied = local.transfer(charite, _DEMO_KEY, to=to, data_class="phi",
+                                    actor="demo")
+            result = f"copied ({copied.size} bytes)"
+            allowed = True
+        except TransferBlocked as exc:
+            needs = " and ".join(" or ".join(alts) for alts in exc.decision.unblock_with)
+            result = f"BLOCKED (needs {needs})" if needs else "BLOCKED"
+            allowed = False
+        present = dest_store.exists(tenant_key(charite, _DEMO_KEY))
+        section["transfers"].append({"tenant": charite.id, "from": "DE", "to": to,
+                                     "allowed": allowed, "present_at_destination": present})
+        transfers.add_row(charite.id, "DE", to,
+                          f"[green]{result}[/]" if allowed else f"[red]{result}[/]",
+                          "object present" if present else "nothing copied")
+    local.close()
+    summary.sections["storage"] = section
+    if not quiet:
+        console.print(table)
+        console.print(transfers)
+

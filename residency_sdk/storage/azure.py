@@ -1,0 +1,385 @@
+"""Azure Blob Storage adapter (azure-storage-blob).
+
+- Every write names the location's encryption scope (``encryption_scope``, backed by a
+  customer-managed key); a target without one is refused (fail closed). When the service
+  reports a scope it must be that scope; Azurite drops scopes silently (TEST_INFRA.md), so
+  on a loopback endpoint the adapter accepts the silence and the tests assert on the
+  request instead.
+- Integrity: MD5 is computed while streaming. Objects below ``multipart_threshold`` go
+  up in one Put Blob whose Content-MD5 the service computes and we compare; larger ones
+  go as blocks with ``validate_content=True`` (the service checks each block's MD5), and
+  the whole-object MD5 is then recorded as the blob's Content-MD5, which every read
+  verifies. On a mismatch the blob is deleted and :class:`IntegrityError` raised;
+  uncommitted blocks never become a blob.
+- Block uploads use ``max_concurrency`` threads and ``chunk_size`` blocks: bounded memory.
+- azure-core's own retries are off (``retry_total=0``); :mod:`residency_sdk.storage.retry`
+  is the only retry layer.
+- Credentials: ``RESIDENCY_AZURE_CONNECTION_STRING`` (or ``AZURE_STORAGE_CONNECTION_STRING``)
+  when set; otherwise ``https://<account>.blob.core.windows.net`` (or ``target.endpoint``)
+  with ``DefaultAzureCredential`` when azure-identity is installed. ``target.endpoint``
+  overrides the connection string's BlobEndpoint. ``RESIDENCY_AZURE_API_VERSION`` pins the
+  service API version (needed for Azurite without ``--skipApiVersionCheck``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlsplit
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobServiceClient, ContentSettings
+
+from residency_sdk.endpoints import check_endpoint_url, is_loopback_host
+from residency_sdk.errors import (
+    BackendNotConfigured,
+    EncryptionError,
+    IntegrityError,
+    ObjectNotFound,
+    ResidencyError,
+    StorageError,
+)
+from residency_sdk.model import StorageTarget
+from residency_sdk.storage._streaming import (
+    Digester,
+    HashingReader,
+    VerifyingReader,
+    as_binary_stream,
+    md5,
+    start_position,
+)
+from residency_sdk.storage.base import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    ObjectInfo,
+    ObjectStore,
+    ProgressCallback,
+)
+from residency_sdk.storage.retry import DEFAULT_POLICY, RetryPolicy, is_transient_status
+
+T = TypeVar("T")
+
+CONNECTION_STRING_ENV = ("RESIDENCY_AZURE_CONNECTION_STRING", "AZURE_STORAGE_CONNECTION_STRING")
+API_VERSION_ENV = "RESIDENCY_AZURE_API_VERSION"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for connection failures, timeouts, 408/429 and 5xx answers."""
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return True
+    if isinstance(exc, HttpResponseError):
+        return is_transient_status(exc.status_code)
+    return isinstance(exc, (TimeoutError, ConnectionError))
+
+
+def _parse_connection_string(text: str) -> dict[str, str]:
+    parts = {}
+    for item in text.split(";"):
+        if "=" in item:
+            name, _, value = item.partition("=")
+            parts[name.strip()] = value.strip()
+    return parts
+
+
+class AzureStore(ObjectStore):
+    """One blob container in one storage account, for one residency location."""
+
+    page_size: int = 1000
+    """Blobs per List Blobs request (maximum 5000)."""
+
+    def __init__(self, target: StorageTarget, *, policy: RetryPolicy = DEFAULT_POLICY,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+                 connection_timeout: float = 5.0, read_timeout: float = 60.0,
+                 raw_request_hook: Callable[[Any], None] | None = None) -> None:
+        """``raw_request_hook`` sees every outgoing request (azure-core's hook; audits
+        and tests use it to check what each request carried)."""
+        if target.provider != "azure":
+            raise BackendNotConfigured(f"AzureStore needs an azure target, got "
+                                       f"{target.provider!r}")
+        self.target = target
+        self.policy = policy
+        self.chunk_size = chunk_size
+        self.multipart_threshold = multipart_threshold
+        self.max_concurrency = max_concurrency
+        options: dict[str, Any] = {
+            "retry_total": 0,  # retry.py is the one retry layer
+            "max_single_put_size": multipart_threshold,
+            "max_block_size": chunk_size,
+            "max_single_get_size": chunk_size,
+            "max_chunk_get_size": chunk_size,
+            "connection_timeout": connection_timeout,
+            "read_timeout": read_timeout,
+        }
+        if raw_request_hook is not None:
+            options["raw_request_hook"] = raw_request_hook
+        if os.environ.get(API_VERSION_ENV):
+            options["api_version"] = os.environ[API_VERSION_ENV]
+        self.endpoint, self._service = self._connect(options)
+        self.emulated = is_loopback_host(urlsplit(self.endpoint).hostname or "")
+        self._container = self._service.get_container_client(target.bucket)
+
+    def _connect(self, options: dict[str, Any]) -> tuple[str, BlobServiceClient]:
+        conn = next((os.environ[n] for n in CONNECTION_STRING_ENV if os.environ.get(n)), None)
+        if conn:
+            parts = _parse_connection_string(conn)
+            if self.target.endpoint:
+                parts["BlobEndpoint"] = self.target.endpoint
+            endpoint = parts.get("BlobEndpoint") or (
+                f"https://{parts.get('AccountName', self.target.account)}.blob.core.windows.net")
+            check_endpoint_url(endpoint)
+            rebuilt = ";".join(f"{k}={v}" for k, v in parts.items())
+            return endpoint, BlobServiceClient.from_connection_string(rebuilt, **options)
+        if not self.target.account and not self.target.endpoint:
+            raise BackendNotConfigured(
+                f"{self.name}: no storage account: set `account` on the azure backend in the "
+                f"region map, or {CONNECTION_STRING_ENV[0]}")
+        endpoint = check_endpoint_url(
+            self.target.endpoint or f"https://{self.target.account}.blob.core.windows.net")
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError:
+            raise BackendNotConfigured(
+                f"{self.name}: no Azure credentials: set {CONNECTION_STRING_ENV[0]} or install "
+                "azure-identity for DefaultAzureCredential") from None
+        return endpoint, BlobServiceClient(endpoint, credential=DefaultAzureCredential(),
+                                           **options)
+
+    def __repr__(self) -> str:
+        return (f"AzureStore(container={self.target.bucket!r}, region={self.target.region!r}, "
+                f"endpoint={self.endpoint!r})")
+
+    @property
+    def name(self) -> str:
+        """``azure://account/container (region)``, used in messages."""
+        return f"azure://{self.target.account or '?'}/{self.target.bucket} ({self.target.region})"
+
+    @property
+    def service(self) -> BlobServiceClient:
+        """The underlying BlobServiceClient."""
+        return self._service
+
+    # --- writes ----------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes | BinaryIO, *, metadata: dict[str, str] | None = None,
+            progress: ProgressCallback | None = None) -> ObjectInfo:
+        """Upload into the location's encryption scope; block upload above the threshold."""
+        scope = self._scope()
+        small = isinstance(data, (bytes, bytearray, memoryview)) and \
+            len(data) < self.multipart_threshold
+        stream = as_binary_stream(data)
+        start = start_position(stream)
+        policy = self.policy if start is not None else replace(self.policy, max_attempts=1)
+        readers: list[HashingReader] = []
+        blob = self._container.get_blob_client(key)
+
+        def attempt() -> dict[str, Any]:
+            if start is not None:
+                stream.seek(start)
+            reader = HashingReader(stream, md5(), progress=progress)
+            readers.append(reader)
+            if small:
+                payload = reader.read(len(data))  # type: ignore[arg-type]
+                return blob.upload_blob(
+                    payload, overwrite=True, metadata=metadata, encryption_scope=scope,
+                    content_settings=ContentSettings(content_type="application/octet-stream"))
+            try:
+                return blob.upload_blob(
+                    reader, overwrite=True, metadata=metadata, encryption_scope=scope,
+                    max_concurrency=self.max_concurrency, validate_content=True,
+                    content_settings=ContentSettings(content_type="application/octet-stream"))
+            except BaseException:
+                reader.close()  # stop its hashing thread
+                raise
+
+        response = self._call("put", key, attempt, policy)
+        reader = readers[-1]
+        digest = reader.digest()
+        if small:
+            reported = response.get("content_md5")
+            if reported is None or bytes(reported) != digest:
+                self._discard(key)
+                raise IntegrityError(
+                    f"{self.name}: checksum mismatch for {key!r}: computed md5 "
+                    f"{base64.b64encode(digest).decode()}, Azure reports "
+                    f"{base64.b64encode(bytes(reported)).decode() if reported else 'none'}; "
+                    "the blob was deleted - upload again")
+        else:
+            # Each block was MD5-checked by the service; record the whole-object MD5 so
+            # every later read can verify the assembled blob.
+            self._call("put", key, lambda: blob.set_http_headers(content_settings=ContentSettings(
+                content_type="application/octet-stream", content_md5=bytearray(digest))))
+        reported_scope = response.get("encryption_scope")
+        if reported_scope != scope and not (reported_scope is None and self.emulated):
+            self._discard(key)
+            raise EncryptionError(
+                f"{self.name}: {key!r} was stored in encryption scope {reported_scope!r}, not "
+                f"{scope!r}; the blob was deleted - check the scope exists on the account")
+        return ObjectInfo(key=key, size=reader.position,
+                          checksum=f"md5:{base64.b64encode(digest).decode()}",
+                          encryption="azure:encryption-scope" if reported_scope else None,
+                          kms_key=reported_scope, metadata=dict(metadata or {}),
+                          last_modified=response.get("last_modified"),
+                          etag=str(response.get("etag", "")).strip('"') or None)
+
+    def _discard(self, key: str) -> None:
+        # The caller is already getting the more important error.
+        with contextlib.suppress(ResidencyError):
+            self._call("delete", key, lambda: self._container.delete_blob(key))
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed."""
+        try:
+            self._call("delete", key, lambda: self._container.delete_blob(key))
+        except ObjectNotFound:
+            return False
+        return True
+
+    # --- reads -----------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        """The whole blob, its MD5 verified against the blob's Content-MD5."""
+        with self.open(key) as reader:
+            return reader.read()
+
+    def open(self, key: str) -> BinaryIO:
+        """A streaming reader (``chunk_size`` ranges); MD5 verified at the end."""
+        downloader = self._call("get", key, lambda: self._container.download_blob(
+            key, max_concurrency=1))
+        reported = downloader.properties.content_settings.content_md5
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from downloader.chunks()
+            except AzureError as exc:
+                raise self._translate(exc, "get", key) from None
+
+        def verify(tracker: Digester) -> None:
+            if reported and bytes(reported) != tracker.hasher.digest():
+                raise IntegrityError(
+                    f"{self.name}: checksum mismatch reading {key!r}: computed md5 "
+                    f"{base64.b64encode(tracker.hasher.digest()).decode()}, Azure reports "
+                    f"{base64.b64encode(bytes(reported)).decode()}; do not use this data, "
+                    "read it again")
+
+        return VerifyingReader(chunks(), md5(), verify)  # type: ignore[return-value]
+
+    def head(self, key: str) -> ObjectInfo:
+        """Size, Content-MD5, encryption scope and metadata as Azure reports them."""
+        p = self._call("head", key, lambda: self._container.get_blob_client(key)
+                       .get_blob_properties())
+        content_md5 = p.content_settings.content_md5
+        return ObjectInfo(
+            key=key, size=int(p.size or 0),
+            checksum=f"md5:{base64.b64encode(bytes(content_md5)).decode()}" if content_md5
+            else None,
+            encryption="azure:encryption-scope" if p.encryption_scope else None,
+            kms_key=p.encryption_scope, metadata=dict(p.metadata or {}),
+            last_modified=p.last_modified, etag=str(p.etag or "").strip('"') or None)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every blob under ``prefix``, ``page_size`` blobs per request."""
+        token: str | None = None
+        while True:
+            def fetch(tok: str | None = token) -> tuple[list[Any], str | None]:
+                pages = self._container.list_blobs(
+                    name_starts_with=prefix or None,
+                    results_per_page=self.page_size).by_page(continuation_token=tok)
+                items = list(next(pages))
+                return items, pages.continuation_token  # type: ignore[attr-defined]
+
+            blobs, token = self._call("list", prefix, fetch)
+            for b in blobs:
+                yield ObjectInfo(key=b.name, size=int(b.size or 0),
+                                 last_modified=b.last_modified,
+                                 etag=str(b.etag or "").strip('"') or None)
+            if not token:
+                return
+
+    def describe_bucket(self) -> Any:
+        """What the blob service reports about the container: default encryption scope and
+        public access (a :class:`~residency_sdk.storage.verify.BucketFacts`). The data
+        plane does not report the account's region, so ``region`` is None (unknown)."""
+        from residency_sdk.storage.verify import BucketFacts
+
+        try:
+            props = self._call("describe", self.target.bucket,
+                               self._container.get_container_properties)
+        except BackendNotConfigured:
+            return BucketFacts(exists=False)
+        except ObjectNotFound:
+            return BucketFacts(exists=False)
+        scope = getattr(props.encryption_scope, "default_encryption_scope", None) \
+            if props.encryption_scope else None
+        return BucketFacts(
+            exists=True, region=None,
+            encryption="azure:encryption-scope" if scope else None, kms_key=scope,
+            public_access_blocked=props.public_access is None,
+            notes=("the account's region needs the Azure management API (azure-mgmt-storage)",))
+
+    def close(self) -> None:
+        """Release the HTTP pipeline."""
+        self._service.close()
+
+    # --- internals -------------------------------------------------------------------
+
+    def _scope(self) -> str:
+        if not self.target.encryption_scope:
+            raise EncryptionError(
+                f"{self.name}: no encryption_scope configured for this azure backend; set "
+                "`encryption_scope` (a scope backed by the location's customer-managed key) "
+                "in the region map - blobs are never written without it")
+        return self.target.encryption_scope
+
+    def _call(self, operation: str, key: str, fn: Callable[[], T],
+              policy: RetryPolicy | None = None) -> T:
+        def guarded() -> T:
+            try:
+                return fn()
+            except ResidencyError:
+                raise
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                raise self._translate(exc, operation, key) from exc
+
+        return (policy or self.policy).call(guarded, backend=self.name, operation=operation,
+                                            transient=is_transient)
+
+    def _translate(self, exc: BaseException, operation: str, key: str) -> ResidencyError:
+        code = str(getattr(exc, "error_code", "") or "")
+        if isinstance(exc, ResourceNotFoundError):
+            if code == "ContainerNotFound":
+                return BackendNotConfigured(
+                    f"{self.name}: container {self.target.bucket!r} does not exist; provision "
+                    "it with the infra stack for this location")
+            return ObjectNotFound(key, self.name)
+        if code in {"Md5Mismatch", "Crc64Mismatch", "InvalidMd5"}:
+            return IntegrityError(f"{self.name}: Azure rejected {key!r} as corrupted ({code});"
+                                  " nothing was stored - upload again")
+        if "EncryptionScope" in code:
+            return EncryptionError(f"{self.name}: encryption scope "
+                                   f"{self.target.encryption_scope!r} refused ({code}); "
+                                   "check it exists and is enabled on the account")
+        if isinstance(exc, ClientAuthenticationError) or code in {
+                "AuthenticationFailed", "AuthorizationFailure"}:
+            return StorageError(f"{self.name}: access denied for {operation} {key!r}; check "
+                                "the connection string or the identity's role assignments")
+        if isinstance(exc, HttpResponseError):
+            return StorageError(f"{self.name}: {operation} {key!r} failed: HTTP "
+                                f"{exc.status_code} {code}")
+        return StorageError(f"{self.name}: {operation} {key!r} failed: "
+                            f"{type(exc).__name__}: {exc}")

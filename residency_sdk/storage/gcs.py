@@ -1,0 +1,360 @@
+"""Google Cloud Storage adapter (google-cloud-storage + google-crc32c).
+
+- Every write names the location's Cloud KMS key (``kms_key_name``); a target without
+  ``kms_key`` is refused (fail closed). When the service reports a key it must be that
+  key; a real service reporting none is refused too. Emulators report none (see
+  TEST_INFRA.md), so on a loopback endpoint the adapter accepts the silence and the tests
+  assert on the request instead.
+- CRC32C is computed while streaming and compared with the ``crc32c`` the service reports
+  for the finished object; on a mismatch the object is deleted and
+  :class:`IntegrityError` raised. An interrupted resumable upload never becomes an object.
+- Objects at or above ``multipart_threshold`` (and every stream) go up as resumable
+  uploads of ``chunk_size`` chunks: memory stays at about one chunk.
+- The library's own retries are off (``retry=None`` on every call);
+  :mod:`residency_sdk.storage.retry` is the only retry layer.
+- Endpoint: ``target.endpoint`` (``STORAGE_EMULATOR_HOST`` is ignored, so nothing can
+  redirect the SDK silently); loopback endpoints use anonymous credentials, everything
+  else Application Default Credentials and ``GOOGLE_CLOUD_PROJECT``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlsplit
+
+import google.api_core.exceptions as gexc
+import google_crc32c
+import requests
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from residency_sdk.endpoints import check_endpoint_url, is_loopback_host
+from residency_sdk.errors import (
+    BackendNotConfigured,
+    EncryptionError,
+    IntegrityError,
+    ObjectNotFound,
+    ResidencyError,
+    StorageError,
+)
+from residency_sdk.model import StorageTarget
+from residency_sdk.storage._streaming import (
+    Digester,
+    HashingReader,
+    VerifyingReader,
+    as_binary_stream,
+    start_position,
+)
+from residency_sdk.storage.base import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MULTIPART_THRESHOLD,
+    ObjectInfo,
+    ObjectStore,
+    ProgressCallback,
+)
+from residency_sdk.storage.retry import DEFAULT_POLICY, RetryPolicy, is_transient_status
+
+try:  # resumable-media moved into google-cloud-storage 3.x
+    from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+except ImportError:  # pragma: no cover - older google-cloud-storage
+    from google.resumable_media.common import DataCorruption, InvalidResponse
+
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for 408/429/5xx answers, timeouts and connection resets."""
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return is_transient_status(exc.code)
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                        requests.exceptions.ChunkedEncodingError)):
+        return True
+    if isinstance(exc, InvalidResponse):
+        return is_transient_status(getattr(exc.response, "status_code", None))
+    try:
+        from google.auth.exceptions import TransportError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (TransportError, TimeoutError, ConnectionError))
+
+
+def _crc32c() -> Any:
+    return google_crc32c.Checksum()  # type: ignore[no-untyped-call]
+
+
+class GCSStore(ObjectStore):
+    """One GCS bucket in one location, for one residency location."""
+
+    page_size: int = 1000
+    """Objects per list request."""
+
+    def __init__(self, target: StorageTarget, *, policy: RetryPolicy = DEFAULT_POLICY,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+                 timeout: float = 60.0) -> None:
+        if target.provider != "gcp":
+            raise BackendNotConfigured(f"GCSStore needs a gcp target, got {target.provider!r}")
+        if chunk_size % (256 * 1024):
+            raise StorageError(f"GCS chunk_size must be a multiple of 256 KiB, got {chunk_size}")
+        self.target = target
+        self.policy = policy
+        self.chunk_size = chunk_size
+        self.multipart_threshold = multipart_threshold
+        self.timeout = timeout
+        self.endpoint = check_endpoint_url(target.endpoint) if target.endpoint else None
+        self.emulated = bool(self.endpoint and is_loopback_host(
+            urlsplit(self.endpoint).hostname or ""))
+        if self.emulated:
+            self._client = storage.Client(
+                project=os.environ.get("GOOGLE_CLOUD_PROJECT", "residency-emulator"),
+                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                client_options=ClientOptions(api_endpoint=self.endpoint))
+        else:
+            options = ClientOptions(api_endpoint=self.endpoint) if self.endpoint else None
+            try:
+                self._client = storage.Client(client_options=options)
+            except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError & co
+                raise StorageError(
+                    f"{self.name}: no Google credentials ({type(exc).__name__}); configure "
+                    "Application Default Credentials and GOOGLE_CLOUD_PROJECT") from None
+        self._bucket = self._client.bucket(target.bucket)
+
+    def __repr__(self) -> str:
+        return (f"GCSStore(bucket={self.target.bucket!r}, region={self.target.region!r}, "
+                f"endpoint={self.endpoint!r})")
+
+    @property
+    def name(self) -> str:
+        """``gs://bucket (region)``, used in messages."""
+        return f"gs://{self.target.bucket} ({self.target.region})"
+
+    @property
+    def client(self) -> storage.Client:
+        """The underlying google-cloud-storage client."""
+        return self._client
+
+    # --- writes ----------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes | BinaryIO, *, metadata: dict[str, str] | None = None,
+            progress: ProgressCallback | None = None) -> ObjectInfo:
+        """Upload with the location's KMS key; resumable above ``multipart_threshold``."""
+        kms_key = self._kms_key()
+        small = isinstance(data, (bytes, bytearray, memoryview)) and \
+            len(data) < self.multipart_threshold
+        stream = as_binary_stream(data)
+        start = start_position(stream)
+        policy = self.policy if start is not None else replace(self.policy, max_attempts=1)
+        readers: list[HashingReader] = []
+        blobs: list[Any] = []
+
+        def attempt() -> None:
+            if start is not None:
+                stream.seek(start)
+            blob = self._bucket.blob(key, chunk_size=None if small else self.chunk_size,
+                                     kms_key_name=kms_key)
+            if metadata:
+                blob.metadata = dict(metadata)
+            reader = HashingReader(stream, _crc32c(), progress=progress)
+            readers.append(reader)
+            blobs.append(blob)
+            try:
+                blob.upload_from_file(reader, size=len(data) if small else None,  # type: ignore[arg-type]
+                                      content_type="application/octet-stream", checksum=None,
+                                      retry=None, timeout=self.timeout)
+            except BaseException:
+                reader.close()  # stop its hashing thread
+                raise
+
+        self._call("put", key, attempt, policy)
+        blob, reader = blobs[-1], readers[-1]
+        expected = base64.b64encode(reader.digest()).decode()
+        if blob.crc32c != expected:
+            self._discard(key)
+            raise IntegrityError(
+                f"{self.name}: checksum mismatch for {key!r}: computed crc32c {expected}, "
+                f"GCS reports {blob.crc32c or 'none'}; the object was deleted - upload again")
+        self._check_encryption(key, blob.kms_key_name, kms_key)
+        return self._info(blob)
+
+    def _check_encryption(self, key: str, reported: str | None, wanted: str) -> None:
+        # GCS reports ".../cryptoKeys/NAME/cryptoKeyVersions/N": compare the key part.
+        if reported is None and self.emulated:
+            return  # emulators never report kms_key_name (TEST_INFRA.md)
+        if reported is None or not reported.startswith(wanted):
+            self._discard(key)
+            raise EncryptionError(
+                f"{self.name}: {key!r} was stored with KMS key {reported!r}, not {wanted!r}; "
+                "the object was deleted - check the bucket's CMEK configuration")
+
+    def _discard(self, key: str) -> None:
+        # The caller is already getting the more important error.
+        with contextlib.suppress(ResidencyError):
+            self._call("delete", key, lambda: self._bucket.blob(key).delete(
+                retry=None, timeout=self.timeout))
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed."""
+        try:
+            self._call("delete", key, lambda: self._bucket.blob(key).delete(
+                retry=None, timeout=self.timeout))
+        except ObjectNotFound:
+            return False
+        return True
+
+    # --- reads -----------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        """The whole object in one request, its CRC32C verified against the service's
+        ``x-goog-hash`` (a mismatch raises :class:`IntegrityError`)."""
+        data: bytes = self._call("get", key, lambda: self._bucket.blob(key).download_as_bytes(
+            checksum="crc32c", retry=None, timeout=self.timeout))
+        return data
+
+    def open(self, key: str) -> BinaryIO:
+        """A streaming reader (``chunk_size`` ranges); CRC32C verified at the end."""
+        blob = self._call("get", key, lambda: self._get_blob(key))
+        reported = blob.crc32c
+        # Pin the generation so a concurrent overwrite cannot splice two versions.
+        generation = blob.generation
+
+        def chunks() -> Iterator[bytes]:
+            size = int(blob.size or 0)
+            offset = 0
+            while offset < size:
+                end = min(offset + self.chunk_size, size) - 1
+                yield self._download_range(key, generation, offset, end)
+                offset = end + 1
+
+        def verify(tracker: Digester) -> None:
+            got = base64.b64encode(tracker.hasher.digest()).decode()
+            if reported and got != reported:
+                raise IntegrityError(
+                    f"{self.name}: checksum mismatch reading {key!r}: computed crc32c {got}, "
+                    f"GCS reports {reported}; do not use this data, read it again")
+
+        return VerifyingReader(chunks(), _crc32c(), verify)  # type: ignore[return-value]
+
+    def _download_range(self, key: str, generation: int | None, start: int,
+                        end: int) -> bytes:
+        data: bytes = self._call("get", key, lambda: self._bucket.blob(
+            key, generation=generation).download_as_bytes(
+                start=start, end=end, checksum=None, retry=None, timeout=self.timeout))
+        return data
+
+    def head(self, key: str) -> ObjectInfo:
+        """Size, CRC32C, KMS key and metadata as GCS reports them."""
+        return self._info(self._call("head", key, lambda: self._get_blob(key)))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, ``page_size`` objects per request."""
+        token: str | None = None
+        while True:
+            def fetch(tok: str | None = token) -> tuple[list[Any], str | None]:
+                iterator = self._client.list_blobs(
+                    self._bucket, prefix=prefix, page_size=self.page_size, page_token=tok,
+                    retry=None, timeout=self.timeout)
+                page = next(iterator.pages)
+                return list(page), iterator.next_page_token
+
+            blobs, token = self._call("list", prefix, fetch)
+            for blob in blobs:
+                yield self._info(blob)
+            if not token:
+                return
+
+    def describe_bucket(self) -> Any:
+        """What GCS reports about the bucket: location, default KMS key, public access
+        prevention (a :class:`~residency_sdk.storage.verify.BucketFacts`)."""
+        from residency_sdk.storage.verify import BucketFacts
+
+        bucket = self._call("describe", self.target.bucket, lambda: self._client.lookup_bucket(
+            self.target.bucket, retry=None, timeout=self.timeout))
+        if bucket is None:
+            return BucketFacts(exists=False)
+        key = bucket.default_kms_key_name
+        prevention = bucket.iam_configuration.public_access_prevention
+        return BucketFacts(
+            exists=True, region=(bucket.location or "").lower() or None,
+            encryption="gcs:kms" if key else None, kms_key=key,
+            public_access_blocked=prevention == "enforced",
+            notes=(f"public access prevention is {prevention!r}",))
+
+    def close(self) -> None:
+        """Release the HTTP session."""
+        http = getattr(self._client, "_http_internal", None)
+        if http is not None:
+            http.close()
+
+    # --- internals -------------------------------------------------------------------
+
+    def _get_blob(self, key: str) -> Any:
+        blob = self._bucket.get_blob(key, retry=None, timeout=self.timeout)
+        if blob is None:
+            raise ObjectNotFound(key, self.name)
+        return blob
+
+    def _info(self, blob: Any) -> ObjectInfo:
+        return ObjectInfo(
+            key=blob.name, size=int(blob.size or 0),
+            checksum=f"crc32c:{blob.crc32c}" if blob.crc32c else None,
+            encryption="gcs:kms" if blob.kms_key_name else None,
+            kms_key=blob.kms_key_name, metadata=dict(blob.metadata or {}),
+            last_modified=blob.updated, etag=blob.etag)
+
+    def _kms_key(self) -> str:
+        if not self.target.kms_key:
+            raise EncryptionError(
+                f"{self.name}: no kms_key configured for this gcp backend; set `kms_key` "
+                "(projects/.../cryptoKeys/NAME) in the region map - objects are never "
+                "written without the location's customer-managed key")
+        return self.target.kms_key
+
+    def _call(self, operation: str, key: str, fn: Callable[[], T],
+              policy: RetryPolicy | None = None) -> T:
+        def guarded() -> T:
+            try:
+                return fn()
+            except ResidencyError:
+                raise
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                raise self._translate(exc, operation, key) from exc
+
+        return (policy or self.policy).call(guarded, backend=self.name, operation=operation,
+                                            transient=is_transient)
+
+    def _translate(self, exc: BaseException, operation: str, key: str) -> ResidencyError:
+        if isinstance(exc, gexc.NotFound):
+            if "bucket" in str(exc).lower() and operation == "put":
+                return BackendNotConfigured(
+                    f"{self.name}: bucket {self.target.bucket!r} does not exist; provision it "
+                    "with the infra stack for this location")
+            return ObjectNotFound(key, self.name)
+        if isinstance(exc, DataCorruption):
+            return IntegrityError(f"{self.name}: checksum mismatch on {key!r}: {exc}")
+        if isinstance(exc, gexc.BadRequest) and "kms" in str(exc).lower():
+            return EncryptionError(f"{self.name}: Cloud KMS refused {operation} of {key!r}: "
+                                   f"{exc.message}; check key {self.target.kms_key!r}")
+        if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
+            return StorageError(f"{self.name}: access denied for {operation} {key!r}; check "
+                                "the service account's IAM roles on the bucket")
+        if isinstance(exc, InvalidResponse):
+            status = getattr(exc.response, "status_code", "?")
+            if status == 404:
+                return ObjectNotFound(key, self.name)
+            return StorageError(f"{self.name}: {operation} {key!r} failed with HTTP {status}")
+        if isinstance(exc, gexc.GoogleAPICallError):
+            return StorageError(f"{self.name}: {operation} {key!r} failed: HTTP {exc.code} "
+                                f"{exc.message}")
+        return StorageError(f"{self.name}: {operation} {key!r} failed: "
+                            f"{type(exc).__name__}: {exc}")
+
+
+__all__ = ["GCSStore", "is_transient"]

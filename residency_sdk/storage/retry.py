@@ -1,0 +1,111 @@
+"""The one retry policy every cloud adapter uses (tenacity).
+
+Transient failures (throttling such as 429 or S3 ``SlowDown``/503, other 5xx, timeouts and
+connection resets or refusals) are retried with exponential backoff and full jitter,
+bounded both in attempts and in total elapsed time. Client errors (4xx other than 408/429)
+are never retried: they will not get better by asking again. When the budget is spent the
+adapter raises :class:`~residency_sdk.errors.BackendUnavailable` naming the backend, which
+is what lets the guarded facade fail over inside the location.
+
+Each cloud SDK ships its own retry layer. Left on, it would multiply with this one
+(5 x 5 = 25 attempts and minutes of hidden waiting), so every adapter switches it off:
+botocore ``Config(retries={"total_max_attempts": 1, "mode": "standard"})`` (botocore's
+``max_attempts`` counts retries, so 1 there would still mean two tries; s3transfer's
+download attempts are set to 1 too), google-cloud-storage ``retry=None`` on every call, azure-core
+``retry_total=0``. This module is then the only place where waiting happens.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from residency_sdk.errors import BackendUnavailable, ResidencyError
+
+T = TypeVar("T")
+
+#: HTTP statuses worth retrying: request timeout, throttling and server-side failures.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+Classifier = Callable[[BaseException], bool]
+
+
+def is_transient_status(status: int | None) -> bool:
+    """True for HTTP statuses a retry may cure (408, 429, 5xx)."""
+    return status is not None and (status in TRANSIENT_STATUSES or 500 <= status <= 599)
+
+
+def is_transient_os_error(exc: BaseException) -> bool:
+    """True for timeouts, resets and refused connections raised by the standard library."""
+    return isinstance(exc, (TimeoutError, ConnectionError, socket.timeout))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounds of the retry loop.
+
+    ``max_attempts`` counts the first try; ``max_elapsed`` (seconds) stops retrying once
+    that much time has passed since the first try; waits are random in
+    ``[0, min(max_backoff, initial_backoff * 2**n)]`` (exponential backoff, full jitter).
+    """
+
+    max_attempts: int = 5
+    max_elapsed: float = 30.0
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+
+    def call(self, fn: Callable[[], T], *, backend: str, operation: str,
+             transient: Classifier, before_retry: Callable[[], None] | None = None) -> T:
+        """Run ``fn``, retrying transient failures; raise BackendUnavailable when exhausted.
+
+        ``transient`` decides whether an exception is worth another attempt; anything else
+        propagates at once (the adapter translates it). ``before_retry`` runs before each
+        new attempt (e.g. rewinding a seekable upload stream).
+        """
+        if self.max_attempts < 1:
+            raise ResidencyError(f"max_attempts must be >= 1, got {self.max_attempts}")
+
+        def _before_sleep(state: RetryCallState) -> None:
+            if before_retry is not None:
+                before_retry()
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_elapsed),
+            wait=wait_random_exponential(multiplier=self.initial_backoff, max=self.max_backoff),
+            retry=retry_if_exception(lambda exc: not isinstance(exc, ResidencyError)
+                                     and transient(exc)),
+            before_sleep=_before_sleep,
+            reraise=False,
+        )
+        try:
+            return retrying(fn)
+        except RetryError as exc:
+            attempt = exc.last_attempt
+            last = attempt.exception()
+            raise BackendUnavailable(
+                f"{backend}: {operation} failed after {attempt.attempt_number} attempt(s) "
+                f"({type(last).__name__}: {_short(last)}); the backend is unreachable, "
+                "throttling or failing - check its endpoint and health, or use the "
+                "location's in-country failover backend"
+            ) from last
+
+
+def _short(exc: BaseException | None, limit: int = 200) -> str:
+    text = str(exc) if exc is not None else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+DEFAULT_POLICY = RetryPolicy()
+"""The policy adapters use unless given another."""

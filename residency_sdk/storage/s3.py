@@ -1,0 +1,477 @@
+"""Amazon S3 adapter (boto3 + s3transfer).
+
+- Every write asks for SSE-KMS with the location's key (``ServerSideEncryption="aws:kms"``,
+  ``SSEKMSKeyId=target.kms_key``); a target without ``kms_key`` is refused (fail closed)
+  and what S3 reports back is checked.
+- CRC32C (hardware-accelerated through awscrt, which botocore also needs for it) is
+  computed while streaming, per part too, since a multipart object's checksum is the
+  CRC32C of its parts' CRC32Cs, and compared with what S3 reports; on a mismatch
+  the object is deleted and :class:`IntegrityError` raised. s3transfer aborts a failed
+  multipart upload, so no half-written object stays behind.
+- Large objects go multipart through one long-lived s3transfer ``TransferManager`` whose
+  memory is bounded (``max_concurrency`` chunks of ``chunk_size`` in memory, plus the
+  first ``multipart_threshold`` bytes s3transfer reads to choose multipart).
+  The largest object is ``chunk_size`` x 10,000 parts (80 GiB at the 8 MiB default).
+- botocore's own retries are off (``total_max_attempts=1``); :mod:`residency_sdk.storage.retry`
+  is the only retry layer. Seekable sources are rewound for a retry; a non-seekable stream
+  gets one attempt, since its bytes cannot be read twice.
+- Endpoints: ``target.endpoint``, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; plain
+  ``http://`` only to loopback. Credentials come from boto3's usual chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any, BinaryIO, TypeVar
+
+import boto3
+import botocore.exceptions
+from awscrt.checksums import crc32c
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from s3transfer.manager import TransferManager
+
+from residency_sdk.endpoints import check_endpoint_url
+from residency_sdk.errors import (
+    BackendNotConfigured,
+    EncryptionError,
+    IntegrityError,
+    ObjectNotFound,
+    ResidencyError,
+    StorageError,
+)
+from residency_sdk.model import StorageTarget
+from residency_sdk.storage._streaming import (
+    Digester,
+    HashingReader,
+    NullHasher,
+    VerifyingReader,
+    as_binary_stream,
+    start_position,
+)
+from residency_sdk.storage.base import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    ObjectInfo,
+    ObjectStore,
+    ProgressCallback,
+)
+from residency_sdk.storage.retry import DEFAULT_POLICY, RetryPolicy, is_transient_status
+
+T = TypeVar("T")
+
+_PART_SIZE_META = "residency-part-size"
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+_THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                         "InternalError", "ServiceUnavailable", "RequestLimitExceeded"})
+_INTEGRITY = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch",
+                        "InvalidChecksum"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a botocore failure is throttling, a 5xx, a timeout or a connection reset."""
+    if isinstance(exc, (botocore.exceptions.ConnectionError,
+                        botocore.exceptions.HTTPClientError)):
+        return True
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return code in _THROTTLING or is_transient_status(status)
+    return isinstance(exc, (TimeoutError, ConnectionError))
+
+
+class S3Store(ObjectStore):
+    """One S3 bucket in one region, for one residency location."""
+
+    page_size: int = 1000
+    """Keys per ListObjectsV2 request (S3's maximum is 1000)."""
+
+    def __init__(self, target: StorageTarget, *, policy: RetryPolicy = DEFAULT_POLICY,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+                 connect_timeout: float = 5.0, read_timeout: float = 60.0) -> None:
+        if target.provider != "aws":
+            raise BackendNotConfigured(f"S3Store needs an aws target, got {target.provider!r}")
+        self.target = target
+        self.policy = policy
+        self.chunk_size = chunk_size
+        self.multipart_threshold = multipart_threshold
+        self.endpoint = _endpoint(target)
+        config = Config(
+            region_name=target.region,
+            retries={"total_max_attempts": 1, "mode": "standard"},  # retry.py is the one layer
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max(10, max_concurrency * 2),
+            s3={"addressing_style": "path"} if self.endpoint else {},
+        )
+        session = boto3.session.Session()
+        self._client: Any = session.client("s3", region_name=target.region,
+                                           endpoint_url=self.endpoint, config=config)
+        self._transfer_config = TransferConfig(
+            multipart_threshold=multipart_threshold, multipart_chunksize=chunk_size,
+            max_concurrency=max_concurrency, use_threads=True,
+            num_download_attempts=1,  # no hidden retries under ours
+            max_io_queue=max_concurrency * 2,
+        )
+        # s3transfer keeps this many upload chunks in memory at most: bounded RSS.
+        self._transfer_config.max_in_memory_upload_chunks = max_concurrency
+        self._manager: TransferManager | None = None
+        self._resolved_keys: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return (f"S3Store(bucket={self.target.bucket!r}, region={self.target.region!r}, "
+                f"endpoint={self.endpoint!r})")
+
+    @property
+    def name(self) -> str:
+        """``s3://bucket (region)``, used in messages."""
+        return f"s3://{self.target.bucket} ({self.target.region})"
+
+    @property
+    def client(self) -> Any:
+        """The underlying boto3 S3 client (for event hooks in tests and benchmarks)."""
+        return self._client
+
+    # --- writes ----------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes | BinaryIO, *, metadata: dict[str, str] | None = None,
+            progress: ProgressCallback | None = None) -> ObjectInfo:
+        """Upload with SSE-KMS and CRC32C, multipart above ``multipart_threshold``."""
+        kms_key = self._kms_key()
+        meta = {**(metadata or {}), _PART_SIZE_META: str(self.chunk_size)}
+        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key,
+                 "ChecksumAlgorithm": "CRC32C", "Metadata": meta}
+        if isinstance(data, (bytes, bytearray, memoryview)) and len(data) < \
+                self.multipart_threshold:
+            return self._put_small(key, bytes(data), extra, progress)
+        stream = as_binary_stream(data)
+        start = start_position(stream)
+        policy = self.policy if start is not None else replace(self.policy, max_attempts=1)
+        readers: list[HashingReader] = []
+
+        def attempt() -> None:
+            if start is not None:
+                stream.seek(start)
+            reader = HashingReader(stream, Crc32c(), progress=progress,
+                                   part_size=self.chunk_size, part_hasher=Crc32c)
+            readers.append(reader)
+            try:
+                self._transfer().upload(reader, self.target.bucket, key,
+                                        extra_args=extra).result()
+            except BaseException:
+                reader.close()  # stop its hashing thread
+                raise
+
+        self._call("put", key, attempt, policy)
+        reader = readers[-1]
+        parts = reader.finish_parts()
+        info = self.head(key)
+        self._check_written(key, info, reader.digest(), parts, kms_key)
+        return info
+
+    def _put_small(self, key: str, data: bytes, extra: dict[str, Any],
+                   progress: ProgressCallback | None) -> ObjectInfo:
+        response = self._call("put", key, lambda: self._client.put_object(
+            Bucket=self.target.bucket, Key=key, Body=data, **extra))
+        if progress is not None:
+            progress(len(data))
+        info = ObjectInfo(
+            key=key, size=len(data), checksum=_checksum(response.get("ChecksumCRC32C")),
+            encryption=response.get("ServerSideEncryption"),
+            kms_key=response.get("SSEKMSKeyId"),
+            metadata={k: v for k, v in extra["Metadata"].items() if k != _PART_SIZE_META},
+            etag=str(response.get("ETag", "")).strip('"') or None,
+        )
+        self._check_written(key, info, Crc32c(data).digest(), [],
+                            extra["SSEKMSKeyId"])
+        return info
+
+    def _check_written(self, key: str, info: ObjectInfo, full: bytes, parts: list[bytes],
+                       kms_key: str) -> None:
+        reported = (info.checksum or "").removeprefix("crc32c:")
+        if not _matches(reported, full, parts):
+            self._discard(key)
+            raise IntegrityError(
+                f"{self.name}: checksum mismatch for {key!r}: computed crc32c "
+                f"{base64.b64encode(full).decode()}, S3 reports {info.checksum or 'none'}; "
+                "the object was deleted - upload again")
+        if info.encryption != "aws:kms" or not self._same_kms_key(kms_key, info.kms_key):
+            self._discard(key)
+            raise EncryptionError(
+                f"{self.name}: {key!r} was stored with encryption {info.encryption!r} key "
+                f"{info.kms_key!r}, not aws:kms with {kms_key!r}; the object was deleted - "
+                "check the bucket's KMS configuration")
+
+    def _discard(self, key: str) -> None:
+        # The caller is already getting the more important error.
+        with contextlib.suppress(ResidencyError):
+            self._call("delete", key, lambda: self._client.delete_object(
+                Bucket=self.target.bucket, Key=key))
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed."""
+        existed = self.exists(key)
+        self._call("delete", key, lambda: self._client.delete_object(
+            Bucket=self.target.bucket, Key=key))
+        return existed
+
+    # --- reads -----------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        """The whole object, its CRC32C verified against what S3 reports."""
+        with self.open(key) as reader:
+            return reader.read()
+
+    def open(self, key: str) -> BinaryIO:
+        """A streaming reader; the checksum is verified when the end is reached."""
+        response = self._call("get", key, lambda: self._client.get_object(
+            Bucket=self.target.bucket, Key=key, ChecksumMode="ENABLED"))
+        body = response["Body"]
+        reported = response.get("ChecksumCRC32C")
+        part_size = int(response.get("Metadata", {}).get(_PART_SIZE_META, 0) or 0) or None
+        # botocore itself validates a full-object checksum (ChecksumMode=ENABLED) and raises
+        # FlexibleChecksumError; it skips composite (multipart) ones, which we verify here.
+        # Hashing only when botocore does not avoids paying for the checksum twice.
+        ours = bool(reported) and (response.get("ChecksumType") == "COMPOSITE"
+                                   or "-" in str(reported))
+
+        def verify(tracker: Digester) -> None:
+            if not ours:
+                return
+            if not _matches(reported, tracker.hasher.digest(), tracker.part_digests):
+                raise IntegrityError(
+                    f"{self.name}: checksum mismatch reading {key!r}: S3 reports crc32c "
+                    f"{reported}, the bytes received hash differently; do not use this data, "
+                    "read it again")
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.iter_chunks(chunk_size=1024 * 1024)
+            except botocore.exceptions.FlexibleChecksumError as exc:
+                raise IntegrityError(f"{self.name}: checksum mismatch reading {key!r}: {exc}; "
+                                     "do not use this data, read it again") from None
+            except (botocore.exceptions.BotoCoreError, OSError) as exc:
+                raise self._translate(exc, "get", key) from None
+
+        return VerifyingReader(  # type: ignore[return-value]
+            chunks(), Crc32c() if ours else NullHasher(), verify, on_close=body.close,
+            part_size=part_size if ours else None, part_hasher=Crc32c if ours else None)
+
+    def head(self, key: str) -> ObjectInfo:
+        """Size, CRC32C, SSE fields and metadata as S3 reports them."""
+        r = self._call("head", key, lambda: self._client.head_object(
+            Bucket=self.target.bucket, Key=key, ChecksumMode="ENABLED"))
+        return ObjectInfo(
+            key=key, size=int(r.get("ContentLength", 0)),
+            checksum=_checksum(r.get("ChecksumCRC32C")),
+            encryption=r.get("ServerSideEncryption"), kms_key=r.get("SSEKMSKeyId"),
+            metadata={k: v for k, v in r.get("Metadata", {}).items() if k != _PART_SIZE_META},
+            last_modified=r.get("LastModified"),
+            etag=str(r.get("ETag", "")).strip('"') or None,
+        )
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, ``page_size`` keys per request."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.target.bucket, "Prefix": prefix,
+                                      "MaxKeys": self.page_size}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._list_page(kwargs)
+            for item in page.get("Contents", []):
+                yield ObjectInfo(key=item["Key"], size=int(item.get("Size", 0)),
+                                 last_modified=item.get("LastModified"),
+                                 etag=str(item.get("ETag", "")).strip('"') or None)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def describe_bucket(self) -> Any:
+        """What S3 reports about the bucket: region, default encryption, public access
+        block (a :class:`~residency_sdk.storage.verify.BucketFacts`)."""
+        from residency_sdk.storage.verify import BucketFacts
+
+        bucket = self.target.bucket
+
+        def ask(fn: Callable[[], Any], missing: set[str]) -> Any:
+            try:
+                return self._call("describe", bucket, fn)
+            except ResidencyError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, botocore.exceptions.ClientError) and str(
+                        cause.response.get("Error", {}).get("Code")) in missing:
+                    return None
+                raise
+
+        if ask(lambda: self._client.head_bucket(Bucket=bucket),
+               {"404", "NoSuchBucket", "NotFound"}) is None:
+            return BucketFacts(exists=False)
+        location = ask(lambda: self._client.get_bucket_location(Bucket=bucket), set())
+        # S3 reports us-east-1 as an empty constraint and the legacy "EU" for eu-west-1.
+        region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(
+            location.get("LocationConstraint"), location.get("LocationConstraint"))
+        enc = ask(lambda: self._client.get_bucket_encryption(Bucket=bucket),
+                  {"ServerSideEncryptionConfigurationNotFoundError"})
+        algorithm = key = None
+        for rule in (enc or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", []):
+            default = rule.get("ApplyServerSideEncryptionByDefault", {})
+            if default.get("SSEAlgorithm") in ("aws:kms", "aws:kms:dsse"):
+                algorithm, key = default["SSEAlgorithm"], default.get("KMSMasterKeyID")
+        pab = ask(lambda: self._client.get_public_access_block(Bucket=bucket),
+                  {"NoSuchPublicAccessBlockConfiguration"})
+        conf = (pab or {}).get("PublicAccessBlockConfiguration", {})
+        blocked = all(conf.get(flag) for flag in (
+            "BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"))
+        matches = None
+        if key and self.target.kms_key:
+            matches = self._same_kms_key(self.target.kms_key, key) or \
+                _same_arn_tail(self.target.kms_key, key)
+        return BucketFacts(exists=True, region=region, encryption=algorithm, kms_key=key,
+                           public_access_blocked=blocked, kms_key_matches=matches)
+
+    def _list_page(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        page: dict[str, Any] = self._call(
+            "list", kwargs["Prefix"], lambda: self._client.list_objects_v2(**kwargs))
+        return page
+
+    def close(self) -> None:
+        """Shut the transfer threads down and release the connection pool."""
+        if self._manager is not None:
+            self._manager.shutdown()
+            self._manager = None
+        self._client.close()
+
+    # --- internals -------------------------------------------------------------------
+
+    def _same_kms_key(self, wanted: str, reported: str | None) -> bool:
+        """True when S3's reported key (always an ARN) is the key the map names.
+
+        A map may name an alias or a bare key id; aliases are resolved once through KMS
+        DescribeKey (needs ``kms:DescribeKey``), since S3 reports the target key's ARN.
+        """
+        if reported is None:
+            return False
+        if reported == wanted or reported.endswith("/" + wanted):
+            return True
+        if "alias/" not in wanted:
+            return False
+        if wanted not in self._resolved_keys:
+            kms = boto3.session.Session().client(
+                "kms", region_name=self.target.region, endpoint_url=self.endpoint,
+                config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+            try:
+                meta = self._call("describe-key", wanted,
+                                  lambda: kms.describe_key(KeyId=wanted)["KeyMetadata"])
+            finally:
+                kms.close()
+            self._resolved_keys[wanted] = str(meta.get("Arn", ""))
+        return reported == self._resolved_keys[wanted]
+
+    def _kms_key(self) -> str:
+        if not self.target.kms_key:
+            raise EncryptionError(
+                f"{self.name}: no kms_key configured for this aws backend; set `kms_key` "
+                "(a KMS key ARN or alias) in the region map - objects are never written "
+                "without the location's customer-managed key")
+        return self.target.kms_key
+
+    def _transfer(self) -> TransferManager:
+        if self._manager is None:
+            self._manager = TransferManager(self._client, self._transfer_config)
+        return self._manager
+
+    def _call(self, operation: str, key: str, fn: Callable[[], T],
+              policy: RetryPolicy | None = None) -> T:
+        def guarded() -> T:
+            try:
+                return fn()
+            except ResidencyError:
+                raise
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                raise self._translate(exc, operation, key) from exc
+
+        return (policy or self.policy).call(guarded, backend=self.name, operation=operation,
+                                            transient=is_transient)
+
+    def _translate(self, exc: BaseException, operation: str, key: str) -> ResidencyError:
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _NOT_FOUND:
+                return ObjectNotFound(key, self.name)
+            if code == "NoSuchBucket":
+                return BackendNotConfigured(
+                    f"{self.name}: bucket {self.target.bucket!r} does not exist; provision it "
+                    "with the infra stack for this location")
+            if code in _INTEGRITY:
+                return IntegrityError(f"{self.name}: S3 rejected {key!r} as corrupted "
+                                      f"({code}); nothing was stored - upload again")
+            if code.startswith("KMS") or "KMS" in str(exc):
+                return EncryptionError(f"{self.name}: KMS refused {operation} of {key!r} "
+                                       f"({code}); check key {self.target.kms_key!r} and its "
+                                       "key policy")
+            if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+                return StorageError(f"{self.name}: access denied for {operation} {key!r} "
+                                    f"({code}); check the credentials and bucket policy")
+            return StorageError(f"{self.name}: {operation} {key!r} failed: {code}: "
+                                f"{exc.response.get('Error', {}).get('Message', '')}")
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return StorageError(f"{self.name}: no AWS credentials found; configure the usual "
+                                "chain (AWS_PROFILE, environment, instance role)")
+        if isinstance(exc, botocore.exceptions.FlexibleChecksumError):
+            return IntegrityError(f"{self.name}: checksum mismatch on {key!r}: {exc}")
+        return StorageError(f"{self.name}: {operation} {key!r} failed: "
+                            f"{type(exc).__name__}: {exc}")
+
+
+def _endpoint(target: StorageTarget) -> str | None:
+    url = target.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or \
+        os.environ.get("AWS_ENDPOINT_URL")
+    return check_endpoint_url(url) if url else None
+
+
+def _checksum(value: str | None) -> str | None:
+    return f"crc32c:{value}" if value else None
+
+
+def _same_arn_tail(wanted: str, reported: str) -> bool:
+    """A bucket default may name the key by id, alias or ARN: compare the last segment."""
+    return wanted.rsplit("/", 1)[-1] == reported.rsplit("/", 1)[-1]
+
+
+class Crc32c:
+    """CRC32C with the hashlib interface (awscrt: the implementation botocore uses)."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._value = crc32c(data) if data else 0
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self._value = crc32c(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")
+
+
+def _matches(reported: str, full: bytes, parts: list[bytes]) -> bool:
+    """Does S3's reported CRC32C match the bytes we hashed?
+
+    S3 reports a multipart object's checksum as ``<crc32c of the parts' crc32cs>-<parts>``;
+    moto reports the same value without the suffix, so a bare value may be either form.
+    """
+    if not reported:
+        return False
+    value, _, count = reported.partition("-")
+    composite = base64.b64encode(Crc32c(b"".join(parts)).digest()).decode() \
+        if parts else None
+    if count:
+        return count == str(len(parts)) and value == composite
+    return value == base64.b64encode(full).decode() or (len(parts) > 1 and value == composite)

@@ -1,0 +1,131 @@
+"""The HTML report, opened in headless Chromium: diagram and tables render, no console
+error, sorting works, and nothing outside the file is loaded."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from report_fixture import fixture_map, write_fixture_log
+
+from residency_sdk.audit.html import to_html
+from residency_sdk.audit.report import build_report
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+_CONSOLE = re.compile(r":CONSOLE[:(]")
+
+
+def _chromium() -> str:
+    if not os.access(CHROMIUM, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail(f"Debian chromium is required in CI and missing at {CHROMIUM}")
+        pytest.skip("chromium is not installed")
+    return CHROMIUM
+
+
+def open_in_chromium(page: Path, tmp_path: Path) -> tuple[str, list[str]]:
+    """Load ``page`` headless; return the DOM after scripts ran and every console line."""
+    profile = tmp_path / f"profile-{page.stem}"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+           "--virtual-time-budget=3000", "--dump-dom", page.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if _CONSOLE.search(line)]
+    return done.stdout, console
+
+
+class _Counter(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(dom: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _Counter()
+    parser.feed(dom)
+    return parser.tags
+
+
+@pytest.fixture
+def report_html(tmp_path: Path) -> str:
+    log = write_fixture_log(tmp_path / "fixture.db")
+    return to_html(build_report(log, until="2026-11-02", region_map=fixture_map(tmp_path)))
+
+
+def test_report_is_self_contained(report_html: str) -> None:
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", report_html)
+    assert "Content-Security-Policy" in report_html and "default-src 'none'" in report_html
+    assert "@media print" in report_html
+
+
+@pytest.mark.timeout(180)
+def test_chromium_renders_diagram_and_tables(report_html: str, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(report_html, encoding="utf-8")
+    dom, console = open_in_chromium(page, tmp_path)
+    assert console == [], console
+    tags = _tags(dom)
+    body = next(attrs for tag, attrs in tags if tag == "body")
+    assert body.get("data-ready") == "sortable"  # the inline script ran to the end
+    assert [a.get("id") for t, a in tags if t == "svg"] == ["flow-diagram"]
+    links = [a for t, a in tags if t == "path" and a.get("class") == "link"]
+    nodes = [a for t, a in tags if t == "rect" and a.get("class") == "node"]
+    assert len(links) == 8 and len(nodes) == 10  # 4 origins, 3 locations, 3 destinations
+    widths = {m[1]: float(m[0]) for m in re.findall(
+        r'stroke-width="([\d.]+)"><title>([^<]+?):', dom)}
+    # Band widths follow volume: DE->GB moved 4000 bytes, CH->US 500.
+    assert widths["DE → GB"] / widths["CH → US"] == pytest.approx(8, rel=0.01)
+    tables = [a for t, a in tags if t == "table"]
+    assert [a.get("aria-label") for a in tables] == [
+        "Cross-border flows", "Blocked attempts", "Violations", "Tenants"]
+    assert dom.count('class="violation"') == 5
+
+
+@pytest.mark.timeout(180)
+def test_tables_sort_when_a_header_is_clicked(report_html: str, tmp_path: Path) -> None:
+    # A test copy: drop the CSP (it would rightly refuse the probe script) and click the
+    # flows table's "bytes" header twice, recording the first row each time.
+    probe = """<script>
+      var th = document.querySelectorAll('table')[0].tHead.rows[0].cells[6];
+      var first = function () {
+        return document.querySelectorAll('table')[0].tBodies[0].rows[0].cells[6]
+          .getAttribute('data-v'); };
+      th.click(); var up = first(); th.click(); var down = first();
+      document.body.setAttribute('data-probe',
+                                 up + ',' + down + ',' + th.getAttribute('aria-sort'));
+    </script></body>"""
+    html = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", report_html)
+    page = tmp_path / "probe.html"
+    page.write_text(html.replace("</body>", probe), encoding="utf-8")
+    dom, console = open_in_chromium(page, tmp_path)
+    assert console == [], console
+    probe_value = next(a for t, a in _tags(dom) if t == "body").get("data-probe")
+    assert probe_value == "0,4000,descending"
+
+
+@pytest.mark.timeout(180)
+def test_console_errors_and_external_loads_are_caught(tmp_path: Path) -> None:
+    """The checks above can fail: a script error, or an asset blocked by the report's
+    policy, both show up as console lines."""
+    broken = tmp_path / "broken.html"
+    broken.write_text("<html><body><script>undefinedFunction();</script></body></html>",
+                      encoding="utf-8")
+    _, console = open_in_chromium(broken, tmp_path)
+    assert any("undefinedFunction" in line for line in console)
+    external = tmp_path / "external.html"
+    external.write_text(
+        "<html><head><meta http-equiv=\"Content-Security-Policy\" content=\"default-src "
+        "'none'\"></head><body><img src=\"http://127.0.0.1:9/x.png\"></body></html>",
+        encoding="utf-8")
+    _, console = open_in_chromium(external, tmp_path)
+    assert any("Content Security Policy" in line for line in console)

@@ -1,0 +1,229 @@
+"""The example imaging service, started with uvicorn in a subprocess on a free loopback
+port, driven over HTTP with httpx. Two inference stubs (DE and AU) stand in for the
+locations' model servers; everything is stored on the embedded local backend."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from emulators import free_port
+
+import residency_sdk as rs
+from residency_sdk.erasure import audit_log_events
+from residency_sdk.retention import location_targets, open_location_store
+from residency_sdk.storage.keys import tenant_key
+
+REPO = Path(__file__).resolve().parents[2]
+MAP = REPO / "region_maps" / "examples" / "mvision.yaml"
+TENANTS = {
+    "clinic-berlin": {"country": "DE"},
+    "clinic-munich": {"country": "DE", "agreements": ["scc"]},
+    "clinic-istanbul": {"country": "TR", "agreements": ["kvkk_standard_contract"]},
+    "clinic-sydney": {"country": "AU"},
+    "clinic-paris": {"country": "FR"},
+}
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def _start(factory: str, env: dict[str, str], log: Path, probe: str) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(REPO / "examples"),
+            factory, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                env={**os.environ, **env}, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{factory} exited: {log.read_text(errors='replace')[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url + probe, timeout=1).status_code < 500:
+                return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"{factory} did not answer on port {port}")
+
+
+@dataclass
+class Stack:
+    service: Server
+    stubs: dict[str, Server]
+    local_root: Path
+    audit: Path
+
+    def client(self, tenant: str | None) -> httpx.Client:
+        headers = {"X-Tenant-ID": tenant} if tenant else {}
+        return httpx.Client(base_url=self.service.url, headers=headers, timeout=30)
+
+    def received(self, location: str) -> list[dict[str, str]]:
+        return list(httpx.get(self.stubs[location].url + "/v1/received", timeout=5).json())
+
+    def residency(self) -> rs.Residency:
+        return rs.Residency.load(MAP, local_root=self.local_root)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("imaging")
+    servers: list[Server] = []
+    try:
+        stubs = {}
+        for location in ("DE", "AU"):
+            stubs[location] = _start("imaging_service.inference_stub:create_stub_from_env",
+                                     {"IMAGING_STUB_LOCATION": location},
+                                     tmp / f"stub-{location}.log", "/v1/received")
+            servers.append(stubs[location])
+        (tmp / "tenants.json").write_text(json.dumps(TENANTS))
+        compute = {"https://inference.de.residency.example": stubs["DE"].url,
+                   "https://inference.au.residency.example": stubs["AU"].url}
+        env = {"IMAGING_MAP": str(MAP), "IMAGING_LOCAL_ROOT": str(tmp / "data"),
+               "IMAGING_AUDIT": str(tmp / "audit.db"),
+               "IMAGING_TENANTS": str(tmp / "tenants.json"),
+               "IMAGING_COMPUTE": json.dumps(compute)}
+        service = _start("imaging_service.app:create_app_from_env", env, tmp / "service.log",
+                         "/healthz")
+        servers.append(service)
+        yield Stack(service, stubs, tmp / "data", tmp / "audit.db")
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _study(tag: str) -> bytes:
+    return b"DICM" + hashlib.sha256(tag.encode()).digest() * 64
+
+
+def test_upload_is_stored_in_the_clinics_location_and_inferred_there(stack: Stack) -> None:
+    data = _study("berlin-1")
+    with stack.client("clinic-berlin") as http:
+        response = http.post("/studies", content=data,
+                             headers={"content-type": "application/dicom"})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["location"] == "DE" and body["provider"] == "local"
+        assert body["result"]["model"]["served_in"] == "DE"
+        assert body["result"]["model"]["input_sha256"] == hashlib.sha256(data).hexdigest()
+        fetched = http.get(f"/studies/{body['study_id']}")
+    assert fetched.status_code == 200
+    assert fetched.json()["result"] == body["result"]
+    assert fetched.json()["location"] == "DE"
+    assert body["study_id"] in {r["study_id"] for r in stack.received("DE")}
+    assert body["study_id"] not in {r["study_id"] for r in stack.received("AU")}
+    # On disk, in the DE location's directory, encrypted (not the plaintext bytes).
+    store = stack.residency().storage_for(rs.Tenant(id="clinic-berlin", country="DE"))
+    key = f"studies/{body['study_id']}/original.dcm"
+    assert store.get(key) == data
+    assert store.head(key).metadata["category"] == "imaging_upload"
+    assert store.exists(f"studies/{body['study_id']}/result.json")
+    blobs = list((stack.local_root / "DE").rglob("@v-*"))
+    assert blobs and all(data not in p.read_bytes() for p in blobs)
+
+
+def test_multipart_upload_from_turkey_lands_in_germany(stack: Stack) -> None:
+    data = _study("istanbul-1")
+    with stack.client("clinic-istanbul") as http:
+        response = http.post("/studies", files={"file": ("ct.dcm", data, "application/dicom")})
+    assert response.status_code == 201, response.text
+    assert response.json()["location"] == "DE"
+    assert response.json()["result"]["model"]["served_in"] == "DE"
+
+
+def test_australian_clinic_uses_the_australian_model(stack: Stack) -> None:
+    with stack.client("clinic-sydney") as http:
+        response = http.post("/studies", content=_study("sydney-1"))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["location"] == "AU" and body["result"]["model"]["served_in"] == "AU"
+    assert body["study_id"] in {r["study_id"] for r in stack.received("AU")}
+
+
+def test_blocked_transfer_abroad_is_451_with_the_reason_and_copies_nothing(
+        stack: Stack) -> None:
+    with stack.client("clinic-berlin") as http:
+        study = http.post("/studies", content=_study("berlin-2")).json()["study_id"]
+        response = http.post(f"/studies/{study}/transfer", json={"to": "US"})
+    assert response.status_code == 451, response.text
+    detail = response.json()["detail"]
+    assert detail["error"] == "transfer_blocked" and detail["to"] == "US"
+    assert any("GDPR" in reason and "scc" in reason for reason in detail["reasons"])
+    assert [sorted(alts) for alts in detail["unblock_with"]] == [["bcr", "dpf", "scc"]]
+    res = stack.residency()
+    tenant = rs.Tenant(id="clinic-berlin", country="DE")
+    [(_, us_target)] = location_targets(res, "US", ["local"])
+    us_store = open_location_store(res, us_target, "US")
+    assert not us_store.exists(tenant_key(tenant, f"studies/{study}/original.dcm"))
+    blocked = [e for e in audit_log_events(stack.audit)
+               if e.operation == "transfer" and e.outcome == "blocked"
+               and e.tenant_id == "clinic-berlin"]
+    assert blocked and blocked[-1].destination_country == "US"
+
+
+def test_lawful_transfer_with_scc_is_copied(stack: Stack) -> None:
+    data = _study("munich-1")
+    with stack.client("clinic-munich") as http:
+        study = http.post("/studies", content=data).json()["study_id"]
+        response = http.post(f"/studies/{study}/transfer", json={"to": "US"})
+    assert response.status_code == 200, response.text
+    assert response.json()["copied_to"] == "US"
+    res = stack.residency()
+    [(_, us_target)] = location_targets(res, "US", ["local"])
+    tenant = rs.Tenant(id="clinic-munich", country="DE", agreements={"scc"})
+    copy = open_location_store(res, us_target, "US").get(
+        tenant_key(tenant, f"studies/{study}/original.dcm"))
+    assert copy == data
+
+
+def test_location_without_a_model_fails_closed(stack: Stack) -> None:
+    before = len(stack.received("DE")) + len(stack.received("AU"))
+    with stack.client("clinic-paris") as http:
+        response = http.post("/studies", content=_study("paris-1"))
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert detail["error"] == "no_compute_in_location" and detail["location"] == "FR"
+    assert len(stack.received("DE")) + len(stack.received("AU")) == before
+
+
+def test_unknown_clinic_bad_input_and_unknown_destination(stack: Stack) -> None:
+    with stack.client(None) as http:
+        assert http.post("/studies", content=b"x").status_code == 403
+    with stack.client("clinic-nowhere") as http:
+        response = http.post("/studies", content=b"x")
+        assert response.status_code == 403
+        assert "not registered" in response.json()["detail"]["message"]
+    with stack.client("clinic-berlin") as http:
+        assert http.post("/studies", content=b"").status_code == 400
+        assert http.get("/studies/../../etc").status_code == 404
+        assert http.get("/studies/" + "0" * 32).status_code == 404
+        study = http.post("/studies", content=_study("berlin-3")).json()["study_id"]
+        response = http.post(f"/studies/{study}/transfer", json={"to": "Atlantis"})
+        assert response.status_code == 400
+        assert "not a residency location" in response.json()["detail"]["message"]

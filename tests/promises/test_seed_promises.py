@@ -1,0 +1,300 @@
+"""One test per enforceable promise of the five seed privacy policies (see
+docs/promises.md, which names each test). The example maps in region_maps/examples/ are
+the configurations a company with that policy would run."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import residency_sdk as rs
+from residency_sdk.audit import verify_log
+from residency_sdk.erasure import audit_log_events
+from residency_sdk.infra.plan import build_plan
+from residency_sdk.regionmap import load_region_map
+from residency_sdk.retention import CATEGORY_META, RetentionSweep, location_targets
+from residency_sdk.retention import open_location_store as open_backend
+from residency_sdk.storage.keys import tenant_key
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "region_maps" / "examples"
+EXAMPLE_MAPS = sorted(EXAMPLES.glob("*.yaml"))
+
+
+def _map(name: str) -> Path:
+    return EXAMPLES / f"{name}.yaml"
+
+
+def _tenant(country: str, *agreements: str) -> rs.Tenant:
+    return rs.Tenant(id=f"clinic-{uuid.uuid4().hex[:10]}", country=country,
+                     agreements=frozenset(agreements))
+
+
+# --- the example maps --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", EXAMPLE_MAPS, ids=lambda p: p.stem)
+def test_every_example_map_validates_and_extends_default(path: Path) -> None:
+    raw = yaml.safe_load(path.read_text())
+    assert raw["extends"] == "default"
+    region_map = load_region_map(path)
+    assert region_map.name == path.stem
+    assert all(loc.retention for loc in region_map.locations.values())
+    # The map is also what the router and the infra plan read: both accept it.
+    res = rs.Residency.load(path)
+    for loc_id in region_map.locations:
+        assert build_plan(region_map, loc_id).location == loc_id
+    assert res.map.name == path.stem
+
+
+def test_there_is_one_example_map_per_seed_policy() -> None:
+    assert {p.stem for p in EXAMPLE_MAPS} == {"mdai", "medagento", "mvision",
+                                              "med_dimensions", "medsee"}
+
+
+# --- retention periods, enforced by the sweep -------------------------------------------
+
+# (map, location, category, retention in hours) straight from each policy's text.
+RETENTION_PROMISES = [
+    ("mvision", "DE", "imaging_upload", 24),
+    ("mvision", "DE", "operational_log", 3653 * 24),
+    ("mvision", "US", "billing", 3653 * 24),
+    ("mvision", "DE", "audit", 2192 * 24),
+    ("medagento", "US", "clinical_record", 2557 * 24),
+    ("medagento", "US", "account_data", 30 * 24),
+    ("medagento", "US", "audit", 2192 * 24),
+    ("mdai", "US", "backup", 35 * 24),
+    ("mdai", "US", "operational_log", 90 * 24),
+    ("med_dimensions", "US", "patient_information", 2557 * 24),
+    ("medsee", "IN", "operational_log", 365 * 24),
+    ("medsee", "IN", "account_data", 730 * 24),
+]
+
+
+@pytest.mark.parametrize(("name", "location", "category", "hours"), RETENTION_PROMISES,
+                         ids=lambda v: str(v))
+def test_example_map_retention_is_enforced_by_the_sweep(name: str, location: str,
+                                                       category: str, hours: int,
+                                                       tmp_path: Path) -> None:
+    res = rs.Residency.load(_map(name), local_root=tmp_path, audit=str(tmp_path / "a.db"))
+    assert res.map.locations[location].retention[category].period == timedelta(hours=hours)
+    country = res.map.locations[location].country
+    tenant = _tenant(country, "baa") if country == "US" else _tenant(country)
+    store = res.storage_for(tenant)
+    store.put("obj", b"data", data_class="personal", metadata={CATEGORY_META: category})
+    start = datetime.now(UTC)
+
+    def sweep_at(age: timedelta) -> Any:
+        return RetentionSweep(res, location, clock=lambda: start + age).run()
+
+    assert sweep_at(timedelta(hours=hours) - timedelta(minutes=5)).total("deleted") == 0
+    assert store.exists("obj")
+    assert sweep_at(timedelta(hours=hours, minutes=5)).total("deleted") == 1
+    assert not store.exists("obj")
+    [event] = [e for e in audit_log_events(tmp_path / "a.db")
+               if e.operation == "retention_delete"]
+    assert event.tenant_id == tenant.id and event.purpose == f"retention:{category}"
+
+
+@pytest.mark.parametrize("provider_harness", ["gcp"], indirect=True)
+def test_24h_upload_copies_on_the_failover_backend_are_swept_too(provider_harness: Any,
+                                                                tmp_path: Path) -> None:
+    # "No copies are retained": the sweep covers the in-country failover bucket as well.
+    res = rs.Residency.load(provider_harness.write_map(tmp_path))
+    tenant = _tenant("DE")
+    res.storage_for(tenant).put("ct.dcm", b"img", data_class="phi",
+                                metadata={CATEGORY_META: "imaging_upload"})
+    targets = location_targets(res, "DE", ["gcp"])
+    assert [role for role, _ in targets] == ["primary", "failover"]
+    failover = open_backend(res, targets[1][1], "DE")
+    failover.put(tenant_key(tenant, "ct.dcm"), b"img",
+                 metadata={CATEGORY_META: "imaging_upload"})
+    later = datetime.now(UTC) + timedelta(hours=25)
+    report = RetentionSweep(res, "DE", providers=["gcp"], clock=lambda: later).run()
+    deleted = {(i.backend.endswith("@failover"), i.key) for i in report.items
+               if i.action == "deleted"}
+    key = tenant_key(tenant, "ct.dcm")
+    assert {(False, key), (True, key)} <= deleted
+    for _, target in targets:
+        assert not open_backend(res, target, "DE").exists(key)
+
+
+def test_retention_settings_become_the_infra_lifecycle_rules() -> None:
+    region_map = load_region_map(_map("mvision"))
+    plan = build_plan(region_map, "DE")
+    for provider in plan.providers:
+        rules = {r.category: r for r in provider.data.expiry}
+        assert rules["imaging_upload"].period_hours == 24 and rules["imaging_upload"].days == 1
+        assert rules["operational_log"].days == 3653
+        assert provider.audit.lock_days == 2192
+
+
+# --- hosting and transfers ---------------------------------------------------------------
+
+SERVICE_LOCATIONS = [("DE", "DE"), ("AT", "DE"), ("IT", "DE"), ("CH", "CH"), ("GB", "GB"),
+                     ("FR", "FR"), ("US", "US"), ("AU", "AU"), ("NZ", "AU"), ("TR", "DE")]
+
+
+@pytest.mark.parametrize(("country", "location"), SERVICE_LOCATIONS)
+def test_mvision_service_location_table(country: str, location: str) -> None:
+    res = rs.Residency.load(_map("mvision"))
+    assert res.resolve(_tenant(country)).location == location
+
+
+def test_mvision_locations_host_on_azure_and_google_cloud_in_country() -> None:
+    region_map = load_region_map(_map("mvision"))
+    for loc in region_map.locations.values():
+        for provider in ("azure", "gcp"):
+            target = loc.backends[provider]
+            assert target.country == loc.country
+        assert loc.default_provider == "azure" or loc.id == "US"
+
+
+def test_med_dimensions_hosts_on_aws_azure_and_google_cloud() -> None:
+    loc = load_region_map(_map("med_dimensions")).locations["US"]
+    assert loc.default_provider == "aws"
+    assert {p for p, t in loc.backends.items() if t.baa} >= {"aws", "azure", "gcp"}
+
+
+def test_medsee_indian_data_stays_in_india_on_aws() -> None:
+    res = rs.Residency.load(_map("medsee"))
+    placement = res.resolve(_tenant("IN"))
+    assert placement.location == "IN" and placement.storage.provider == "aws"
+    assert (placement.storage.region, placement.storage.failover_region) == (
+        "ap-south-1", "ap-south-2")
+    assert placement.storage.country == "IN"
+    assert placement.compute is not None and placement.compute.region == "ap-south-1"
+
+
+def test_transfers_out_of_the_eea_need_a_chapter_v_tool() -> None:
+    res = rs.Residency.load(_map("mvision"))
+    blocked = res.check_transfer(_tenant("DE"), "US", "phi")
+    assert not blocked.allowed and "scc" in blocked.reasons[-1]
+    allowed = res.check_transfer(_tenant("DE", "scc"), "US", "phi")
+    assert allowed.allowed and allowed.mechanism == "scc"
+    with pytest.raises(rs.TransferBlocked):
+        res.require_transfer(_tenant("FR"), "US", "personal")
+
+
+def test_uk_transfers_need_the_uk_addendum_or_idta() -> None:
+    res = rs.Residency.load(_map("med_dimensions"))
+    assert not res.check_transfer(_tenant("GB"), "US", "phi").allowed
+    assert not res.check_transfer(_tenant("GB", "scc"), "US", "phi").allowed
+    assert res.check_transfer(_tenant("GB", "uk_addendum"), "US", "phi").allowed
+    assert res.check_transfer(_tenant("GB", "uk_idta"), "US", "phi").allowed
+
+
+def test_the_most_stringent_regime_applies_when_several_govern() -> None:
+    res = rs.Residency.load(_map("mvision"))
+    # Turkish data stored in Germany leaving for the US: KVKK and GDPR must both allow.
+    only_kvkk = res.check_transfer(_tenant("TR", "kvkk_standard_contract"), "US", "phi")
+    assert not only_kvkk.allowed and set(only_kvkk.regimes) >= {"kvkk", "gdpr"}
+    both = res.check_transfer(_tenant("TR", "kvkk_standard_contract", "scc"), "US", "phi")
+    assert both.allowed
+
+
+def test_us_phi_leaves_the_us_only_under_a_baa() -> None:
+    res = rs.Residency.load(_map("mvision"))
+    assert res.resolve(_tenant("US")).location == "US"
+    assert not res.check_transfer(_tenant("US"), "DE", "phi").allowed
+    assert res.check_transfer(_tenant("US", "baa"), "DE", "phi").allowed
+
+
+def test_anonymised_data_moves_freely_pseudonymised_data_does_not() -> None:
+    res = rs.Residency.load(_map("mvision"))
+    clinic = _tenant("DE")
+    assert res.check_transfer(clinic, "US", "anonymised").allowed
+    # Pseudonymised images are still personal health data: the phi class.
+    assert not res.check_transfer(clinic, "US", "phi").allowed
+
+
+def test_india_transfers_follow_the_dpdp_negative_list() -> None:
+    res = rs.Residency.load(_map("medsee"))
+    decision = res.check_transfer(_tenant("IN"), "DE", "personal", source="IN")
+    assert decision.allowed and "india_dpdp" in decision.regimes
+
+
+# --- BAA, encryption, TLS, audit ------------------------------------------------------------
+
+
+def test_phi_only_on_backends_covered_by_a_baa(tmp_path: Path) -> None:
+    overlay = tmp_path / "no-baa.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "extends": str(_map("medagento")), "name": "medagento-no-baa",
+        "locations": {"US": {"backends": {"local": {"baa": False}}}}}))
+    res = rs.Residency.load(overlay, local_root=tmp_path / "data")
+    store = res.storage_for(_tenant("US", "baa"))
+    with pytest.raises(rs.BAARequired):
+        store.put("note.txt", b"phi", data_class="phi")
+    assert not store.exists("note.txt")
+    assert all(t.baa for p, t in load_region_map(_map("medagento")).locations["US"]
+               .backends.items())
+
+
+def test_phi_is_encrypted_at_rest_with_aes_256(tmp_path: Path) -> None:
+    res = rs.Residency.load(_map("medagento"), local_root=tmp_path)
+    secret = b"PATIENT-NAME-JANE-DOE" * 10
+    info = res.storage_for(_tenant("US", "baa")).put("note.txt", secret, data_class="phi")
+    assert info.encryption == "local:aes-256-gcm"
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files and all(b"PATIENT-NAME" not in p.read_bytes() for p in files)
+    # The cloud backends of every example map name a customer-managed key in-location.
+    for path in EXAMPLE_MAPS:
+        for loc in load_region_map(path).locations.values():
+            for provider in ("aws", "gcp"):
+                target = loc.backends.get(provider)
+                assert target is None or target.kms_key, (path.stem, loc.id, provider)
+
+
+def test_keys_rotate_and_tls_is_at_least_1_2_in_the_infra_plan() -> None:
+    plan = build_plan(load_region_map(_map("medagento")), "US")
+    for provider in plan.providers:
+        assert 0 < provider.key.rotation_days <= 365
+        assert provider.min_tls in ("1.2", "1.3")
+
+
+@pytest.mark.parametrize("endpoint", ["http://inference.example.com",
+                                      "ftp://storage.example.com", "http://10.0.0.5:9000"])
+def test_plain_http_endpoints_are_refused(endpoint: str, tmp_path: Path) -> None:
+    overlay = tmp_path / "insecure.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "extends": "default", "name": "insecure",
+        "locations": {"DE": {"backends": {"aws": {"region": "eu-central-1",
+                                                  "endpoint": endpoint}}}}}))
+    with pytest.raises(rs.MapError, match="refused"):
+        rs.Residency.load(overlay)
+
+
+def test_every_phi_access_is_audited_with_who_when_what(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.db"
+    res = rs.Residency.load(_map("medagento"), local_root=tmp_path / "data", audit=str(audit))
+    tenant = _tenant("US", "baa")
+    store = res.storage_for(tenant, actor="dr.house", purpose="treatment")
+    before = datetime.now(UTC)
+    store.put("notes/1.txt", b"phi", data_class="phi")
+    store.get("notes/1.txt")
+    store.delete("notes/1.txt")
+    events = [e for e in audit_log_events(audit) if e.tenant_id == tenant.id
+              and e.operation in ("put", "get", "delete")]
+    assert [e.operation for e in events] == ["put", "get", "delete"]
+    for event in events:
+        assert event.actor == "dr.house" and event.purpose == "treatment"
+        assert event.object_key == "notes/1.txt" and event.time >= before
+
+
+def test_tampering_with_the_audit_trail_is_detected(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.db"
+    res = rs.Residency.load(_map("medagento"), local_root=tmp_path / "data", audit=str(audit))
+    store = res.storage_for(_tenant("US", "baa"), actor="dr.house")
+    store.put("a.txt", b"phi", data_class="phi")
+    store.get("a.txt")
+    assert verify_log(audit).broken is None
+    with sqlite3.connect(audit) as conn:
+        conn.execute("UPDATE audit_events SET event = replace(event, 'dr.house', 'nobody')")
+    assert verify_log(audit).broken is not None

@@ -1,0 +1,184 @@
+"""Worker process for the crash-consistency and load scenarios (run as a subprocess).
+
+``python reliability_worker.py MODE CONFIG_JSON``. Crash modes print progress lines the
+parent uses to pick a random kill point (``READY``, ``P <bytes so far>``, ``N <events
+durable>``) and ``DONE <json>`` when they finish uninterrupted. ``load`` runs a share of
+the load scenario and prints ``DONE <json counts>``.
+
+Also imported by the tests (``run_load_ops``) so threads run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import residency_sdk as rs
+from residency_sdk.errors import ObjectNotFound
+
+TENANT_COUNTRY = "DE"
+TRANSFER_TO = "FR"  # an allowed cross-border copy (GDPR: within the EEA)
+BLOCKED_TO = "US"   # phi to the US without a mechanism: always blocked
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def load_residency(cfg: dict[str, Any], audit: Any) -> rs.Residency:
+    """The Residency the scenario runs against (local backend or the emulator map)."""
+    return rs.Residency.load(cfg.get("map"), audit=audit, local_root=cfg.get("local_root"),
+                             state_dir=cfg.get("state_dir"))
+
+
+# --- crash modes ----------------------------------------------------------------------
+
+
+def crash_upload(cfg: dict[str, Any]) -> None:
+    res = load_residency(cfg, cfg["audit"])
+    store = res.storage_for(rs.Tenant(id=cfg["tenant"], country=TENANT_COUNTRY))
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        say(f"P {done}")
+
+    say("READY")
+    with open(cfg["payload"], "rb") as fh:  # streamed, never read whole
+        info = store.put(cfg["key"], fh, data_class="phi", progress=progress)
+    say("DONE " + json.dumps({"checksum": info.checksum, "size": info.size}))
+
+
+def crash_transfer(cfg: dict[str, Any]) -> None:
+    res = load_residency(cfg, cfg["audit"])
+    tenant = rs.Tenant(id=cfg["tenant"], country=TENANT_COUNTRY)
+    say("READY")
+    info = res.transfer(tenant, cfg["key"], TRANSFER_TO, "phi", actor="crash-test")
+    say("DONE " + json.dumps({"checksum": info.checksum, "size": info.size}))
+
+
+def crash_erase(cfg: dict[str, Any]) -> None:
+    res = load_residency(cfg, cfg["audit"])
+    tenant = rs.Tenant(id=cfg["tenant"], country=TENANT_COUNTRY)
+    say("READY")
+    receipt = res.erase(tenant, actor="crash-test", providers=cfg.get("providers"))
+    say("DONE " + json.dumps({"request_id": receipt.request_id, "objects": receipt.objects}))
+
+
+def crash_audit(cfg: dict[str, Any]) -> None:
+    from residency_sdk.audit import AuditLog
+
+    log = AuditLog(cfg["audit"], batched=bool(cfg.get("batched")),
+                   batch_size=int(cfg.get("batch_size", 50)))
+    say("READY")
+    durable = 0
+    for i in range(int(cfg["events"])):
+        event = rs.AuditEvent(operation="put", outcome="ok", tenant_id=cfg["tenant"],
+                              object_key=f"k/{i}", size=i)
+        log.append(event)
+        if not log.batched:
+            durable += 1
+        elif (i + 1) % log.batch_size == 0:
+            durable = i + 1  # the append that filled the batch flushed it
+        say(f"N {durable}")
+    log.close()
+    say("DONE " + json.dumps({"events": int(cfg["events"])}))
+
+
+# --- load -------------------------------------------------------------------------------
+
+
+def run_load_ops(res: rs.Residency, worker: str, ops: int, seed: int,
+                 stop: threading.Event | None = None) -> dict[str, int]:
+    """``ops`` mixed operations of one worker on its own tenant; returns the number of
+    audit events each operation type must have produced (by event ``operation``).
+
+    Each worker has its own tenant, so its expected object set is exact: every get must
+    return exactly the bytes last put (checked), every list exactly the live keys.
+    """
+    rng = random.Random(seed)
+    tenant = rs.Tenant(id=f"load-{worker}", country=TENANT_COUNTRY)
+    expected: Counter[str] = Counter()
+    store = res.storage_for(tenant, actor=worker)
+    expected["placement"] += 1
+    live: dict[str, bytes] = {}
+    classes_put: set[str] = set()
+    checks = Counter[str]()
+    for _ in range(ops):
+        if stop is not None and stop.is_set():
+            break
+        roll = rng.random()
+        if roll < 0.30 or not live:
+            key = f"obj/{rng.randrange(20)}"
+            data = rng.randbytes(rng.randrange(0, 4096))
+            dc = rng.choice(("phi", "personal"))
+            store.put(key, data, data_class=dc)
+            if dc not in classes_put:  # the store checks each class's placement once
+                classes_put.add(dc)
+                expected["transfer_check"] += 1
+            live[key] = data
+            expected["put"] += 1
+        elif roll < 0.55:
+            key = rng.choice(sorted(live))
+            if store.get(key) != live[key]:
+                checks["corrupt_reads"] += 1
+            expected["get"] += 1
+        elif roll < 0.70:
+            key = rng.choice(sorted(live))
+            info = store.head(key)
+            if info.size != len(live[key]):
+                checks["corrupt_reads"] += 1
+            expected["head"] += 1
+        elif roll < 0.80:
+            keys = sorted(o.key for o in store.list("obj/"))
+            if keys != sorted(live):
+                checks["list_mismatches"] += 1
+            expected["list"] += 1
+        elif roll < 0.90:
+            key = rng.choice(sorted(live))
+            if not store.delete(key):
+                checks["objects_lost"] += 1
+            del live[key]
+            expected["delete"] += 1
+        else:
+            to = rng.choice((TRANSFER_TO, BLOCKED_TO))
+            decision = res.check_transfer(tenant, to, "phi", actor=worker)
+            if decision.allowed != (to == TRANSFER_TO):
+                checks["wrong_decisions"] += 1
+            expected["transfer_check"] += 1
+        expected["ops"] += 1
+    # Every object still expected must still be there, byte for byte.
+    for key, data in live.items():
+        try:
+            if store.get(key) != data:
+                checks["corrupt_reads"] += 1
+        except ObjectNotFound:
+            checks["objects_lost"] += 1
+        expected["get"] += 1
+    return {**expected, **{f"check_{k}": v for k, v in checks.items()}}
+
+
+def load(cfg: dict[str, Any]) -> None:
+    from residency_sdk.audit import AuditLog
+
+    log = AuditLog(cfg["audit"])
+    res = load_residency(cfg, log)
+    say("READY")
+    counts = run_load_ops(res, cfg["worker"], int(cfg["ops"]), int(cfg["seed"]))
+    res.close()
+    log.close()
+    say("DONE " + json.dumps(counts))
+
+
+MODES = {"crash-upload": crash_upload, "crash-transfer": crash_transfer,
+         "crash-erase": crash_erase, "crash-audit": crash_audit, "load": load}
+
+if __name__ == "__main__":
+    MODES[sys.argv[1]](json.loads(Path(sys.argv[2]).read_text()))
