@@ -141,6 +141,14 @@ class BackendUnavailable(StorageError):
     """A backend kept failing after retries (and failover, where configured)."""
 
 
+class ReadInterrupted(BackendUnavailable):
+    """A download broke off mid-stream (connection reset or dropped after the answer began).
+
+    ``get`` re-reads the whole object (bounded by the retry policy) and only raises this
+    when every attempt broke off; a streaming reader raises it to its consumer, who must
+    discard what it read so far and read the object again."""
+
+
 class BackendNotConfigured(StorageError):
     """The location has no backend for the requested provider, or its SDK is missing."""
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from residency_sdk.countries import iso_alpha2_codes
-from residency_sdk.endpoints import check_endpoint_url
+from residency_sdk.endpoints import check_endpoint_url, redact_url
 from residency_sdk.errors import InsecureEndpoint, MapError
 from residency_sdk.model import PROVIDERS, ComputeTarget, Provider, StorageTarget
 from residency_sdk.yamlio import load_yaml_file
@@ -440,7 +440,7 @@ def _check_endpoint(checker: _Checker, endpoint: str, path: str) -> None:
     try:
         check_endpoint_url(endpoint)
     except InsecureEndpoint as exc:
-        raise checker.fail(str(exc), path, endpoint) from None
+        raise checker.fail(str(exc), path, redact_url(endpoint)) from None
 
 
 @cache

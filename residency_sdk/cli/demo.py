@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from residency_sdk.cli.common import JsonOption, MapOption, console, load_residency, print_json
@@ -111,16 +112,16 @@ def _tenant(tenant_id: str) -> Tenant:
 
 def show_routing(res: Residency, summary: DemoSummary, *, quiet: bool) -> None:
     """Resolve every sample tenant and record where its data goes."""
-    table = Table(title="Where each clinic's data lives")
-    for col in ("tenant", "country", "location", "storage", "placement"):
-        table.add_column(col)
+    table = Table(title="Where each clinic's data lives", box=box.SIMPLE_HEAD)
+    for col in ("tenant", "from", "lives in", "cloud backend in the map", "placement"):
+        table.add_column(col, overflow="fold")
     for tenant in SAMPLE_TENANTS:
         placement = res.resolve(tenant)
         decision = res.check_placement(tenant)
         s = placement.storage
-        verdict = ("ok" if not decision.is_transfer else
-                   f"transfer via {decision.mechanism}" if decision.allowed else
-                   "REFUSED: needs " + " or ".join(placement.required_mechanisms[0]))
+        verdict = ("in country" if not decision.is_transfer else
+                   f"[green]transfer via {decision.mechanism}[/]" if decision.allowed else
+                   "[red]REFUSED[/]: needs " + " or ".join(placement.required_mechanisms[0]))
         summary.placements.append({"tenant": tenant.id, "country": tenant.country,
                                    "location": placement.location, "provider": s.provider,
                                    "region": s.region, "placement_allowed": decision.allowed})
@@ -132,16 +133,20 @@ def show_routing(res: Residency, summary: DemoSummary, *, quiet: bool) -> None:
 
 def show_transfers(res: Residency, summary: DemoSummary, *, quiet: bool) -> None:
     """Attempt the sample cross-border transfers and record each decision."""
-    table = Table(title="Cross-border transfer attempts")
-    for col in ("tenant", "data", "from", "to", "decision", "why"):
-        table.add_column(col)
+    table = Table(title="Cross-border transfer decisions", box=box.SIMPLE_HEAD)
+    for col in ("tenant", "data", "route", "decision"):
+        table.add_column(col, overflow="fold")
     for tenant_id, to, data_class in SAMPLE_TRANSFERS:
         decision = res.check_transfer(_tenant(tenant_id), to, data_class, actor="demo")
         summary.transfers.append({"tenant": tenant_id, "to": to, "data_class": data_class,
                                   "allowed": decision.allowed,
-                                  "mechanism": decision.mechanism})
-        table.add_row(tenant_id, data_class, decision.source, to,
-                      f"[green]allowed ({decision.mechanism})[/]" if decision.allowed
-                      else "[red]BLOCKED[/]", decision.reasons[-1])
+                                  "mechanism": decision.mechanism,
+                                  "reasons": list(decision.reasons)})
+        if decision.allowed:
+            verdict = f"[green]allowed[/] via {decision.mechanism}"
+        else:
+            needs = " and ".join("|".join(alts) for alts in decision.unblock_with)
+            verdict = f"[bold red]BLOCKED[/] ({', '.join(decision.regimes)}): needs {needs}"
+        table.add_row(tenant_id, data_class, f"{decision.source} -> {to}", verdict)
     if not quiet:
         console.print(table)

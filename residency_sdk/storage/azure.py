@@ -35,6 +35,7 @@ from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    IncompleteReadError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -47,6 +48,7 @@ from residency_sdk.errors import (
     EncryptionError,
     IntegrityError,
     ObjectNotFound,
+    ReadInterrupted,
     ResidencyError,
     StorageError,
 )
@@ -67,7 +69,12 @@ from residency_sdk.storage.base import (
     ObjectStore,
     ProgressCallback,
 )
-from residency_sdk.storage.retry import DEFAULT_POLICY, RetryPolicy, is_transient_status
+from residency_sdk.storage.retry import (
+    DEFAULT_POLICY,
+    RetryPolicy,
+    is_transient_status,
+    read_whole,
+)
 
 T = TypeVar("T")
 
@@ -77,7 +84,8 @@ API_VERSION_ENV = "RESIDENCY_AZURE_API_VERSION"
 
 def is_transient(exc: BaseException) -> bool:
     """True for connection failures, timeouts, 408/429 and 5xx answers."""
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+    # IncompleteReadError: the connection died inside a body; it carries no status.
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError)):
         return True
     if isinstance(exc, HttpResponseError):
         return is_transient_status(exc.status_code)
@@ -252,11 +260,11 @@ class AzureStore(ObjectStore):
 
     def get(self, key: str) -> bytes:
         """The whole blob, its MD5 verified against the blob's Content-MD5."""
-        with self.open(key) as reader:
-            return reader.read()
+        return read_whole(lambda: self.open(key), self.policy, backend=self.name, key=key)
 
     def open(self, key: str) -> BinaryIO:
-        """A streaming reader (``chunk_size`` ranges); MD5 verified at the end."""
+        """A streaming reader (``chunk_size`` ranges); MD5 verified at the end. A stream
+        that breaks off mid-way raises :class:`ReadInterrupted` (read it again)."""
         downloader = self._call("get", key, lambda: self._container.download_blob(
             key, max_concurrency=1))
         reported = downloader.properties.content_settings.content_md5
@@ -265,6 +273,11 @@ class AzureStore(ObjectStore):
             try:
                 yield from downloader.chunks()
             except AzureError as exc:
+                if is_transient(exc):
+                    raise ReadInterrupted(
+                        f"{self.name}: reading {key!r} broke off mid-stream "
+                        f"({type(exc).__name__}); discard what was read and read it again"
+                    ) from None
                 raise self._translate(exc, "get", key) from None
 
         def verify(tracker: Digester) -> None:

@@ -417,8 +417,9 @@ class LocalStore(ObjectStore):
         keydir = self._dir_for(key)
         try:
             tmp, fh = self._open_temp(keydir)
-        except OSError as exc:
-            raise self._translate(exc, key) from exc
+        except OSError as exc:  # a directory pruned under us is not "not found" for a put
+            raise self._translate(exc, None if isinstance(exc, FileNotFoundError)
+                                  else key) from exc
         staged = keydir / f"{_TMP}{secrets.token_hex(12)}.meta"
         try:
             with fh:
@@ -440,12 +441,13 @@ class LocalStore(ObjectStore):
         return self._info(meta)
 
     def _open_temp(self, keydir: Path) -> tuple[Path, BinaryIO]:
-        # A concurrent delete may prune the (still empty) directories between makedirs
-        # and open; once the temp file exists the directory is not empty and stays.
+        # A concurrent delete may prune the (still empty) directories while they are made
+        # or before the open; once the temp file exists the directory is not empty and
+        # stays. (The load scenario's shared keys hit both windows.)
         for attempt in range(5):
-            _make_private_dirs(keydir, self.root)
             tmp = keydir / f"{_TMP}{secrets.token_hex(12)}"
             try:
+                _make_private_dirs(keydir, self.root)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileNotFoundError:
                 if attempt == 4:

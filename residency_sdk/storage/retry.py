@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -32,7 +32,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from residency_sdk.errors import BackendUnavailable, ResidencyError
+from residency_sdk.errors import BackendUnavailable, ReadInterrupted, ResidencyError
 
 T = TypeVar("T")
 
@@ -100,6 +100,26 @@ class RetryPolicy:
                 "throttling or failing - check its endpoint and health, or use the "
                 "location's in-country failover backend"
             ) from last
+
+
+class _Interrupted(Exception):
+    """Carries a :class:`ReadInterrupted` through the policy, which never retries errors of
+    the hierarchy itself (those are final answers of an adapter)."""
+
+
+def read_whole(open_reader: Callable[[], BinaryIO], policy: RetryPolicy, *, backend: str,
+               key: str) -> bytes:
+    """Open and read a whole object; when the stream breaks off mid-way, read it again from
+    the start (bounded by ``policy``). Nothing partial is ever returned."""
+    def attempt() -> bytes:
+        try:
+            with open_reader() as reader:
+                return reader.read()
+        except ReadInterrupted as exc:
+            raise _Interrupted(str(exc)) from exc
+
+    return policy.call(attempt, backend=backend, operation=f"get {key!r}",
+                       transient=lambda exc: isinstance(exc, _Interrupted))
 
 
 def _short(exc: BaseException | None, limit: int = 200) -> str:

@@ -41,6 +41,7 @@ from residency_sdk.errors import (
     EncryptionError,
     IntegrityError,
     ObjectNotFound,
+    ReadInterrupted,
     ResidencyError,
     StorageError,
 )
@@ -61,7 +62,12 @@ from residency_sdk.storage.base import (
     ObjectStore,
     ProgressCallback,
 )
-from residency_sdk.storage.retry import DEFAULT_POLICY, RetryPolicy, is_transient_status
+from residency_sdk.storage.retry import (
+    DEFAULT_POLICY,
+    RetryPolicy,
+    is_transient_status,
+    read_whole,
+)
 
 T = TypeVar("T")
 
@@ -226,11 +232,11 @@ class S3Store(ObjectStore):
 
     def get(self, key: str) -> bytes:
         """The whole object, its CRC32C verified against what S3 reports."""
-        with self.open(key) as reader:
-            return reader.read()
+        return read_whole(lambda: self.open(key), self.policy, backend=self.name, key=key)
 
     def open(self, key: str) -> BinaryIO:
-        """A streaming reader; the checksum is verified when the end is reached."""
+        """A streaming reader; the checksum is verified when the end is reached. A stream
+        that breaks off mid-way raises :class:`ReadInterrupted` (read it again)."""
         response = self._call("get", key, lambda: self._client.get_object(
             Bucket=self.target.bucket, Key=key, ChecksumMode="ENABLED"))
         body = response["Body"]
@@ -258,6 +264,12 @@ class S3Store(ObjectStore):
                 raise IntegrityError(f"{self.name}: checksum mismatch reading {key!r}: {exc}; "
                                      "do not use this data, read it again") from None
             except (botocore.exceptions.BotoCoreError, OSError) as exc:
+                # A body cut short (IncompleteReadError) is a broken stream, not bad data.
+                if is_transient(exc) or isinstance(exc, botocore.exceptions.IncompleteReadError):
+                    raise ReadInterrupted(
+                        f"{self.name}: reading {key!r} broke off mid-stream "
+                        f"({type(exc).__name__}); discard what was read and read it again"
+                    ) from None
                 raise self._translate(exc, "get", key) from None
 
         return VerifyingReader(  # type: ignore[return-value]

@@ -72,7 +72,7 @@ cli_text = st.text(
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(country=cli_text, to=cli_text, data_class=cli_text, mechanism=cli_text)
 def test_cli_transfer_check_never_tracebacks(country, to, data_class, mechanism):
     result = runner.invoke(app, ["transfer", "check", "--country", country, "--to", to,
@@ -83,7 +83,7 @@ def test_cli_transfer_check_never_tracebacks(country, to, data_class, mechanism)
         json.loads(result.output)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(country=cli_text)
 def test_cli_resolve_never_tracebacks(country):
     result = runner.invoke(app, ["resolve", "--country", country, "--json"])

@@ -10,6 +10,7 @@ Also imported by the tests (``run_load_ops``) so threads run exactly the same co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sys
@@ -97,11 +98,12 @@ def crash_audit(cfg: dict[str, Any]) -> None:
 
 def run_load_ops(res: rs.Residency, worker: str, ops: int, seed: int,
                  stop: threading.Event | None = None) -> dict[str, int]:
-    """``ops`` mixed operations of one worker on its own tenant; returns the number of
-    audit events each operation type must have produced (by event ``operation``).
+    """``ops`` mixed operations of one worker; returns the number of audit events each
+    operation type must have produced (by event ``operation``) and its check counts.
 
-    Each worker has its own tenant, so its expected object set is exact: every get must
-    return exactly the bytes last put (checked), every list exactly the live keys.
+    Most operations use the worker's own tenant, so its expected object set is exact:
+    every get must return exactly the bytes last put, every list exactly the live keys.
+    A tenth race all other workers on a shared tenant's keys (see :func:`_shared_op`).
     """
     rng = random.Random(seed)
     tenant = rs.Tenant(id=f"load-{worker}", country=TENANT_COUNTRY)
@@ -111,9 +113,21 @@ def run_load_ops(res: rs.Residency, worker: str, ops: int, seed: int,
     live: dict[str, bytes] = {}
     classes_put: set[str] = set()
     checks = Counter[str]()
+    shared: list[Any] = []  # the shared tenant's store, opened on first use
     for _ in range(ops):
         if stop is not None and stop.is_set():
             break
+        if rng.random() < SHARED_SHARE:
+            if not shared:
+                shared.append(res.storage_for(SHARED_TENANT, actor=worker))
+                expected["placement"] += 1
+            op = _shared_op(shared[0], rng, checks)
+            if op == "put" and "shared" not in classes_put:
+                classes_put.add("shared")
+                expected["transfer_check"] += 1
+            expected[op] += 1
+            expected["ops"] += 1
+            continue
         roll = rng.random()
         if roll < 0.30 or not live:
             key = f"obj/{rng.randrange(20)}"
@@ -163,6 +177,33 @@ def run_load_ops(res: rs.Residency, worker: str, ops: int, seed: int,
             checks["objects_lost"] += 1
         expected["get"] += 1
     return {**expected, **{f"check_{k}": v for k, v in checks.items()}}
+
+
+SHARED_TENANT = rs.Tenant(id="load-shared", country=TENANT_COUNTRY)
+SHARED_SHARE = 0.1
+"""A tenth of each worker's operations race every other worker on a few shared keys."""
+
+
+def _shared_op(store: Any, rng: random.Random, checks: Counter[str]) -> str:
+    """One put, get or delete on a key every worker writes. Nothing predicts which write
+    wins, so the check is integrity: a read is a whole object some worker wrote (its
+    first 32 bytes are the SHA-256 of the rest) or ObjectNotFound, never a torn one."""
+    key = f"shared/{rng.randrange(4)}"
+    op = rng.choice(("put", "get", "delete"))
+    if op == "put":
+        body = rng.randbytes(rng.randrange(0, 8192))
+        store.put(key, hashlib.sha256(body).digest() + body, data_class="phi")
+    elif op == "get":
+        try:
+            data = store.get(key)
+        except ObjectNotFound:  # audited with outcome "error": counted to match
+            checks["expected_not_found"] += 1
+            return op
+        if hashlib.sha256(data[32:]).digest() != data[:32]:
+            checks["corrupt_reads"] += 1
+    else:
+        store.delete(key)
+    return op
 
 
 def load(cfg: dict[str, Any]) -> None:

@@ -119,8 +119,11 @@ def test_load_threads_and_processes(provider_harness: Any, tmp_path: Path) -> No
             "deadlock" in p for p in problems if p.startswith("process")),
         "audit_events": verified.events,
         "audit_mismatches": sum(abs(a - b) for a, b in mismatches.values())
-        + sum(logged[op] for op in unexpected),
-        "audit_errors": outcomes["error"], "chain_valid": verified.ok,
+        + sum(logged[op] for op in unexpected)
+        + abs(outcomes["error"] - expected["check_expected_not_found"]),
+        "audit_errors": outcomes["error"],
+        "expected_not_found": expected["check_expected_not_found"],
+        "chain_valid": verified.ok,
         "objects_lost": expected["check_objects_lost"],
         "corrupt_reads": expected["check_corrupt_reads"],
         "list_mismatches": expected["check_list_mismatches"],
@@ -136,6 +139,7 @@ def test_load_threads_and_processes(provider_harness: Any, tmp_path: Path) -> No
     assert verified.ok, verified.broken
     assert not mismatches, f"audit events (expected, logged) by operation: {mismatches}"
     assert not unexpected, f"unexpected audit operations {unexpected}"
-    assert outcomes["error"] == 0
+    # The only failures are reads of a shared key another worker had just deleted.
+    assert outcomes["error"] == expected["check_expected_not_found"]
     for check in ("objects_lost", "corrupt_reads", "list_mismatches", "wrong_decisions"):
         assert figures[check] == 0, (check, figures[check])
