@@ -14,7 +14,7 @@ from pathlib import Path
 
 import residency_sdk as rs
 from residency_sdk.erasure import ErasureTracker, audit_log_events, verify_receipt
-from residency_sdk.retention import CATEGORY_META, RetentionSweep
+from residency_sdk.retention import RetentionSweep
 
 MAP = Path(__file__).resolve().parents[1] / "region_maps" / "examples" / "mvision.yaml"
 
@@ -29,10 +29,11 @@ def main(workdir: Path) -> int:
           f"(needs one of {placement.required_mechanisms})")
 
     # 2. Storage: the study is stored, encrypted, in the clinic's location; its retention
-    #    category makes it expire after the map's 24 hours.
+    #    category makes it expire after the map's 24 hours (the cloud's lifecycle rule
+    #    selects it by tag / custom time; the retention sweep is the exact fallback).
     store = res.storage_for(clinic, actor="quickstart", purpose="diagnosis")
     info = store.put("studies/1/ct.dcm", b"DICM" + b"\0" * 1024, data_class="phi",
-                     metadata={CATEGORY_META: "imaging_upload"})
+                     category="imaging_upload")
     print(f"stored {info.key} in {info.location} ({info.provider}, {info.encryption})")
 
     # 3. Transfer control: sending the study to the US is blocked, with the reason.

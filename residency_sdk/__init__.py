@@ -43,6 +43,7 @@ from residency_sdk.errors import (
     TransferBlocked,
     UnknownDataClass,
     UnknownMechanism,
+    UnknownRetentionCategory,
 )
 from residency_sdk.events import AuditEvent, AuditHook
 from residency_sdk.model import (
@@ -97,5 +98,6 @@ __all__ = [
     "TransferBlocked",
     "UnknownDataClass",
     "UnknownMechanism",
+    "UnknownRetentionCategory",
     "__version__",
 ]

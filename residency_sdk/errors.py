@@ -164,6 +164,11 @@ class RetentionError(ResidencyError):
     """A retention sweep that cannot run: unknown location or provider, bad checkpoint."""
 
 
+class UnknownRetentionCategory(RetentionError):
+    """A write names a retention category the map has no period for in its location, so
+    no lifecycle rule would ever select the object; refused before any byte is sent."""
+
+
 class ErasureError(ResidencyError):
     """An erasure request that cannot be made, found or run (unknown id, bad state file)."""
 

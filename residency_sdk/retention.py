@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from residency_sdk import lifecycle as _lifecycle
 from residency_sdk.errors import ObjectNotFound, ResidencyError, RetentionError
 from residency_sdk.events import AuditEvent
 from residency_sdk.model import StorageTarget
@@ -51,9 +52,9 @@ from residency_sdk.storage.base import ObjectInfo, ObjectStore
 if TYPE_CHECKING:
     from residency_sdk.router import Residency
 
-CATEGORY_META = "category"
+CATEGORY_META = _lifecycle.CATEGORY_META
 """Object metadata naming the retention category (a key of the map's ``retention:``)."""
-LEGAL_HOLD_META = "legal_hold"
+LEGAL_HOLD_META = _lifecycle.LEGAL_HOLD_META
 """Object metadata that, set to ``true``, keeps the object whatever its retention says."""
 CREATED_META = "residency_created_at"
 """Set by the facade on every put: the creation time retention counts from."""

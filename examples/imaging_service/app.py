@@ -172,12 +172,12 @@ def _store_and_infer(service: Service, tenant: rs.Tenant, data: bytes) -> dict[s
     study_id = uuid.uuid4().hex
     store = service.res.storage_for(tenant, actor=ACTOR, purpose="diagnosis")
     stored = store.put(f"studies/{study_id}/original.dcm", data, data_class="phi",
-                       metadata={"category": "imaging_upload"})
+                       category="imaging_upload")
     result = service.infer(placement, study_id, data)
     result_doc = {"study_id": study_id, "sha256": hashlib.sha256(data).hexdigest(),
                   "model": result}
     store.put(f"studies/{study_id}/result.json", json.dumps(result_doc).encode(),
-              data_class="phi", metadata={"category": service.config.result_category})
+              data_class="phi", category=service.config.result_category)
     return {"study_id": study_id, "location": placement.location,
             "provider": stored.provider, "region": stored.region, "bucket": stored.bucket,
             "key": f"studies/{study_id}/original.dcm", "size": stored.size,

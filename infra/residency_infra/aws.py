@@ -65,7 +65,9 @@ class AwsResidencyStorage(pulumi.ComponentResource):
             opts=on_bucket)
         rules: list[Any] = [{
             "id": f"expire-{r.category}", "status": "Enabled",
-            "filter": {"prefix": r.prefix},
+            # Selects the tag the S3 adapter writes on objects of this category.
+            "filter": ({"tag": {"key": r.tag[0], "value": r.tag[1]}} if r.tag
+                       else {"prefix": ""}),
             "expiration": {"days": r.days},
             "noncurrent_version_expiration": {"noncurrent_days": r.noncurrent_days},
         } for r in spec.expiry]

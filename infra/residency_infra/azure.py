@@ -122,12 +122,16 @@ class AzureResidencyStorage(pulumi.ComponentResource):
         rules: list[Any] = []
         for bucket in (plan.data, plan.audit):
             for r in bucket.expiry:
+                # Index tags exist on block blobs only; the audit container holds append blobs.
+                selector: dict[str, Any] = (
+                    {"blob_types": ["blockBlob"], "blob_index_match": [
+                        {"name": r.tag[0], "op": "==", "value": r.tag[1]}]} if r.tag else
+                    {"blob_types": ["blockBlob", "appendBlob"]})
                 rules.append({
                     "name": f"{bucket.purpose}-expire-{r.category}".replace("_", "-"),
                     "type": "Lifecycle", "enabled": True,
                     "definition": {
-                        "filters": {"blob_types": ["blockBlob", "appendBlob"],
-                                    "prefix_match": [f"{bucket.name}/{r.prefix}"]},
+                        "filters": {**selector, "prefix_match": [f"{bucket.name}/"]},
                         "actions": {
                             "base_blob": {"delete": {"days_after_creation_greater_than": r.days}},
                             "version": {"delete": {

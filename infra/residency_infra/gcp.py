@@ -12,7 +12,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from residency_sdk.infra.documents import GCP_KEY_ROLE
-from residency_sdk.infra.plan import BucketPlan, ProviderPlan
+from residency_sdk.infra.plan import BucketPlan, ProviderPlan, gcs_lifecycle_conditions
 
 DAY = 86400
 
@@ -45,17 +45,9 @@ class GcpResidencyStorage(pulumi.ComponentResource):
     def _bucket(self, name: str, plan: ProviderPlan, spec: BucketPlan,
                 grant: gcp.kms.CryptoKeyIAMMember,
                 log_to: gcp.storage.Bucket | None) -> gcp.storage.Bucket:
-        rules: list[Any] = []
-        for r in spec.expiry:
-            prefixes = [r.prefix] if r.prefix else None
-            rules.append({"action": {"type": "Delete"},
-                          "condition": {"age": r.days, "matches_prefixes": prefixes}})
-            rules.append({"action": {"type": "Delete"},
-                          "condition": {"days_since_noncurrent_time": r.noncurrent_days,
-                                        "matches_prefixes": prefixes, "with_state": "ARCHIVED"}})
-        rules.append({"action": {"type": "Delete"},
-                      "condition": {"days_since_noncurrent_time": spec.noncurrent_version_days,
-                                    "with_state": "ARCHIVED"}})
+        # Tagged categories share one custom-time rule (GCS cannot filter on tags).
+        rules: list[Any] = [{"action": {"type": "Delete"}, "condition": condition}
+                            for condition in gcs_lifecycle_conditions(spec)]
         retention = ({"retention_period": spec.lock_days * DAY, "is_locked": True}
                      if spec.lock_days is not None else None)
         logging = ({"log_bucket": log_to.name, "log_object_prefix": f"access-logs/{spec.name}/"}

@@ -105,20 +105,25 @@ def put(
     provider: ProviderOption = None, local_root: LocalRootOption = None,
     map_path: MapOption = None, data_class: DataClassOption = "phi",
     mechanism: MechanismOption = None, as_json: JsonOption = False,
+    category: Annotated[str | None, typer.Option(
+        "--category", help="Retention category of the map (e.g. imaging_upload): the object "
+                           "is deleted when its period ends.")] = None,
 ) -> None:
     """Store a file (streamed, encrypted, checksummed) for a tenant. Exit 1 when refused."""
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
                                as_json)
     with residency_errors(as_json):
         if source == "-":
-            info = store.put(key, sys.stdin.buffer, data_class=data_class)
+            info = store.put(key, sys.stdin.buffer, data_class=data_class,
+                             category=category)
         else:
             path = Path(source)
             if not path.is_file():
                 fail(f"source {source!r} is not a readable file", as_json=as_json)
             with path.open("rb") as fh, _progress(f"put {key}", path.stat().st_size,
                                                   not as_json) as progress:
-                info = store.put(key, fh, data_class=data_class, progress=progress)
+                info = store.put(key, fh, data_class=data_class, progress=progress,
+                                 category=category)
     if as_json:
         print_json({"ok": True, "object": object_dict(info)})
     else:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from residency_sdk.errors import InfraCrossesBorder, InfraError
+from residency_sdk.lifecycle import AUDIT_CATEGORY, GCS_DAYS_SINCE_CUSTOM_TIME, TAG_KEY
 from residency_sdk.model import StorageTarget
 from residency_sdk.regionmap import Location, RegionMap, RetentionSpec, _region_table
 from residency_sdk.rules import load_transfer_rules
@@ -33,7 +34,6 @@ NONCURRENT_VERSION_DAYS = 30
 """Overwritten or deleted data versions are kept this long, then removed."""
 SOFT_DELETE_DAYS = 7
 """Azure blob/container soft-delete window (Azure allows 1-365)."""
-AUDIT_CATEGORY = "audit"
 
 AZURE_IN_COUNTRY_SKUS = ("ZRS", "LRS")
 # Geo-redundant SKUs copy every blob to the Azure-paired region, which the region map does
@@ -50,17 +50,27 @@ _AWS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):")
 
 @dataclass(frozen=True, slots=True)
 class ExpiryRule:
-    """Objects under ``prefix`` are deleted ``days`` after creation (one map retention
-    category). Cloud lifecycle engines count whole days, so hours round up."""
+    """Objects of one map retention category are deleted ``days`` after creation. Cloud
+    lifecycle engines count whole days, so hours round up.
+
+    ``tag`` is the ``(key, value)`` object tag (S3) / blob index tag (Azure) the rule
+    selects: the storage adapters write exactly this tag on every object stored with the
+    category (:mod:`residency_sdk.lifecycle`). None selects every object of the bucket (the
+    audit bucket). GCS cannot filter on tags: there one rule on the objects' custom time
+    (:func:`gcs_lifecycle_conditions`) serves every tagged category."""
 
     category: str
-    prefix: str
     days: int
     period_hours: int
     source: str
     noncurrent_days: int = 1
     """Versions made noncurrent by the expiry are removed this many days later, so a
     versioned bucket does not keep what the retention promise says is gone."""
+    tag: tuple[str, str] | None = None
+
+    def selects(self, tags: dict[str, str]) -> bool:
+        """True if an object carrying ``tags`` is selected by this rule."""
+        return self.tag is None or tags.get(self.tag[0]) == self.tag[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +178,7 @@ class InfraPlan:
                 row("bucket", bucket.name, purpose=bucket.purpose, versioning=bucket.versioning,
                     encryption=f"customer-managed key {p.key.name}",
                     public_access="blocked", min_tls=p.min_tls,
-                    lifecycle=[f"{r.prefix or '*'} -> delete after {r.days}d"
+                    lifecycle=[f"{_selector(r)} -> delete after {r.days}d"
                                for r in bucket.expiry],
                     noncurrent_version_days=bucket.noncurrent_version_days,
                     lock_days=bucket.lock_days)
@@ -306,12 +316,12 @@ def _provider_plan(name: CloudProvider, target: StorageTarget, loc: Location, pr
 
 
 def _data_expiry(retention: dict[str, RetentionSpec]) -> tuple[ExpiryRule, ...]:
+    # Every category, audit included: the facade accepts any category of the map, and
+    # audit-category objects written through it land in the data bucket too.
     rules = []
     for category, spec in sorted(retention.items()):
-        if category == AUDIT_CATEGORY:
-            continue
         hours = int(spec.period.total_seconds() // 3600)
-        rules.append(ExpiryRule(category=category, prefix=f"{category}/",
+        rules.append(ExpiryRule(category=category, tag=(TAG_KEY, category),
                                 days=max(1, math.ceil(hours / 24)), period_hours=hours,
                                 source=spec.source))
     return tuple(rules)
@@ -325,8 +335,39 @@ def _audit_retention(retention: dict[str, RetentionSpec]) -> tuple[int, tuple[Ex
         days, source = max(1, math.ceil(spec.period.total_seconds() / 86400)), spec.source
     # Expire only after the lock ends: deleting earlier is impossible anyway (compliance
     # mode) and keeping audit data longer than its retention is itself a privacy risk.
-    return days, (ExpiryRule(category=AUDIT_CATEGORY, prefix="", days=days + 1,
+    return days, (ExpiryRule(category=AUDIT_CATEGORY, days=days + 1,
                              period_hours=days * 24, source=source),)
+
+
+def gcs_lifecycle_conditions(spec: BucketPlan) -> list[dict[str, Any]]:
+    """The Delete-rule conditions of a GCS bucket (snake_case, as both the Pulumi and the
+    Terraform Google providers name them).
+
+    GCS lifecycle rules can filter neither on metadata nor on tags, so every tagged
+    category shares one rule: ``days_since_custom_time`` selects objects whose custom time
+    (their expiry minus that many days, set by the GCS adapter) has passed. Untagged rules
+    (the audit bucket) select by age. Zero-valued conditions are never emitted: the Google
+    providers drop them, which would leave a rule selecting every object.
+    """
+    conditions: list[dict[str, Any]] = []
+    tagged = [r for r in spec.expiry if r.tag is not None]
+    for r in spec.expiry:
+        if r.tag is None:
+            conditions.append({"age": r.days})
+            conditions.append({"days_since_noncurrent_time": r.noncurrent_days,
+                               "with_state": "ARCHIVED"})
+    if tagged:
+        conditions.append({"days_since_custom_time": GCS_DAYS_SINCE_CUSTOM_TIME})
+        conditions.append({"days_since_custom_time": GCS_DAYS_SINCE_CUSTOM_TIME,
+                           "days_since_noncurrent_time": min(r.noncurrent_days for r in tagged),
+                           "with_state": "ARCHIVED"})
+    conditions.append({"days_since_noncurrent_time": spec.noncurrent_version_days,
+                       "with_state": "ARCHIVED"})
+    return conditions
+
+
+def _selector(rule: ExpiryRule) -> str:
+    return f"tag {rule.tag[0]}={rule.tag[1]}" if rule.tag else "*"
 
 
 def _label(value: str) -> str:

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from residency_sdk.infra.documents import aws_bucket_policy, aws_key_policy
-from residency_sdk.infra.plan import SOFT_DELETE_DAYS, BucketPlan, InfraPlan, ProviderPlan
+from residency_sdk.infra.plan import (
+    SOFT_DELETE_DAYS,
+    BucketPlan,
+    ExpiryRule,
+    InfraPlan,
+    ProviderPlan,
+    gcs_lifecycle_conditions,
+)
 
 Json = dict[str, Any]
 DAY = 86400
@@ -143,7 +150,7 @@ def _aws_bucket(p: ProviderPlan, spec: BucketPlan, key: str,
         "region": region, "bucket": ref,
         "policy": json.dumps(aws_bucket_policy(f"${{{bucket}.arn}}"))})
     rules: list[Json] = [{
-        "id": f"expire-{r.category}", "status": "Enabled", "filter": [{"prefix": r.prefix}],
+        "id": f"expire-{r.category}", "status": "Enabled", "filter": [_aws_filter(r)],
         "expiration": [{"days": r.days}],
         "noncurrent_version_expiration": [{"noncurrent_days": r.noncurrent_days}],
     } for r in spec.expiry]
@@ -160,6 +167,12 @@ def _aws_bucket(p: ProviderPlan, spec: BucketPlan, key: str,
             "region": region, "bucket": ref, "rule": [{"default_retention": [
                 {"mode": "COMPLIANCE", "days": spec.lock_days}]}],
             "depends_on": [versioning]})
+
+
+def _aws_filter(rule: ExpiryRule) -> Json:
+    if rule.tag is None:
+        return {"prefix": ""}
+    return {"tag": [{"key": rule.tag[0], "value": rule.tag[1]}]}
 
 
 # --- GCP -------------------------------------------------------------------------------
@@ -186,17 +199,8 @@ def _gcp(p: ProviderPlan, res: dict[str, dict[str, Json]]) -> Json:
 
 def _gcp_bucket(p: ProviderPlan, spec: BucketPlan, key: str, grant: str, log_to: str | None,
                 res: dict[str, dict[str, Json]]) -> str:
-    rules: list[Json] = []
-    for r in spec.expiry:
-        prefixes = {"matches_prefix": [r.prefix]} if r.prefix else {}
-        rules.append({"action": [{"type": "Delete"}],
-                      "condition": [{"age": r.days, **prefixes}]})
-        rules.append({"action": [{"type": "Delete"}],
-                      "condition": [{"days_since_noncurrent_time": r.noncurrent_days,
-                                     "with_state": "ARCHIVED", **prefixes}]})
-    rules.append({"action": [{"type": "Delete"}],
-                  "condition": [{"days_since_noncurrent_time": spec.noncurrent_version_days,
-                                 "with_state": "ARCHIVED"}]})
+    rules: list[Json] = [{"action": [{"type": "Delete"}], "condition": [condition]}
+                         for condition in gcs_lifecycle_conditions(spec)]
     body: Json = {
         "name": spec.name, "location": p.region.upper(), "project": "${var.gcp_project}",
         "storage_class": "STANDARD", "uniform_bucket_level_access": True,
@@ -283,11 +287,14 @@ def _azure(p: ProviderPlan, res: dict[str, dict[str, Json]]) -> Json:
     rules: list[Json] = []
     for spec in (p.data, p.audit):
         for r in spec.expiry:
+            # Index tags exist on block blobs only; the audit container holds append blobs.
+            selector: Json = ({"blob_types": ["blockBlob"], "match_blob_index_tag": [
+                {"name": r.tag[0], "operation": "==", "value": r.tag[1]}]} if r.tag else
+                {"blob_types": ["blockBlob", "appendBlob"]})
             rules.append({
                 "name": f"{spec.purpose}-expire-{r.category}".replace("_", "-"),
                 "enabled": True,
-                "filters": [{"blob_types": ["blockBlob", "appendBlob"],
-                             "prefix_match": [f"{spec.name}/{r.prefix}"]}],
+                "filters": [{**selector, "prefix_match": [f"{spec.name}/"]}],
                 "actions": [{
                     "base_blob": [{"delete_after_days_since_creation_greater_than": r.days}],
                     "version": [{"delete_after_days_since_creation": r.noncurrent_days}]}],

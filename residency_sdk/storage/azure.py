@@ -52,6 +52,7 @@ from residency_sdk.errors import (
     ResidencyError,
     StorageError,
 )
+from residency_sdk.lifecycle import tags_for
 from residency_sdk.model import StorageTarget
 from residency_sdk.storage._streaming import (
     Digester,
@@ -88,7 +89,9 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError)):
         return True
     if isinstance(exc, HttpResponseError):
-        return is_transient_status(exc.status_code)
+        # No status: the SDK gave up on a broken transfer ("Download stream interrupted")
+        # rather than the service answering; a fresh attempt may well succeed.
+        return exc.status_code is None or is_transient_status(exc.status_code)
     return isinstance(exc, (TimeoutError, ConnectionError))
 
 
@@ -186,6 +189,8 @@ class AzureStore(ObjectStore):
             progress: ProgressCallback | None = None) -> ObjectInfo:
         """Upload into the location's encryption scope; block upload above the threshold."""
         scope = self._scope()
+        # Blob index tag the management-policy rule of the retention category selects.
+        tags = tags_for(metadata) or None
         small = isinstance(data, (bytes, bytearray, memoryview)) and \
             len(data) < self.multipart_threshold
         stream = as_binary_stream(data)
@@ -202,11 +207,11 @@ class AzureStore(ObjectStore):
             if small:
                 payload = reader.read(len(data))  # type: ignore[arg-type]
                 return blob.upload_blob(
-                    payload, overwrite=True, metadata=metadata, encryption_scope=scope,
+                    payload, overwrite=True, metadata=metadata, tags=tags, encryption_scope=scope,
                     content_settings=ContentSettings(content_type="application/octet-stream"))
             try:
                 return blob.upload_blob(
-                    reader, overwrite=True, metadata=metadata, encryption_scope=scope,
+                    reader, overwrite=True, metadata=metadata, tags=tags, encryption_scope=scope,
                     max_concurrency=self.max_concurrency, validate_content=True,
                     content_settings=ContentSettings(content_type="application/octet-stream"))
             except BaseException:

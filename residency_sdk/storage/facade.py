@@ -24,12 +24,20 @@ from residency_sdk.errors import (
     BAARequired,
     BackendNotConfigured,
     BackendUnavailable,
+    ObjectNotFound,
     PlacementBlocked,
     ResidencyError,
     StorageError,
     TransferBlocked,
+    UnknownRetentionCategory,
 )
 from residency_sdk.events import AuditEvent
+from residency_sdk.lifecycle import (
+    CATEGORY_META,
+    EXPIRES_META,
+    expires_at,
+    expiry_of,
+)
 from residency_sdk.model import DATA_CLASSES, Decision, Placement, StorageTarget, Tenant
 from residency_sdk.storage import keys
 from residency_sdk.storage.base import ObjectInfo, ObjectStore, ProgressCallback
@@ -80,6 +88,16 @@ class StoredObject(ObjectInfo):
         """When the object was stored through the facade (used by retention)."""
         value = self.metadata.get(META_CREATED_AT)
         return datetime.fromisoformat(value) if value else None
+
+    @property
+    def category(self) -> str | None:
+        """The retention category the object was stored with (None: not governed)."""
+        return self.metadata.get(CATEGORY_META)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the object's retention period ends (None without a category)."""
+        return expiry_of(self.metadata)
 
 
 class StorePool:
@@ -232,6 +250,15 @@ class TenantStore:
                 raise BackendUnavailable(
                     f"primary and in-country failover backends of {self.location} both "
                     f"failed: {exc}; {again}") from again
+            except ObjectNotFound as missing:
+                # The failover holds only what was written while the primary was down: its
+                # "not found" says nothing about the object, which may well be on the
+                # primary. Reporting it as missing would invite re-creating or giving up
+                # on data that exists.
+                raise BackendUnavailable(
+                    f"{exc}; the in-country failover of {self.location} does not hold the "
+                    "object (it only has what was written while the primary was down) - "
+                    "read it again when the primary is back") from missing
 
     def _emit(self, operation: Any, outcome: Any, *, served: ServedBy | None = None,
               key: str | None = None, info: ObjectInfo | None = None,
@@ -306,20 +333,56 @@ class TenantStore:
 
     # --- the data operations ----------------------------------------------------------
 
+    def check_category(self, category: str | None,
+                       metadata: dict[str, str] | None = None) -> str | None:
+        """The retention category of a write, validated against the location's retention.
+
+        ``category`` may be given as the argument or as ``metadata["category"]`` (the same
+        value if both). Returns None for a write without a category (not governed by
+        retention). Raises :class:`UnknownRetentionCategory` for a category the map has no
+        period for in this location: no lifecycle rule would ever delete such an object.
+        """
+        from_meta = (metadata or {}).get(CATEGORY_META)
+        if category is not None and from_meta is not None and category != from_meta:
+            raise StorageError(
+                f"retention category given twice with different values: category="
+                f"{category!r}, metadata[{CATEGORY_META!r}]={from_meta!r}: give it once")
+        chosen = category if category is not None else from_meta
+        if chosen is None:
+            return None
+        known = sorted(self._res.map.locations[self.location].retention)
+        if not isinstance(chosen, str) or chosen not in known:
+            raise UnknownRetentionCategory(
+                f"unknown retention category {chosen!r} for location {self.location} in "
+                f"region map {self._res.map.name!r}: use one of {', '.join(known) or 'none'}, "
+                f"or add it under `retention` (locations.{self.location}.retention)")
+        return chosen
+
     def put(self, key: str, data: bytes | BinaryIO, data_class: str = "phi",
             metadata: dict[str, str] | None = None,
-            progress: ProgressCallback | None = None) -> StoredObject:
+            progress: ProgressCallback | None = None, *,
+            category: str | None = None) -> StoredObject:
         """Store ``data`` (bytes or a binary file object, streamed) under ``key``.
 
-        ``data_class`` and the creation time are stored as object metadata. Refused with
+        ``data_class`` and the creation time are stored as object metadata. ``category``
+        (or ``metadata["category"]``) names the map's retention category: it is validated
+        (:class:`UnknownRetentionCategory`), stored with the object's expiry time, and
+        marked where the cloud's lifecycle engine selects it (S3 object tag, Azure blob
+        index tag, GCS custom time; see :mod:`residency_sdk.lifecycle`). Refused with
         :class:`PlacementBlocked` / :class:`BAARequired` before any byte is sent.
         """
         def run() -> tuple[StoredObject, ServedBy]:
             stored = keys.tenant_key(self.tenant, key)
             dc = self.check_write(data_class)
-            meta = {**_check_user_metadata(metadata), META_DATA_CLASS: dc,
-                    META_CREATED_AT: datetime.now(UTC).isoformat(),
+            user_meta = _check_user_metadata(metadata)
+            cat = self.check_category(category, user_meta)
+            now = datetime.now(UTC)
+            meta = {**user_meta, META_DATA_CLASS: dc, META_CREATED_AT: now.isoformat(),
                     META_TENANT: self.tenant.id}
+            if cat is not None:
+                period = self._res.map.locations[self.location].retention[cat].period
+                meta[CATEGORY_META] = cat
+                meta[EXPIRES_META] = expires_at(now, period).isoformat()
             info, served = self._with_failover(
                 lambda s: s.put(stored, data, metadata=meta, progress=progress),
                 rewind=_rewinder(data))

@@ -43,6 +43,7 @@ from residency_sdk.errors import (
     ResidencyError,
     StorageError,
 )
+from residency_sdk.lifecycle import gcs_custom_time
 from residency_sdk.model import StorageTarget
 from residency_sdk.storage._streaming import (
     Digester,
@@ -145,6 +146,7 @@ class GCSStore(ObjectStore):
             progress: ProgressCallback | None = None) -> ObjectInfo:
         """Upload with the location's KMS key; resumable above ``multipart_threshold``."""
         kms_key = self._kms_key()
+        custom_time = gcs_custom_time(metadata)
         small = isinstance(data, (bytes, bytearray, memoryview)) and \
             len(data) < self.multipart_threshold
         stream = as_binary_stream(data)
@@ -160,6 +162,9 @@ class GCSStore(ObjectStore):
                                      kms_key_name=kms_key)
             if metadata:
                 blob.metadata = dict(metadata)
+            if custom_time is not None:
+                # GCS lifecycle cannot filter on metadata: the expiry rule selects this.
+                blob.custom_time = custom_time
             reader = HashingReader(stream, _crc32c(), progress=progress)
             readers.append(reader)
             blobs.append(blob)

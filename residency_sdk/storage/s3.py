@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlencode
 
 import boto3
 import botocore.exceptions
@@ -45,6 +46,7 @@ from residency_sdk.errors import (
     ResidencyError,
     StorageError,
 )
+from residency_sdk.lifecycle import tags_for
 from residency_sdk.model import StorageTarget
 from residency_sdk.storage._streaming import (
     Digester,
@@ -154,6 +156,10 @@ class S3Store(ObjectStore):
         meta = {**(metadata or {}), _PART_SIZE_META: str(self.chunk_size)}
         extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key,
                  "ChecksumAlgorithm": "CRC32C", "Metadata": meta}
+        tags = tags_for(metadata)
+        if tags:
+            # The lifecycle rule of the object's retention category selects this tag.
+            extra["Tagging"] = urlencode(tags)
         if isinstance(data, (bytes, bytearray, memoryview)) and len(data) < \
                 self.multipart_threshold:
             return self._put_small(key, bytes(data), extra, progress)

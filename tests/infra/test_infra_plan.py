@@ -55,11 +55,17 @@ def test_plan_matches_the_map_the_router_uses(loc: str) -> None:
 
 def test_retention_hours_become_whole_days_and_versions_go_too() -> None:
     plan = build_plan(DEFAULT_MAP, "DE")
-    (rule,) = plan.provider("aws").data.expiry
-    assert (rule.category, rule.prefix, rule.period_hours, rule.days) == (
-        "imaging_upload", "imaging_upload/", 24, 1)
+    rules = {r.category: r for r in plan.provider("aws").data.expiry}
+    assert set(rules) == {"imaging_upload", "audit"}  # every category the facade accepts
+    rule = rules["imaging_upload"]
+    assert (rule.category, rule.tag, rule.period_hours, rule.days) == (
+        "imaging_upload", ("residency-retention", "imaging_upload"), 24, 1)
     assert rule.noncurrent_days == 1
+    assert rule.selects({"residency-retention": "imaging_upload"})
+    assert not rule.selects({"residency-retention": "report"})
+    assert not rule.selects({})
     (audit_rule,) = plan.provider("aws").audit.expiry
+    assert audit_rule.tag is None and audit_rule.selects({})  # the whole audit bucket
     assert audit_rule.days > plan.provider("aws").audit.lock_days  # expire only after lock
 
 

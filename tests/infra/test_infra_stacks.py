@@ -117,7 +117,9 @@ def test_aws_encryption_rotation_public_access_tls_lifecycle_lock(name: str) -> 
     life = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
                    f"residency-{name}-aws-data").inputs["rules"]
     imaging = next(r for r in life if r["id"] == "expire-imaging_upload")
-    assert imaging["filter"]["prefix"] == "imaging_upload/"
+    # Selects the tag the S3 adapter writes (tests/storage_adapters/test_lifecycle_marks.py).
+    assert imaging["filter"] == {"tag": {"key": "residency-retention",
+                                         "value": "imaging_upload"}}
     assert imaging["expiration"]["days"] == 1  # the 24-hour promise
     assert imaging["noncurrentVersionExpiration"]["noncurrentDays"] == 1
     lock = run.one("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
@@ -154,9 +156,17 @@ def test_gcp_key_bucket_access_lifecycle_and_locked_retention(name: str) -> None
     data = run.one(T_GCS, f"residency-{name}-gcp-data").inputs
     audit = run.one(T_GCS, f"residency-{name}-gcp-audit").inputs
     assert data["versioning"]["enabled"] is True
-    ages = [(r["condition"].get("age"), r["condition"].get("matchesPrefixes"))
-            for r in data["lifecycleRules"] if r["action"]["type"] == "Delete"]
-    assert (1, ["imaging_upload/"]) in ages
+    conditions = [r["condition"] for r in data["lifecycleRules"]
+                  if r["action"]["type"] == "Delete"]
+    # One custom-time rule serves every category; nothing selects by age or prefix, and
+    # no condition is zero (the providers drop zeros, leaving a rule that selects all).
+    assert {"daysSinceCustomTime": 1} in conditions
+    assert {"daysSinceCustomTime": 1, "daysSinceNoncurrentTime": 1,
+            "withState": "ARCHIVED"} in conditions
+    assert all("age" not in c and "matchesPrefixes" not in c for c in conditions)
+    assert all(v != 0 for c in conditions for v in c.values())
+    audit_conditions = [r["condition"] for r in audit["lifecycleRules"]]
+    assert {"age": 2193} in audit_conditions
     assert audit["retentionPolicy"] == {"retentionPeriod": 2192 * 86400, "isLocked": True}
     assert "retentionPolicy" not in data
     assert data["logging"]["logBucket"] == audit["name"]
@@ -199,8 +209,10 @@ def test_azure_account_vault_containers_and_lifecycle(name: str) -> None:
     rules = run.one("azure-native:storage:ManagementPolicy",
                     f"residency-{name}-azure-lifecycle").inputs["policy"]["rules"]
     imaging = next(r for r in rules if r["name"] == "data-expire-imaging-upload")
-    assert imaging["definition"]["filters"]["prefixMatch"] == [
-        f"{plan.data.name}/imaging_upload/"]
+    assert imaging["definition"]["filters"] == {
+        "blobTypes": ["blockBlob"], "prefixMatch": [f"{plan.data.name}/"],
+        "blobIndexMatch": [{"name": "residency-retention", "op": "==",
+                            "value": "imaging_upload"}]}
     assert imaging["definition"]["actions"]["baseBlob"]["delete"] == {
         "daysAfterCreationGreaterThan": 1}
 

@@ -425,7 +425,9 @@ def test_mixed_operations_under_faults(provider: str, emulators: Any,
                 observed[(op, "error")] += 1
                 errors[type(exc).__name__] += 1
                 if not isinstance(exc, ObjectNotFound) and len(samples) < 8:
-                    samples.append(f"{op}: {type(exc).__name__}: {exc!s:.300}")
+                    cause = type(exc.__cause__).__name__ if exc.__cause__ else "-"
+                    samples.append(f"{op}: {type(exc).__name__} (cause {cause}): "
+                                   f"{exc!s:.300}")
                 if op == "put":
                     model.put(key, digest, size, ok=False)
                 elif op == "delete":
@@ -533,7 +535,7 @@ def test_download_cut_mid_body_is_read_again_or_typed(provider: str, emulators: 
 
     harness = ProviderHarness(provider, emulators, monkeypatch, tmp_path)
     data = random.Random(7).randbytes(1536 * 1024)
-    key = f"cut-{provider}-{time.monotonic_ns()}"
+    key = f"tenants/cut-test/{provider}-{time.monotonic_ns()}"
     target = harness.target(harness.write_map(tmp_path))
     _open_store(provider, target).put(key, data)
     # Azure and GCS read in ranges: cut the second range, which the streaming reader
@@ -566,3 +568,40 @@ def test_download_cut_mid_body_is_read_again_or_typed(provider: str, emulators: 
                     assert got is None
             proxy.active = False
             assert proxy.faults["drop_response"] >= 1
+
+
+@pytest.mark.parametrize("provider", ["aws", "gcp", "azure"])
+def test_failover_not_found_is_not_reported_as_missing(provider: str, emulators: Any,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    """Regression: with the primary down, a read served by the failover (which holds only
+    what was written during the outage) answered ObjectNotFound for data that may well be
+    on the primary. It must be BackendUnavailable."""
+    from emulators import free_port
+    from storage_harness import ProviderHarness
+
+    harness = ProviderHarness(provider, emulators, monkeypatch, tmp_path)
+    country = LOCATION[provider][1]
+    suffix = "/devstoreaccount1" if provider == "azure" else ""
+    dead = f"http://127.0.0.1:{free_port()}{suffix}"
+
+    def opener(target: Any, _loc: str) -> Any:
+        if target.bucket.endswith("-failover"):
+            return _open_store(provider, target)
+        store = _open_store(provider, target.model_copy(update={"endpoint": dead}))
+        store.policy = RetryPolicy(max_attempts=2, max_elapsed=5, initial_backoff=0.01,
+                                   max_backoff=0.02)
+        return store
+
+    res = rs.Residency.load(harness.write_map(tmp_path), storage=opener)
+    store = res.storage_for(rs.Tenant(id=f"failover-{provider}", country=country))
+    with pytest.raises(rs.BackendUnavailable, match="does not hold the object") as excinfo:
+        store.get(f"never-on-failover-{time.monotonic_ns()}")
+    assert not isinstance(excinfo.value, ObjectNotFound)
+    with pytest.raises(rs.BackendUnavailable, match="does not hold the object"):
+        store.head("also-not-on-failover")
+    # What the failover does hold is served from it, and says so.
+    info = store.put("written-during-outage", b"kept in country")
+    assert info.served_by == "failover" and info.bucket == store.failover.bucket
+    assert store.get("written-during-outage") == b"kept in country"
+    res.close()

@@ -63,8 +63,14 @@ def test_sweep_deletes_expired_24h_uploads_and_keeps_the_rest(provider_harness: 
     store.put("audit/2026.log", b"log", data_class="personal",
               metadata={CATEGORY_META: "audit"})
     store.put("misc/unclassified.bin", b"x", data_class="personal")
-    store.put("misc/unknown.bin", b"x", data_class="personal",
-              metadata={CATEGORY_META: "no_such_category"})
+    # The facade refuses an unknown category (UnknownRetentionCategory); an object written
+    # under a category the map later dropped is written here straight to the backend.
+    with pytest.raises(rs.UnknownRetentionCategory):
+        store.put("misc/unknown.bin", b"x", metadata={CATEGORY_META: "no_such_category"})
+    res.store(store.target, store.location).put(
+        f"tenants/{tenant.id}/misc/unknown.bin", b"x",
+        metadata={CATEGORY_META: "no_such_category",
+                  "residency_created_at": datetime.now(UTC).isoformat()})
 
     early = _sweep(res, provider_harness, 23)
     assert early.ok, early.to_dict()
