@@ -322,18 +322,9 @@ class GCSStore(ObjectStore):
 
     def _call(self, operation: str, key: str, fn: Callable[[], T],
               policy: RetryPolicy | None = None) -> T:
-        def guarded() -> T:
-            try:
-                return fn()
-            except ResidencyError:
-                raise
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                raise self._translate(exc, operation, key) from exc
-
-        return (policy or self.policy).call(guarded, backend=self.name, operation=operation,
-                                            transient=is_transient)
+        return (policy or self.policy).call(
+            fn, backend=self.name, operation=operation, transient=is_transient,
+            translate=lambda exc: self._translate(exc, operation, key))
 
     def _translate(self, exc: BaseException, operation: str, key: str) -> ResidencyError:
         if isinstance(exc, gexc.NotFound):

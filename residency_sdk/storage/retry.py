@@ -67,15 +67,19 @@ class RetryPolicy:
     max_backoff: float = 5.0
 
     def call(self, fn: Callable[[], T], *, backend: str, operation: str,
-             transient: Classifier, before_retry: Callable[[], None] | None = None) -> T:
+             transient: Classifier, before_retry: Callable[[], None] | None = None,
+             translate: Callable[[BaseException], ResidencyError] | None = None) -> T:
         """Run ``fn``, retrying transient failures; raise BackendUnavailable when exhausted.
 
         ``transient`` decides whether an exception is worth another attempt; anything else
-        propagates at once (the adapter translates it). ``before_retry`` runs before each
-        new attempt (e.g. rewinding a seekable upload stream).
+        propagates at once, through ``translate`` when given (the adapter's mapping of SDK
+        errors onto the residency error hierarchy), so no SDK exception escapes.
+        ``before_retry`` runs before each new attempt (e.g. rewinding an upload stream).
         """
         if self.max_attempts < 1:
             raise ResidencyError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if translate is not None:
+            fn = _translating(fn, transient, translate)
 
         def _before_sleep(state: RetryCallState) -> None:
             if before_retry is not None:
@@ -100,6 +104,24 @@ class RetryPolicy:
                 "throttling or failing - check its endpoint and health, or use the "
                 "location's in-country failover backend"
             ) from last
+
+
+def _translating(fn: Callable[[], T], transient: Classifier,
+                 translate: Callable[[BaseException], ResidencyError]) -> Callable[[], T]:
+    """``fn`` with its permanent (non-transient) SDK errors translated; transient ones are
+    left for the retry loop."""
+
+    def guarded() -> T:
+        try:
+            return fn()
+        except ResidencyError:
+            raise
+        except Exception as exc:
+            if transient(exc):
+                raise
+            raise translate(exc) from exc
+
+    return guarded
 
 
 class _Interrupted(Exception):
