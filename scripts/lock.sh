@@ -9,7 +9,7 @@ python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install --quiet ".[all,test]"
 {
   echo "# Locked dependency set for the test suite and CI; regenerate with scripts/lock.sh."
-  "$tmp/venv/bin/python" -m pip freeze --exclude-editable | grep -v '^residency-sdk=='
+  "$tmp/venv/bin/python" -m pip freeze --exclude-editable | grep -v -i '^residency[-_]sdk\b'
 } > requirements.lock
 rm -rf "$tmp"
 echo "wrote requirements.lock ($(grep -vc '^#' requirements.lock) packages)"
