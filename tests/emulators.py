@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -188,33 +190,26 @@ class FaultServer:
             self.server.server_close()
 
 
-class RewritingProxy:
-    """A TCP proxy to an emulator that replaces byte strings in the server's answers.
+class LoopbackListener:
+    """A TCP listener on a free loopback port that hands each accepted connection to
+    :meth:`handle` on its own thread; a context manager that stops on exit."""
 
-    Replacements keep the length, so HTTP framing stays valid: this models corruption in
-    transit, or a service reporting a checksum that does not match what was sent.
-    """
+    backlog = 64
 
-    def __init__(self, upstream_port: int, replace: dict[bytes, bytes]) -> None:
-        for old, new in replace.items():
-            assert len(old) == len(new), "replacements must keep the length"
-        self.upstream_port = upstream_port
-        self.replace = replace
-        self.hits = 0
+    def __init__(self) -> None:
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(32)
+        self._sock.listen(self.backlog)
         self.port = int(self._sock.getsockname()[1])
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> RewritingProxy:
-        self._thread.start()
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._accept, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -224,14 +219,35 @@ class RewritingProxy:
     def _accept(self) -> None:
         while not self._stop.is_set():
             try:
-                client, _ = self._sock.accept()
+                conn, _ = self._sock.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._pump, args=(client, upstream, False),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True),
-                             daemon=True).start()
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        """Serve one accepted connection (called on the accept thread: do not block)."""
+        raise NotImplementedError
+
+
+class RewritingProxy(LoopbackListener):
+    """A TCP proxy to an emulator that replaces byte strings in the server's answers.
+
+    Replacements keep the length, so HTTP framing stays valid: this models corruption in
+    transit, or a service reporting a checksum that does not match what was sent.
+    """
+
+    def __init__(self, upstream_port: int, replace: dict[bytes, bytes]) -> None:
+        for old, new in replace.items():
+            assert len(old) == len(new), "replacements must keep the length"
+        super().__init__()
+        self.upstream_port = upstream_port
+        self.replace = replace
+        self.hits = 0
+
+    def handle(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        threading.Thread(target=self._pump, args=(conn, upstream, False), daemon=True).start()
+        threading.Thread(target=self._pump, args=(upstream, conn, True), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, rewrite: bool) -> None:
         keep = max((len(k) for k in self.replace), default=1) - 1 if rewrite else 0
@@ -268,44 +284,29 @@ class RewritingProxy:
                 s.close()
 
 
-class SilentServer:
+class SilentServer(LoopbackListener):
     """A TCP server on loopback that misbehaves at the connection level: ``mode="reset"``
     accepts and resets every connection at once; ``mode="hang"`` accepts and never
     answers. ``connections`` counts accepted connections."""
 
     def __init__(self, mode: str) -> None:
         assert mode in ("reset", "hang")
+        super().__init__()
         self.mode = mode
         self.connections = 0
         self._held: list[socket.socket] = []
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.port = int(self._sock.getsockname()[1])
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    def __enter__(self) -> SilentServer:
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._sock.close()
+        super().__exit__(*exc)
         for conn in self._held:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def _accept(self) -> None:
-        import struct
-
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            if self.mode == "reset":
-                # SO_LINGER 0: close() sends RST, the client sees "connection reset".
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.close()
-            else:
-                self._held.append(conn)
+    def handle(self, conn: socket.socket) -> None:
+        self.connections += 1
+        if self.mode == "reset":
+            # SO_LINGER 0: close() sends RST, the client sees "connection reset".
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+        else:
+            self._held.append(conn)

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from emulators import LoopbackListener
 from reliability_support import Clock, count, seeded, write_figures
 
 import residency_sdk as rs
@@ -59,7 +60,7 @@ DATA_OPS = ("put", "get", "head", "list", "delete")
 # --- the fault proxy ----------------------------------------------------------------------
 
 
-class FaultProxy:
+class FaultProxy(LoopbackListener):
     """An HTTP-aware TCP proxy to ``127.0.0.1:upstream_port`` that injects faults per request.
 
     Request heads are parsed (bodies framed by Content-Length); a connection whose request
@@ -72,6 +73,7 @@ class FaultProxy:
         """``match`` restricts faults to requests whose ``METHOD path`` contains it, after
         ``skip`` matching requests; ``cut_at`` fixes where an answer is cut; at most
         ``limit`` faults are injected."""
+        super().__init__()
         self.upstream_port = upstream_port
         self.rate = rate
         self.kinds = kinds
@@ -84,32 +86,9 @@ class FaultProxy:
         self.requests: list[tuple[str, str, str]] = []  # (method, host header, path)
         self.faults: Counter[str] = Counter()
         self.active = False
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.port = int(self._sock.getsockname()[1])
-        self._stop = threading.Event()
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> FaultProxy:
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._sock.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+    def handle(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def decide(self, request: str = "") -> tuple[str, float]:
         """The fault for the next request (``"none"`` most of the time) and its parameter."""
