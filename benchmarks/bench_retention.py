@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 
 import residency_sdk as rs
-from residency_sdk.erasure import ErasureTracker
-from residency_sdk.retention import CATEGORY_META, RetentionSweep
+from residency_sdk.marks import CATEGORY_META
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -42,11 +41,11 @@ def run(res: rs.Residency, n: int, state: Path, providers: list[str]) -> dict[st
     fill_s = time.perf_counter() - started
     later = datetime.now(UTC) + timedelta(hours=25)
     t0 = time.perf_counter()
-    report = RetentionSweep(res, "DE", providers=providers, clock=lambda: later,
+    report = res.retention_sweep("DE", providers=providers, clock=lambda: later,
                             state_dir=state).run()
     sweep_s = time.perf_counter() - t0
     assert report.total("deleted") == n // 2, report.to_dict()["totals"]
-    tracker = ErasureTracker(res, state)
+    tracker = res.erasure_tracker(state)
     t0 = time.perf_counter()
     done = tracker.run(tracker.request(tenant, providers=providers).id)
     erase_s = time.perf_counter() - t0

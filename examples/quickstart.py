@@ -13,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import residency_sdk as rs
-from residency_sdk.erasure import ErasureTracker, audit_log_events, verify_receipt
-from residency_sdk.retention import RetentionSweep
+from residency_sdk.erasure import audit_log_events, verify_receipt
 
 MAP = Path(__file__).resolve().parents[1] / "region_maps" / "examples" / "mvision.yaml"
 
@@ -44,7 +43,7 @@ def main(workdir: Path) -> int:
 
     # 4. Retention: 25 hours later (an injected clock), the sweep deletes the upload.
     later = datetime.now(UTC) + timedelta(hours=25)
-    report = RetentionSweep(res, placement.location, clock=lambda: later).run()
+    report = res.retention_sweep(placement.location, clock=lambda: later).run()
     print(f"retention sweep of {placement.location}: {report.total('deleted')} deleted")
 
     # 5. Erasure: res.erase records a tracked request (30-day deadline), deletes on every
@@ -52,7 +51,7 @@ def main(workdir: Path) -> int:
     store.put("reports/1.pdf", b"%PDF-1.7", data_class="phi")
     done = res.erase(clinic, actor="dpo@example.com", reason="contract terminated",
                      state_dir=workdir / "state")
-    request = ErasureTracker(res, workdir / "state").get(done.request_id)
+    request = res.erasure_tracker(workdir / "state").get(done.request_id)
     audited = verify_receipt(request, audit_log_events(workdir / "audit.db"))
     print(f"erasure {done.request_id}: {done.status}, receipt {audited.checksum} "
           f"({done.objects} object(s), {done.bytes} bytes)")

@@ -1,18 +1,19 @@
 """Tracked erasure requests: requested, executed per backend, verified, receipted.
 
-This is the one implementation of tenant erasure: ``res.erase(tenant)`` (:func:`erase`)
-records a request and runs it, returning an :class:`ErasureReceipt`; the CLI's
-``residency erasure request/run/status`` and :class:`ErasureTracker` work on the same
-requests.
+This is the one implementation of tenant erasure: ``res.erase(tenant)``
+(:meth:`ErasureTracker.erase`) records a request and runs it, returning an
+:class:`ErasureReceipt`; the CLI's ``residency erasure request/run/status`` and
+:class:`ErasureTracker` work on the same requests.
 
 A request records a tenant's erasure (deletion on request, or all data within 30 days of
 contract termination) with its deadline. :meth:`ErasureTracker.run` works through every
 backend of the tenant's location (each provider's primary and in-country failover):
 
 1. delete every object under the tenant's prefix (``tenants/<id>/``), except what a legal
-   hold keeps (the ``legal_hold`` metadata marker, or S3 object lock); on S3 the
-   noncurrent versions and delete markers under the prefix are purged too, so a versioned
-   bucket keeps no copy;
+   hold keeps (the ``legal_hold`` metadata marker, or the provider's own lock such as S3
+   object lock); then purge the residue no listing shows (the store's ``purge_residue``
+   capability: on S3 noncurrent versions, delete markers and incomplete multipart uploads;
+   locally the leftovers of interrupted writes), so a versioned bucket keeps no copy;
 2. verify: a fresh listing of the prefix must show nothing left (held objects excepted);
 3. when every backend is verified, write a receipt (what was deleted where and when) and
    record it in the audit trail as an ``erase`` event whose ``checksum`` is the receipt's
@@ -23,6 +24,9 @@ after each backend and every few deletions, so re-running an interrupted erasure
 it: verified backends are skipped, the others are listed and emptied again (deletion is
 idempotent). Held objects leave the request ``blocked``, open, and visible in
 :meth:`ErasureTracker.status` against its deadline.
+
+The per-object step and the bounded workers are the shared sweep engine
+(:mod:`residency_sdk.sweep`); this module keeps only the erasure policy.
 """
 
 from __future__ import annotations
@@ -33,13 +37,12 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from residency_sdk.errors import (
     BackendUnavailable,
@@ -47,25 +50,24 @@ from residency_sdk.errors import (
     ErasureError,
     ErasureIncomplete,
     ErasureUnavailable,
-    ObjectNotFound,
     ResidencyError,
 )
-from residency_sdk.events import AuditEvent
+from residency_sdk.events import AuditEmitter, AuditEvent
 from residency_sdk.model import StorageTarget, Tenant
-from residency_sdk.retention import (
+from residency_sdk.policy import ResidencyPolicy
+from residency_sdk.regionmap import Location, Role
+from residency_sdk.storage.keys import tenant_prefix
+from residency_sdk.storage.pool import StorePool
+from residency_sdk.sweep import (
+    DEFAULT_WORKERS,
+    BackendRecord,
     Clock,
+    Workers,
     atomic_write_json,
-    backend_name,
-    hold_reason,
-    location_targets,
-    open_location_store,
+    check_workers,
+    examine,
     utc_now,
 )
-from residency_sdk.storage.base import ObjectStore
-from residency_sdk.storage.keys import tenant_prefix
-
-if TYPE_CHECKING:
-    from residency_sdk.router import Residency
 
 DEFAULT_DEADLINE_DAYS = 30
 _REQUEST_ID = re.compile(r"^er-[0-9]{8}-[0-9a-f]{8}$")
@@ -79,19 +81,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BackendProgress(_Model):
+class BackendProgress(BackendRecord):
     """The erasure's progress on one backend."""
 
-    backend: str
-    provider: str
-    region: str
-    bucket: str
-    role: str
     status: BackendStatus = "pending"
     deleted: int = 0
     bytes: int = 0
     versions_deleted: int = 0
-    held: list[str] = []
+    held: list[str] = Field(default_factory=list)
     remaining: int | None = None
     error: str | None = None
     unreachable: bool = False
@@ -144,17 +141,23 @@ def receipt_digest(receipt: dict[str, Any]) -> str:
 
 
 class ErasureTracker:
-    """Creates, runs and reports tracked erasure requests kept under ``state_dir``."""
+    """Creates, runs and reports tracked erasure requests kept under ``state_dir``.
 
-    def __init__(self, res: Residency, state_dir: str | Path, *, clock: Clock = utc_now,
+    Built from the policy (where the tenant lives), the store pool (adapters) and the
+    audit emitter (per-backend results and the receipt); ``Residency.erasure_tracker``
+    builds one from a client.
+    """
+
+    def __init__(self, policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
+                 state_dir: str | Path, *, clock: Clock = utc_now,
                  actor: str | None = None,
                  progress: Callable[[str, str], None] | None = None,
-                 workers: int = 8) -> None:
-        if not isinstance(workers, int) or not 1 <= workers <= 64:
-            raise ErasureError(f"workers must be 1 to 64, got {workers!r}")
-        self.workers = workers
+                 workers: int = DEFAULT_WORKERS) -> None:
+        self.workers = check_workers(workers, ErasureError)
         """Threads deleting in parallel (HEAD and DELETE round trips dominate)."""
-        self.res = res
+        self.policy = policy
+        self.stores = stores
+        self.audit = audit
         self.dir = Path(state_dir) / "erasure"
         self.clock = clock
         self.actor = actor
@@ -169,8 +172,9 @@ class ErasureTracker:
                 purpose: str | None = None) -> ErasureRequest:
         """Record an erasure request for ``tenant``; its deadline is ``deadline_days``
         after ``terminated_at`` (contract termination), or after now when not given.
-        ``providers`` narrows the backends (default: :func:`default_providers
-        <residency_sdk.retention.default_providers>`)."""
+        ``providers`` narrows the backends (default: every backend that may hold the
+        location's data, :meth:`StorePool.data_providers
+        <residency_sdk.storage.pool.StorePool.data_providers>`)."""
         if not isinstance(tenant, Tenant):
             raise ErasureError(f"expected a residency_sdk.Tenant, got {tenant!r}")
         if not isinstance(deadline_days, int) or not 0 < deadline_days <= 3650:
@@ -178,13 +182,13 @@ class ErasureTracker:
                                f"got {deadline_days!r}")
         now = self.clock()
         start = _aware(terminated_at) if terminated_at is not None else now
-        placement = self.res.resolve(tenant)
+        location = self.policy.location_of(tenant)
         chosen = list(providers) if providers is not None else None
-        location_targets(self.res, placement.location, chosen)  # refuse unknown providers now
+        self._targets(location, chosen)  # refuse unknown providers now
         request = ErasureRequest(
             id=f"er-{now:%Y%m%d}-{secrets.token_hex(4)}", tenant_id=tenant.id,
-            tenant_country=tenant.country, location=placement.location,
-            map_name=self.res.map.name, providers=chosen, requested_at=now,
+            tenant_country=tenant.country, location=location.id,
+            map_name=self.policy.map.name, providers=chosen, requested_at=now,
             terminated_at=start if terminated_at is not None else None,
             deadline=start + timedelta(days=deadline_days), reason=reason, purpose=purpose,
             actor=self.actor)
@@ -217,11 +221,11 @@ class ErasureTracker:
                   providers: Iterable[str] | None = None) -> ErasureRequest | None:
         """The oldest open request erasing ``tenant`` from its current location with the
         same ``providers`` under this map, or None: what a repeated erasure resumes."""
-        location = self.res.resolve(tenant).location
+        location = self.policy.resolve(tenant).location
         chosen = list(providers) if providers is not None else None
         for request in sorted(self.requests(open_only=True), key=lambda r: r.requested_at):
             if (request.tenant_id, request.location, request.map_name, request.providers) \
-                    == (tenant.id, location, self.res.map.name, chosen):
+                    == (tenant.id, location, self.policy.map.name, chosen):
                 return request
         return None
 
@@ -247,23 +251,23 @@ class ErasureTracker:
         request = self.get(request_id)
         if request.status == "completed":
             return request
-        if request.map_name != self.res.map.name:
+        if request.map_name != self.policy.map.name:
             raise ErasureError(
                 f"erasure request {request.id} was made with region map {request.map_name!r}, "
-                f"not {self.res.map.name!r}: run it with the same --map")
+                f"not {self.policy.map.name!r}: run it with the same --map")
         request.status = "in_progress"
         request.attempts += 1
         tenant = Tenant(id=request.tenant_id, country=request.tenant_country)
-        targets = location_targets(self.res, request.location, request.providers)
+        targets = self._targets(self.policy.location(request.location), request.providers)
+        names = []
         for role, target in targets:
-            name = backend_name(role, target)
-            request.backends.setdefault(name, BackendProgress(
-                backend=name, provider=target.provider, region=target.region,
-                bucket=target.bucket, role=role))
+            naming = BackendProgress.naming(role, target)
+            names.append(naming["backend"])
+            request.backends.setdefault(naming["backend"], BackendProgress(**naming))
         self._save(request)
         try:
-            for role, target in targets:
-                progress = request.backends[backend_name(role, target)]
+            for (_role, target), name in zip(targets, names, strict=True):
+                progress = request.backends[name]
                 if progress.status == "verified":
                     continue
                 self._erase_backend(request, tenant, progress, target)
@@ -282,6 +286,12 @@ class ErasureTracker:
         self._save(request)
         return request
 
+    def _targets(self, location: Location,
+                 providers: Iterable[str] | None) -> list[tuple[Role, StorageTarget]]:
+        chosen = (tuple(providers) if providers is not None
+                  else self.stores.data_providers(location))
+        return location.targets(chosen)
+
     def _erase_backend(self, request: ErasureRequest, tenant: Tenant,
                        progress: BackendProgress, target: StorageTarget) -> None:
         prefix = tenant_prefix(tenant)
@@ -290,49 +300,42 @@ class ErasureTracker:
         progress.unreachable = False
         held: dict[str, str] = {}
         try:
-            store = open_location_store(self.res, target, request.location)
+            store = self.stores.get(target, request.location)
             skip: set[str] = set()  # held, or gone before we got to it
             last_deleted: set[str] = set()
-            with ThreadPoolExecutor(max_workers=self.workers,
-                                    thread_name_prefix="erasure") as pool:
+            with Workers(self.workers, "erasure") as workers:
                 # List a page, delete it, list again: deleting while paging through one
                 # listing is not safe on every backend, and memory stays bounded.
                 while True:
                     page = list(itertools.islice(
-                        (i.key for i in _listing(store, prefix) if i.key not in skip),
+                        (i.key for i in store.list(prefix) if i.key not in skip),
                         _SAVE_EVERY))
                     if not page or not set(page).isdisjoint(last_deleted):
                         break  # done; or deleted but listed again: verification reports it
-                    if self.workers == 1:
-                        outcomes: Iterable[_Deleted] = (_delete_unless_held(store, k, now)
-                                                        for k in page)
-                    else:
-                        outcomes = pool.map(lambda k: _delete_unless_held(store, k, now), page)
                     last_deleted = set()
-                    for key, size, reason in outcomes:
-                        if reason is not None:
-                            held[key] = reason
-                            skip.add(key)
-                        elif size is None:
-                            skip.add(key)
+                    for result in workers.imap(lambda k: examine(store, k, now), page):
+                        if result.error is not None:
+                            raise result.error
+                        if result.action == "held":
+                            held[result.key] = result.detail or "held"
+                            skip.add(result.key)
+                        elif result.action == "gone":
+                            skip.add(result.key)
                         else:
-                            last_deleted.add(key)
+                            last_deleted.add(result.key)
                             progress.deleted += 1
-                            progress.bytes += size
+                            progress.bytes += result.size
                             if self.progress is not None:
-                                self.progress(progress.backend, key)
+                                self.progress(progress.backend, result.key)
                     self._save(request)
-            if target.provider == "aws":
-                progress.versions_deleted += _purge_s3_versions(store, prefix, held, now)
-                _abort_s3_uploads(store, prefix)
-            # Interrupted writes leave data no listing shows (a local temp file, an
-            # incomplete multipart upload): it is the tenant's data too.
-            purge = getattr(store, "purge_residue", None)
-            if callable(purge):
-                purge(prefix)
-            remaining = [i.key for i in _listing(store, prefix) if i.key not in held]
-            if target.provider == "aws":
-                remaining += _s3_versions_left(store, prefix, held)
+            # Interrupted writes and old versions leave data no listing shows (a local
+            # temp file, an incomplete multipart upload, a noncurrent version): it is the
+            # tenant's data too.
+            residue = store.purge_residue(prefix, keep=frozenset(held))
+            progress.versions_deleted += residue.versions_deleted
+            held.update(residue.held)
+            remaining = [i.key for i in store.list(prefix) if i.key not in held]
+            remaining += store.residue_left(prefix, keep=frozenset(held))
         except ResidencyError as exc:
             progress.status = "failed"
             progress.error = f"{type(exc).__name__}: {exc}"
@@ -355,7 +358,7 @@ class ErasureTracker:
 
     def _emit_backend(self, request: ErasureRequest, tenant: Tenant, progress: BackendProgress,
                       target: StorageTarget, outcome: Literal["ok", "error"]) -> None:
-        self.res.emit(AuditEvent(
+        self.audit.emit(AuditEvent(
             operation="erase", outcome=outcome, actor=self.actor or request.actor,
             purpose=f"erasure:{request.id}", tenant_id=tenant.id,
             tenant_country=tenant.country, source_location=request.location,
@@ -393,7 +396,7 @@ class ErasureTracker:
                      f"{sum(b.deleted for b in request.backends.values())} objects deleted "
                      f"from {len(request.backends)} backend(s), verified empty",
                      *_why(request)))
-        self.res.emit(event)
+        self.audit.emit(event)
         request.receipt = receipt
         request.receipt_sha256 = digest
         request.receipt_event_id = event.event_id
@@ -403,21 +406,43 @@ class ErasureTracker:
     def _save(self, request: ErasureRequest) -> None:
         atomic_write_json(self.dir / f"{request.id}.json", request.model_dump(mode="json"))
 
+    # --- one call ------------------------------------------------------------------------
 
-def erase_tracked(res: Residency, tenant: Tenant, state_dir: str | Path, *,
-                  terminated_at: datetime | None = None,
-                  deadline_days: int = DEFAULT_DEADLINE_DAYS, reason: str | None = None,
-                  providers: Iterable[str] | None = None,
-                  actor: str | None = None) -> ErasureRequest:
-    """Request and run a tracked erasure of ``tenant`` in one call and return the request
-    itself, never raising for an open one (``res.erase`` is the form that returns an
-    :class:`ErasureReceipt` and raises); rerun :meth:`ErasureTracker.run` with the
-    returned id if it is still open (a backend was unreachable, or a legal hold keeps
-    objects)."""
-    tracker = ErasureTracker(res, state_dir, actor=actor)
-    request = tracker.request(tenant, terminated_at=terminated_at,
-                              deadline_days=deadline_days, reason=reason, providers=providers)
-    return tracker.run(request.id)
+    def erase_tracked(self, tenant: Tenant, *, terminated_at: datetime | None = None,
+                      deadline_days: int = DEFAULT_DEADLINE_DAYS, reason: str | None = None,
+                      providers: Iterable[str] | None = None) -> ErasureRequest:
+        """Request and run a tracked erasure of ``tenant`` in one call and return the
+        request itself, never raising for an open one (``res.erase`` is the form that
+        returns an :class:`ErasureReceipt` and raises); rerun :meth:`run` with the
+        returned id if it is still open (a backend was unreachable, or a legal hold keeps
+        objects)."""
+        request = self.request(tenant, terminated_at=terminated_at,
+                               deadline_days=deadline_days, reason=reason,
+                               providers=providers)
+        return self.run(request.id)
+
+    def erase(self, tenant: Tenant, *, providers: Iterable[str] | None = None,
+              purpose: str | None = None, reason: str | None = None,
+              terminated_at: datetime | None = None) -> ErasureReceipt:
+        """Erase ``tenant`` as a tracked request and return the receipt
+        (``Residency.erase``).
+
+        An open request for the same tenant, location and providers (an earlier erasure
+        that could not finish) is resumed instead of starting a new one. When the erasure
+        cannot finish the request stays open and :class:`ErasureUnavailable` (a backend
+        could not be reached), :class:`ErasureBlocked` (legal hold) or
+        :class:`ErasureIncomplete` (objects still listed) is raised, carrying ``.receipt``
+        and ``.request_id``.
+        """
+        request = self.find_open(tenant, providers)
+        if request is None:
+            request = self.request(tenant, terminated_at=terminated_at, reason=reason,
+                                   providers=providers, purpose=purpose)
+        done = self.run(request.id)
+        receipt = ErasureReceipt.from_request(done)
+        if receipt.complete:
+            return receipt
+        raise _incomplete(done, receipt)
 
 
 # --- Residency.erase: the one-call tracked erasure ------------------------------------
@@ -530,47 +555,6 @@ class ErasureReceipt:
                               "verified_at": iso(b.verified_at)} for b in self.backends]}
 
 
-def state_dir_for(res: Residency, state_dir: str | Path | None = None) -> Path:
-    """Where ``res.erase`` keeps request state: ``state_dir``, else the Residency's
-    (``Residency.load(state_dir=...)``, default ``<local_root>/.residency-state``).
-
-    Without any, :class:`ErasureError`: a request's deadline and progress must survive
-    the process, so they are never put in a temporary or implicit folder."""
-    if state_dir is not None:
-        return Path(state_dir)
-    if res.state_dir is not None:
-        return res.state_dir
-    raise ErasureError(
-        "tenant erasure is tracked (deadline, progress, receipt) in a state folder and "
-        "this Residency has none: pass state_dir=PATH to Residency.load(...) or to "
-        "res.erase(...) (a durable folder shared by every process that erases, e.g. on a "
-        "persistent volume); nothing was deleted")
-
-
-def erase(res: Residency, tenant: Tenant, *, providers: Iterable[str] | None = None,
-          actor: str | None = None, purpose: str | None = None, reason: str | None = None,
-          terminated_at: datetime | None = None,
-          state_dir: str | Path | None = None) -> ErasureReceipt:
-    """Erase ``tenant`` as a tracked request and return the receipt (``Residency.erase``).
-
-    An open request for the same tenant, location and providers (an earlier erasure that
-    could not finish) is resumed instead of starting a new one. When the erasure cannot
-    finish the request stays open and :class:`ErasureUnavailable` (a backend could not be
-    reached), :class:`ErasureBlocked` (legal hold) or :class:`ErasureIncomplete` (objects
-    still listed) is raised, carrying ``.receipt`` and ``.request_id``.
-    """
-    tracker = ErasureTracker(res, state_dir_for(res, state_dir), actor=actor)
-    request = tracker.find_open(tenant, providers)
-    if request is None:
-        request = tracker.request(tenant, terminated_at=terminated_at, reason=reason,
-                                  providers=providers, purpose=purpose)
-    done = tracker.run(request.id)
-    receipt = ErasureReceipt.from_request(done)
-    if receipt.complete:
-        return receipt
-    raise _incomplete(done, receipt)
-
-
 def _incomplete(request: ErasureRequest, receipt: ErasureReceipt) -> ErasureIncomplete:
     backends = list(request.backends.values())
     failed = "; ".join(f"{b.backend}: {b.error}" for b in backends if b.error)
@@ -643,100 +627,3 @@ def _aware(value: datetime) -> datetime:
     if not isinstance(value, datetime):
         raise ErasureError(f"terminated_at must be a datetime, got {value!r}")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-_Deleted = tuple[str, "int | None", "str | None"]
-
-
-def _delete_unless_held(store: ObjectStore, key: str, now: datetime) -> _Deleted:
-    """Delete ``key`` unless a hold keeps it: ``(key, size deleted or None, hold reason)``.
-    Runs in a worker thread."""
-    try:
-        info = store.head(key)
-    except ObjectNotFound:
-        return key, None, None  # already gone
-    reason = hold_reason(store, info, now)
-    if reason is not None:
-        return key, None, reason
-    store.delete(key)
-    return key, info.size, None
-
-
-def _listing(store: ObjectStore, prefix: str) -> Iterator[Any]:
-    yield from store.list(prefix)
-
-
-def _s3_versions(store: ObjectStore, prefix: str) -> Iterator[tuple[str, str, bool]]:
-    """``(key, version_id, is_delete_marker)`` of every version under ``prefix``."""
-    client = getattr(store, "client", None)
-    if client is None:  # pragma: no cover - every S3Store exposes its client
-        return
-    paginator = client.get_paginator("list_object_versions")
-    try:
-        for page in paginator.paginate(Bucket=store.target.bucket, Prefix=prefix):
-            for version in page.get("Versions", []):
-                yield version["Key"], version["VersionId"], False
-            for marker in page.get("DeleteMarkers", []):
-                yield marker["Key"], marker["VersionId"], True
-    except Exception as exc:  # botocore errors become ours
-        raise ErasureError(f"listing object versions under {prefix!r} in "
-                           f"{store.target.bucket!r} failed: {exc}") from None
-
-
-def _abort_s3_uploads(store: ObjectStore, prefix: str) -> int:
-    """Abort incomplete multipart uploads under ``prefix`` (a crashed upload's parts are
-    stored, billed and readable by the bucket owner until aborted)."""
-    client = getattr(store, "client", None)
-    if client is None:  # pragma: no cover - every S3Store exposes its client
-        return 0
-    aborted = 0
-    try:
-        paginator = client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=store.target.bucket, Prefix=prefix):
-            for upload in page.get("Uploads", []):
-                client.abort_multipart_upload(Bucket=store.target.bucket, Key=upload["Key"],
-                                              UploadId=upload["UploadId"])
-                aborted += 1
-    except Exception as exc:  # botocore errors become ours
-        raise ErasureError(f"aborting incomplete multipart uploads under {prefix!r} in "
-                           f"{store.target.bucket!r} failed: {exc}") from None
-    return aborted
-
-
-def _purge_s3_versions(store: ObjectStore, prefix: str, held: dict[str, str],
-                       now: datetime) -> int:
-    """Delete noncurrent versions and delete markers (unversioned buckets list the
-    current objects only, already gone). Versions a lock keeps are recorded as held."""
-    client = getattr(store, "client", None)
-    deleted = 0
-    for key, version, _marker in list(_s3_versions(store, prefix)):
-        if key in held or version in (None, "null"):
-            continue
-        try:
-            client.delete_object(Bucket=store.target.bucket, Key=key,  # type: ignore[union-attr]
-                                 VersionId=version)
-            deleted += 1
-        except Exception as exc:  # an object lock refuses: that version stays, held
-            held[key] = f"S3 refused deleting version {version}: {type(exc).__name__}"
-    return deleted
-
-
-def _s3_versions_left(store: ObjectStore, prefix: str, held: dict[str, str]) -> list[str]:
-    return [f"{key}?versionId={version}" for key, version, _ in _s3_versions(store, prefix)
-            if key not in held and version not in (None, "null")]
-
-
-__all__ = [
-    "DEFAULT_DEADLINE_DAYS",
-    "BackendErasure",
-    "BackendProgress",
-    "ErasureReceipt",
-    "ErasureRequest",
-    "ErasureTracker",
-    "audit_log_events",
-    "erase",
-    "erase_tracked",
-    "receipt_digest",
-    "state_dir_for",
-    "verify_receipt",
-]

@@ -1,7 +1,15 @@
 """One error hierarchy for everything residency-sdk raises.
 
-Every error is a :class:`ResidencyError`, itself a :class:`ValueError`, so callers can
-catch one type. Each message names the offending value and says how to fix it.
+Every error is a :class:`ResidencyError`, so callers can catch one type; each message
+names the offending value and says how to fix it. Beneath it, the errors also carry the
+standard meaning a Python caller already handles:
+
+- bad input or configuration (:class:`InputError`) is a :class:`ValueError`;
+- a backend that kept failing (:class:`BackendUnavailable`) is a :class:`ConnectionError`;
+- a provider refusing the credentials (:class:`AccessDenied`) is a :class:`PermissionError`.
+
+A refusal on residency grounds (:class:`TransferBlocked`, :class:`BAARequired`) is none of
+those: the input was fine, the law says no.
 """
 
 from __future__ import annotations
@@ -12,14 +20,19 @@ if TYPE_CHECKING:
     from residency_sdk.model import Decision
 
 
-class ResidencyError(ValueError):
+class ResidencyError(Exception):
     """Base class of every error raised by residency-sdk."""
+
+
+class InputError(ResidencyError, ValueError):
+    """Bad input or configuration (also a :class:`ValueError`): fix the value the
+    message names and call again; nothing was done."""
 
 
 # --- input and configuration -------------------------------------------------------
 
 
-class InvalidCountry(ResidencyError):
+class InvalidCountry(InputError):
     """A country code that is empty or not an ISO 3166-1 alpha-2 code."""
 
     def __init__(self, value: object, hint: str = "") -> None:
@@ -28,7 +41,7 @@ class InvalidCountry(ResidencyError):
         super().__init__(f"{msg}{'; ' + hint if hint else ''}")
 
 
-class NoRoute(ResidencyError):
+class NoRoute(InputError):
     """A valid country that the region map does not route anywhere (fail closed)."""
 
     def __init__(self, country: str, map_name: str) -> None:
@@ -40,7 +53,7 @@ class NoRoute(ResidencyError):
         )
 
 
-class UnknownDataClass(ResidencyError):
+class UnknownDataClass(InputError):
     """A data class the transfer rules do not define."""
 
     def __init__(self, value: object, known: list[str]) -> None:
@@ -48,7 +61,7 @@ class UnknownDataClass(ResidencyError):
         super().__init__(f"unknown data class {value!r}: use one of {', '.join(known)}")
 
 
-class UnknownMechanism(ResidencyError):
+class UnknownMechanism(InputError):
     """A transfer-mechanism flag the transfer rules do not define."""
 
     def __init__(self, value: object, known: list[str]) -> None:
@@ -58,11 +71,11 @@ class UnknownMechanism(ResidencyError):
         )
 
 
-class InvalidTenant(ResidencyError):
+class InvalidTenant(InputError):
     """A tenant id that cannot safely name a storage prefix."""
 
 
-class MapError(ResidencyError):
+class MapError(InputError):
     """A region map or rules file that cannot be loaded or fails validation.
 
     ``file`` is the file, ``path`` the dotted location inside it, ``value`` the offending
@@ -113,7 +126,7 @@ class StorageError(ResidencyError):
     """Base class of storage failures."""
 
 
-class InvalidKey(StorageError):
+class InvalidKey(StorageError, InputError):
     """An object key that is unsafe or malformed (``..``, absolute, control characters)."""
 
 
@@ -133,11 +146,11 @@ class EncryptionError(StorageError):
     """An object or bucket is not encrypted with the location's customer-managed key."""
 
 
-class InsecureEndpoint(StorageError):
+class InsecureEndpoint(StorageError, InputError):
     """A plain ``http://`` endpoint that is not a loopback address."""
 
 
-class BackendUnavailable(StorageError):
+class BackendUnavailable(StorageError, ConnectionError):
     """A backend kept failing after retries (and failover, where configured)."""
 
 
@@ -149,8 +162,40 @@ class ReadInterrupted(BackendUnavailable):
     discard what it read so far and read the object again."""
 
 
-class BackendNotConfigured(StorageError):
-    """The location has no backend for the requested provider, or its SDK is missing."""
+class AccessDenied(StorageError, PermissionError):
+    """The provider refused the credentials or the operation (403, bad key, expired
+    token): not retried; fix the credentials or the bucket/key policy the message names."""
+
+
+class CapabilityUnavailable(StorageError):
+    """The backend has no such feature (for example: describing a local directory's
+    bucket, which has no provider to ask)."""
+
+
+class BackendNotConfigured(StorageError, InputError):
+    """A backend that cannot be opened as configured; one of the four subclasses below
+    says which."""
+
+
+class SDKNotInstalled(BackendNotConfigured):
+    """The provider's SDK is not installed: the message names the pip extra."""
+
+
+class BucketNotFound(BackendNotConfigured):
+    """The bucket or container the map names does not exist: provision it with the
+    location's infra stack."""
+
+
+class NoSuchBackend(BackendNotConfigured):
+    """The location has no backend of the requested provider (or no adapter serves it)."""
+
+
+class UnknownLocation(BackendNotConfigured):
+    """A location id (or destination) the region map does not define."""
+
+
+class InvalidLocalLocation(BackendNotConfigured):
+    """The local backend cannot be opened: no root folder, or an unusable location name."""
 
 
 class ResidencyViolation(StorageError):
@@ -164,7 +209,7 @@ class RetentionError(ResidencyError):
     """A retention sweep that cannot run: unknown location or provider, bad checkpoint."""
 
 
-class UnknownRetentionCategory(RetentionError):
+class UnknownRetentionCategory(RetentionError, InputError):
     """A write names a retention category the map has no period for in its location, so
     no lifecycle rule would ever select the object; refused before any byte is sent."""
 
@@ -200,7 +245,7 @@ class ErasureUnavailable(ErasureIncomplete, BackendUnavailable):
 # --- infrastructure ----------------------------------------------------------------
 
 
-class InfraError(ResidencyError):
+class InfraError(InputError):
     """An infra plan that cannot be built, or stack outputs that cannot be read back."""
 
 
@@ -230,11 +275,11 @@ class ChainBroken(AuditError):
         super().__init__(message)
 
 
-class AuditKeyError(AuditError):
+class AuditKeyError(AuditError, InputError):
     """The HMAC key is missing, too short, or not the key the audit log was created with."""
 
 
-class AuditFormatError(AuditError):
+class AuditFormatError(AuditError, InputError):
     """A file that is not a residency audit log or checkpoint, or an unsupported version."""
 
 

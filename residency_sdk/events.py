@@ -6,14 +6,18 @@ versioned (``schema``); the audit log chains them, the report aggregates them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from residency_sdk._version import __version__
+
+if TYPE_CHECKING:
+    from residency_sdk.model import Decision, Tenant
 
 EVENT_SCHEMA = "residency.audit/v1"
 
@@ -76,3 +80,49 @@ class AuditEvent(BaseModel):
 
 AuditHook = Callable[[AuditEvent], None]
 """A callable receiving every audit event; the audit log's ``append`` is one."""
+
+
+class AuditEmitter:
+    """Delivers audit events to every hook: the one path every audited operation takes.
+
+    Thread-safe. A failing hook propagates to the operation that emitted: an operation
+    that cannot be audited must not pass silently.
+    """
+
+    def __init__(self, hooks: Iterable[AuditHook] = ()) -> None:
+        self._hooks: tuple[AuditHook, ...] = tuple(hooks)
+        self._lock = threading.Lock()
+
+    @property
+    def hooks(self) -> tuple[AuditHook, ...]:
+        """The callables that receive every audit event."""
+        return self._hooks
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one hook listens (building an event can then be skipped)."""
+        return bool(self._hooks)
+
+    def add(self, hook: AuditHook) -> None:
+        """Send every later event to ``hook`` as well."""
+        with self._lock:
+            self._hooks = (*self._hooks, hook)
+
+    def emit(self, event: AuditEvent) -> None:
+        """Deliver ``event`` to every hook, in the order they were added."""
+        for hook in self._hooks:
+            hook(event)
+
+    def decision(self, operation: Literal["placement", "transfer_check"], tenant: Tenant,
+                 decision: Decision, *, actor: str | None = None,
+                 purpose: str | None = None, **extra: object) -> None:
+        """Emit the event recording a residency decision (allowed and blocked alike)."""
+        if not self._hooks:
+            return
+        self.emit(AuditEvent.model_validate({
+            "operation": operation, "outcome": "allowed" if decision.allowed else "blocked",
+            "actor": actor, "purpose": purpose, "tenant_id": tenant.id,
+            "tenant_country": tenant.country, "data_class": decision.data_class,
+            "source_location": decision.source, "destination_country": decision.destination,
+            "is_transfer": decision.is_transfer, "mechanism": decision.mechanism,
+            "regimes": decision.regimes, "reasons": decision.reasons, **extra}))

@@ -34,7 +34,7 @@ class Tenant(_Frozen):
     ``country`` is the tenant's jurisdiction (normalised to an ISO alpha-2 code);
     ``agreements`` are the transfer-mechanism flags the tenant has signed (``scc``,
     ``kvkk_standard_contract``, ``baa``, ...). Unknown flags are rejected when the tenant
-    is used with a :class:`~residency_sdk.router.Residency`, against its rules.
+    is used with a :class:`~residency_sdk.client.Residency`, against its rules.
     """
 
     id: str

@@ -9,31 +9,30 @@ dotted path inside it and the offending value.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from residency_sdk._endpoints import check_endpoint_url, redact_url
+from residency_sdk._yamlio import load_yaml_file
 from residency_sdk.countries import iso_alpha2_codes
-from residency_sdk.endpoints import check_endpoint_url, redact_url
-from residency_sdk.errors import InsecureEndpoint, MapError
-from residency_sdk.model import PROVIDERS, ComputeTarget, Provider, StorageTarget
-from residency_sdk.yamlio import load_yaml_file
+from residency_sdk.errors import InsecureEndpoint, MapError, NoSuchBackend
+from residency_sdk.model import ComputeTarget, Provider, StorageTarget
+from residency_sdk.regions import (
+    RegionTable,
+    aws_region_exists,
+    failover_target,
+    packaged_maps_dir,
+    region_table,
+)
 
 _GROUP_NAME = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
-def packaged_maps_dir() -> Path:
-    """The folder holding the packaged ``default.yaml``, rules and cloud region table."""
-    return Path(str(files("residency_sdk.region_maps")))
 
 
 # --- the document (what a YAML file may say) -----------------------------------------
@@ -160,9 +159,16 @@ class Route:
     specificity: tuple[int, int]
 
 
+Role = Literal["primary", "failover"]
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
-    """A validated residency location."""
+    """A validated residency location.
+
+    ``backends`` holds each provider's primary target, ``failovers`` the in-country
+    failover target of each provider that has one (computed once, when the map is
+    compiled)."""
 
     id: str
     name: str
@@ -171,16 +177,45 @@ class Location:
     backends: dict[str, StorageTarget]
     compute: tuple[ComputeTarget, ...]
     retention: dict[str, RetentionSpec]
+    failovers: dict[str, StorageTarget]
 
     @property
     def default_storage(self) -> StorageTarget:
         """The storage target of the location's default provider."""
         return self.backends[self.default_provider]
 
+    def backend(self, provider: str) -> StorageTarget:
+        """The primary target of ``provider``; :class:`NoSuchBackend` when there is none."""
+        target = self.backends.get(provider)
+        if target is None:
+            raise NoSuchBackend(
+                f"location {self.id} has no {provider!r} backend (it has: "
+                f"{', '.join(sorted(self.backends))}): add one under locations.{self.id}."
+                "backends in the region map or choose another provider")
+        return target
+
+    def failover_for(self, target: StorageTarget) -> StorageTarget | None:
+        """The in-country failover of ``target`` (a primary of this location), or None."""
+        failover = self.failovers.get(target.provider)
+        return failover if failover is not None and \
+            self.backends.get(target.provider) == target else None
+
+    def targets(self, providers: Iterable[str]) -> list[tuple[Role, StorageTarget]]:
+        """Every backend of ``providers`` as ``(role, target)``: each provider's primary,
+        then its in-country failover where one is configured."""
+        result: list[tuple[Role, StorageTarget]] = []
+        for provider in providers:
+            result.append(("primary", self.backend(provider)))
+            failover = self.failovers.get(provider)
+            if failover is not None:
+                result.append(("failover", failover))
+        return result
+
 
 @dataclass(frozen=True, slots=True)
 class RegionMap:
-    """A validated region map: groups expanded, routes resolved per country."""
+    """A validated region map: groups expanded, routes resolved per country, and the
+    region table (built-in plus the map's ``cloud_regions``) it was checked against."""
 
     name: str
     file: str
@@ -189,6 +224,7 @@ class RegionMap:
     locations: dict[str, Location]
     routes: dict[str, Route]
     rules_file: Path
+    regions: RegionTable
 
     def route_for(self, country: str) -> Route | None:
         """The route for an already normalised country code, or None."""
@@ -250,7 +286,8 @@ def compile_region_map(raw: Any, *, file: str, base_dir: Path) -> RegionMap:
         raise MapError("document nesting is too deep", file=file) from None
     checker = _Checker(doc, file)
     groups = checker.expand_groups()
-    locations = checker.build_locations()
+    regions = region_table({str(p): r for p, r in doc.cloud_regions.items()})
+    locations = checker.build_locations(regions)
     routes = checker.build_routes(groups, locations)
     rules_file = (
         base_dir / doc.transfer_rules
@@ -259,7 +296,7 @@ def compile_region_map(raw: Any, *, file: str, base_dir: Path) -> RegionMap:
     )
     return RegionMap(
         name=doc.name, file=file, document=doc, groups=groups, locations=locations,
-        routes=routes, rules_file=rules_file,
+        routes=routes, rules_file=rules_file, regions=regions,
     )
 
 
@@ -318,8 +355,7 @@ class _Checker:
         return expanded
 
     # locations ------------------------------------------------------------------------
-    def build_locations(self) -> dict[str, Location]:
-        regions = _region_table({str(p): r for p, r in self.doc.cloud_regions.items()})
+    def build_locations(self, regions: RegionTable) -> dict[str, Location]:
         locations: dict[str, Location] = {}
         for loc_id, spec in self.doc.locations.items():
             base = f"locations.{loc_id}"
@@ -343,15 +379,19 @@ class _Checker:
                 compute.append(ComputeTarget(provider=cspec.provider, region=cspec.region,
                                              endpoint=cspec.endpoint))
             retention = {**self.doc.retention, **spec.retention}
+            # The region checks above already keep failover in the country; the targets
+            # are derived once here so nothing downstream works them out again.
+            failovers = {provider: failover for provider, target in backends.items()
+                         if (failover := failover_target(target, regions=regions)) is not None}
             locations[loc_id] = Location(
                 id=loc_id, name=spec.name, country=country,
                 default_provider=spec.default_provider, backends=backends,
-                compute=tuple(compute), retention=retention,
+                compute=tuple(compute), retention=retention, failovers=failovers,
             )
         return locations
 
     def _backend(self, loc_id: str, country: str, provider: Provider, spec: BackendSpec,
-                 regions: dict[str, dict[str, str]]) -> StorageTarget:
+                 regions: RegionTable) -> StorageTarget:
         path = f"locations.{loc_id}.backends.{provider}"
         if provider == "local":
             region = f"local-{loc_id.lower()}"
@@ -387,13 +427,13 @@ class _Checker:
         )
 
     def _check_region(self, provider: str, region: str, country: str,
-                      regions: dict[str, dict[str, str]], path: str,
+                      regions: RegionTable, path: str,
                       failover: bool = False) -> None:
         if provider == "local":
             return
         table = regions.get(provider, {})
         region_country = table.get(region)
-        if provider == "aws" and not _aws_region_exists(region):
+        if provider == "aws" and not aws_region_exists(region):
             raise self.fail("not an AWS region known to botocore's endpoints data", path, region)
         if region_country is None:
             raise self.fail(
@@ -441,40 +481,3 @@ def _check_endpoint(checker: _Checker, endpoint: str, path: str) -> None:
         check_endpoint_url(endpoint)
     except InsecureEndpoint as exc:
         raise checker.fail(str(exc), path, redact_url(endpoint)) from None
-
-
-@cache
-def _builtin_regions() -> dict[str, dict[str, str]]:
-    raw = load_yaml_file(packaged_maps_dir() / "cloud_regions.yaml")
-    return {p: dict(raw.get(p, {})) for p in PROVIDERS if p != "local"}
-
-
-def _region_table(overlay: Mapping[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-    table = {p: dict(regions) for p, regions in _builtin_regions().items()}
-    for provider, regions in overlay.items():
-        table.setdefault(provider, {}).update({r: c.strip().upper() for r, c in regions.items()})
-    return table
-
-
-def cloud_region_table(region_map: RegionMap) -> dict[str, dict[str, str]]:
-    """provider -> cloud region -> country: the built-in table plus ``region_map``'s own
-    ``cloud_regions`` entries (what failover and verification check regions against)."""
-    return _region_table({str(p): r for p, r in region_map.document.cloud_regions.items()})
-
-
-@cache
-def _aws_regions_from_botocore() -> frozenset[str] | None:
-    """AWS region codes from botocore's bundled endpoints data, when boto3 is installed."""
-    if importlib.util.find_spec("botocore") is None:
-        return None
-    import botocore.loaders
-
-    data = botocore.loaders.Loader().load_data("endpoints")
-    return frozenset(
-        region for partition in data.get("partitions", []) for region in partition["regions"]
-    )
-
-
-def _aws_region_exists(region: str) -> bool:
-    known = _aws_regions_from_botocore()
-    return True if known is None else region in known

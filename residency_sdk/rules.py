@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from residency_sdk._yamlio import load_yaml_file
 from residency_sdk.countries import iso_alpha2_codes
 from residency_sdk.errors import MapError, UnknownDataClass, UnknownMechanism
 from residency_sdk.model import Decision, RegimeVerdict
-from residency_sdk.yamlio import load_yaml_file
 
 # --- the document --------------------------------------------------------------------
 

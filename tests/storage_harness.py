@@ -162,7 +162,7 @@ class ProviderHarness:
     def _provision(self) -> dict[str, Any]:
         kms_keys: dict[str, str] = {}
         region_map = _default_map()
-        from residency_sdk.storage.factory import failover_bucket
+        from residency_sdk.regions import failover_bucket
 
         for loc_id, location in region_map.locations.items():
             target = location.backends.get(self.provider)

@@ -3,35 +3,20 @@
 ``AuditLog("audit.db")`` is what ``Residency.load(audit="audit.db")`` wires in.
 """
 
-from residency_sdk.audit.chain import GENESIS, HMAC_KEY_ENV, canonical
-from residency_sdk.audit.checkpoint import (
-    Checkpoint,
-    export_checkpoint,
-    load_checkpoint,
-    verify_checkpoint,
-)
-from residency_sdk.audit.jsonl import JsonlSink, verify_jsonl
-from residency_sdk.audit.log import AuditLog
-from residency_sdk.audit.render import render
-from residency_sdk.audit.report import AuditReport, build_report
-from residency_sdk.audit.verify import ChainBreak, VerifyResult, require_valid, verify_log
-
-__all__ = [
-    "GENESIS",
-    "HMAC_KEY_ENV",
-    "AuditLog",
-    "AuditReport",
-    "ChainBreak",
-    "Checkpoint",
-    "JsonlSink",
-    "VerifyResult",
-    "build_report",
-    "canonical",
-    "export_checkpoint",
-    "load_checkpoint",
-    "render",
-    "require_valid",
-    "verify_checkpoint",
-    "verify_jsonl",
-    "verify_log",
-]
+from residency_sdk.audit._checkpoint import Checkpoint as Checkpoint
+from residency_sdk.audit._checkpoint import load_checkpoint as load_checkpoint
+from residency_sdk.audit.chain import GENESIS as GENESIS
+from residency_sdk.audit.chain import HMAC_KEY_ENV as HMAC_KEY_ENV
+from residency_sdk.audit.chain import canonical as canonical
+from residency_sdk.audit.checkpoint import export_checkpoint as export_checkpoint
+from residency_sdk.audit.checkpoint import verify_checkpoint as verify_checkpoint
+from residency_sdk.audit.jsonl import JsonlSink as JsonlSink
+from residency_sdk.audit.jsonl import verify_jsonl as verify_jsonl
+from residency_sdk.audit.log import AuditLog as AuditLog
+from residency_sdk.audit.render import render as render
+from residency_sdk.audit.report import AuditReport as AuditReport
+from residency_sdk.audit.report import build_report as build_report
+from residency_sdk.audit.verify import ChainBreak as ChainBreak
+from residency_sdk.audit.verify import VerifyResult as VerifyResult
+from residency_sdk.audit.verify import require_valid as require_valid
+from residency_sdk.audit.verify import verify_log as verify_log

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from residency_sdk.audit.render import chain_status, human_bytes
+from residency_sdk.audit._format import chain_status, human_bytes
 from residency_sdk.audit.report import AuditReport
 
 _SCRIPT = """

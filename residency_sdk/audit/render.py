@@ -1,4 +1,5 @@
-"""Render an :class:`~residency_sdk.audit.report.AuditReport` as Markdown, JSON or CSV.
+"""Render an :class:`~residency_sdk.audit.report.AuditReport` as Markdown, JSON or CSV
+(or HTML, drawn by :mod:`residency_sdk.audit.html`).
 
 Rendering only formats the (small) aggregated result; all counting happened in SQL.
 """
@@ -11,30 +12,12 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from residency_sdk.audit._format import chain_status, human_bytes
+from residency_sdk.audit.html import to_html
 from residency_sdk.audit.report import AuditReport
+from residency_sdk.errors import AuditFormatError
 
 FORMATS = ("md", "html", "json", "csv")
-
-
-def human_bytes(n: int | None) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    value = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def chain_status(report: AuditReport) -> str:
-    """One line on the chain: verified (and how) or where it broke."""
-    c = report.chain
-    if c.broken is not None:
-        return (f"BROKEN at event {c.broken.seq} ({c.broken.kind}): {c.broken.message}; "
-                f"events 1..{c.verified_through} verify")
-    how = ("HMAC-SHA-256 checked" if c.hmac_checked else
-           "SHA-256 only, HMAC not checked: no key" if c.keyed else "SHA-256, not keyed")
-    return f"verified: {c.events:,} events, head {c.head_hash[:16]}… ({how})"
 
 
 def render(report: AuditReport, fmt: str) -> str:
@@ -46,11 +29,7 @@ def render(report: AuditReport, fmt: str) -> str:
     if fmt == "csv":
         return to_csv(report)
     if fmt == "html":
-        from residency_sdk.audit.html import to_html
-
         return to_html(report)
-    from residency_sdk.errors import AuditFormatError
-
     raise AuditFormatError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 

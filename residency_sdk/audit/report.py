@@ -31,14 +31,12 @@ from typing import TYPE_CHECKING, Any
 from residency_sdk.audit.log import connect, read_info
 from residency_sdk.audit.verify import VerifyResult, verify_log
 from residency_sdk.errors import AuditFormatError
+from residency_sdk.regions import FAILOVER_SUFFIX
 
 if TYPE_CHECKING:
     from residency_sdk.regionmap import RegionMap
 
 REPORT_SCHEMA = "residency.audit.report/v1"
-# residency_sdk.storage.factory.FAILOVER_SUFFIX, restated so the report does not import the
-# storage package (a test keeps the two equal).
-FAILOVER_SUFFIX = "-failover"
 MAX_LISTED_VIOLATIONS = 1000
 _CHUNK = 100_000  # events grouped per pass of the summary (see _summarise_window)
 

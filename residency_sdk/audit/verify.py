@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from residency_sdk.audit._checkpoint import Checkpoint
 from residency_sdk.audit.chain import GENESIS, Sealer, coerce_key, head_mac, macs_equal
-from residency_sdk.audit.checkpoint import Checkpoint
 from residency_sdk.audit.log import check_key, connect, iter_rows, read_info
-from residency_sdk.errors import AuditKeyError, ChainBroken
+from residency_sdk.errors import ChainBroken
 
 Row = tuple[int, str, str, str, str | None]
 
@@ -214,7 +214,3 @@ def require_valid(path: str | Path, **kwargs: Any) -> VerifyResult:
     result = verify_log(path, **kwargs)
     result.raise_for_break()
     return result
-
-
-__all__ = ["AuditKeyError", "ChainBreak", "VerifyResult", "check_rows", "require_valid",
-           "verify_log"]

@@ -14,9 +14,11 @@ import typer
 from rich import box
 from rich.table import Table
 
-from residency_sdk.audit.checkpoint import export_checkpoint, load_checkpoint
+from residency_sdk.audit._checkpoint import load_checkpoint
+from residency_sdk.audit._format import chain_status, human_bytes
+from residency_sdk.audit.checkpoint import export_checkpoint
 from residency_sdk.audit.jsonl import verify_jsonl
-from residency_sdk.audit.render import FORMATS, chain_status, human_bytes, render
+from residency_sdk.audit.render import FORMATS, render
 from residency_sdk.audit.report import AuditReport, build_report
 from residency_sdk.audit.verify import VerifyResult, verify_log
 from residency_sdk.cli.common import (

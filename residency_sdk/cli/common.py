@@ -12,8 +12,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from residency_sdk.client import Residency
 from residency_sdk.errors import ResidencyError
-from residency_sdk.router import Residency
 
 EXIT_OK = 0
 EXIT_BLOCKED = 1  # blocked transfer, invalid input, failed verification

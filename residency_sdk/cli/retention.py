@@ -21,10 +21,10 @@ from residency_sdk.cli.common import (
     print_json,
     residency_errors,
 )
-from residency_sdk.erasure import DEFAULT_DEADLINE_DAYS, ErasureRequest, ErasureTracker
+from residency_sdk.client import Residency
+from residency_sdk.erasure import DEFAULT_DEADLINE_DAYS, ErasureRequest
 from residency_sdk.model import Tenant
-from residency_sdk.retention import RetentionSweep, SweepItem, SweepReport
-from residency_sdk.router import Residency
+from residency_sdk.retention import SweepItem, SweepReport
 
 retention_app = typer.Typer(help="Enforce the map's retention periods.", no_args_is_help=True)
 erasure_app = typer.Typer(help="Tracked erasure requests (deletion with a deadline).",
@@ -100,8 +100,8 @@ def sweep(
                     bar.update(task, advance=1,
                                description=f"sweeping {loc} {item.backend}")
 
-                reports.append(RetentionSweep(
-                    res, loc, dry_run=dry_run, providers=provider, state_dir=state_dir,
+                reports.append(res.retention_sweep(
+                    loc, dry_run=dry_run, providers=provider, state_dir=state_dir,
                     progress=advance).run())
     ok = all(r.ok for r in reports)
     if as_json:
@@ -170,7 +170,7 @@ def erasure_request(
                      "2026-11-30", as_json=as_json)
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
-        request = ErasureTracker(res, state_dir).request(
+        request = res.erasure_tracker(state_dir).request(
             Tenant(id=tenant, country=country), terminated_at=when,
             deadline_days=deadline_days, reason=reason, providers=provider)
     if as_json:
@@ -197,8 +197,8 @@ def erasure_run(
                    transient=True)
     with residency_errors(as_json), bar:
         task = bar.add_task(f"erasing {request_id}", total=None)
-        tracker = ErasureTracker(
-            res, state_dir,
+        tracker = res.erasure_tracker(
+            state_dir,
             progress=lambda backend, _key: bar.update(task, advance=1,
                                                       description=f"erasing {backend}"))
         request = tracker.run(request_id)
@@ -228,7 +228,7 @@ def erasure_status(
     """Show open erasure requests against their deadline (overdue ones first)."""
     res = _load(map_path, as_json, None, None)
     with residency_errors(as_json):
-        tracker = ErasureTracker(res, state_dir)
+        tracker = res.erasure_tracker(state_dir)
         now = tracker.clock()
         requests = tracker.requests(open_only=not show_all)
     rows: list[dict[str, Any]] = [{"id": r.id, "tenant_id": r.tenant_id, "location": r.location,

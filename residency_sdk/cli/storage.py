@@ -1,6 +1,6 @@
 """Operator commands on tenant objects: ``residency put|get|ls|rm``.
 
-Every command goes through the guarded facade (``Residency.storage_for``), so the same
+Every command goes through the tenant store (``Residency.storage_for``), so the same
 residency checks and audit events apply as in application code. ``--local-root DIR`` (or
 ``RESIDENCY_LOCAL_ROOT``) uses the embedded local backend of each location.
 """
@@ -34,13 +34,11 @@ from residency_sdk.cli.common import (
     print_json,
     residency_errors,
 )
-from residency_sdk.errors import ObjectNotFound, PlacementBlocked, TransferBlocked
+from residency_sdk.errors import ObjectNotFound
 from residency_sdk.model import Tenant
-from residency_sdk.router import Residency
 
 if TYPE_CHECKING:
-    from residency_sdk.cli.demo import DemoSummary
-    from residency_sdk.storage.facade import StoredObject, TenantStore
+    from residency_sdk.storage.tenant_store import StoredObject, TenantStore
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 CountryOption = Annotated[str, typer.Option("--country", "-c", help="Tenant jurisdiction (ISO).")]
@@ -218,77 +216,3 @@ def rm(
         print_json({"ok": True, "deleted": key})
     else:
         console.print(f"[green]deleted[/] {key}", highlight=False)
-
-
-# --- `residency demo` -------------------------------------------------------------------
-
-_DEMO_KEY = "studies/demo-001/ct-slice-001.dcm"
-
-
-def _sample_image(tenant_id: str) -> bytes:
-    # Synthetic, obviously fake bytes shaped like a DICOM preamble; never real data.
-    return b"\0" * 128 + b"DICM" + f"synthetic sample for {tenant_id}".encode() * 64
-
-
-def show_storage(res: Residency, summary: DemoSummary, *, quiet: bool, root: Path) -> None:
-    """Store and read sample objects on the local backend under ``root``, then attempt a
-    blocked and an allowed cross-border copy; record it in ``summary.sections["storage"]``.
-    """
-    from residency_sdk.cli.demo import SAMPLE_TENANTS
-    from residency_sdk.storage.facade import backend_for
-    from residency_sdk.storage.keys import tenant_key
-
-    local = Residency(res.map, res.rules, res.audit_hooks, local_root=root)
-    by_id = {t.id: t for t in SAMPLE_TENANTS}
-    section: dict[str, Any] = {"root": str(root), "objects": [], "refused": [],
-                               "transfers": []}
-    table = Table(title=f"{_DEMO_KEY} stored per clinic (local backend, AES-256-GCM)",
-                  caption=f"under {root}")
-    for col in ("tenant", "location", "bytes", "read back"):
-        table.add_column(col)
-    for tenant_id in ("charite-berlin", "mayo-rochester", "acibadem-istanbul",
-                      "ankara-clinic"):
-        tenant = by_id[tenant_id]
-        store = local.storage_for(tenant, actor="demo")
-        try:
-            info = store.put(_DEMO_KEY, _sample_image(tenant.id), data_class="phi")
-        except PlacementBlocked as exc:
-            section["refused"].append({"tenant": tenant.id, "location": store.location,
-                                       "error": str(exc)})
-            needs = " or ".join(store.placement.required_mechanisms[0])
-            table.add_row(tenant.id, store.location, "-", f"[red]REFUSED: needs {needs}[/]")
-            continue
-        same = store.get(_DEMO_KEY) == _sample_image(tenant.id)
-        section["objects"].append({"tenant": tenant.id, "location": info.location,
-                                   "key": info.key, "size": info.size,
-                                   "checksum": info.checksum, "encryption": info.encryption,
-                                   "read_back_ok": same})
-        table.add_row(tenant.id, info.location, str(info.size),
-                      "[green]ok, checksum verified[/]" if same else "[red]MISMATCH[/]")
-    transfers = Table(title="Cross-border copies of stored objects")
-    for col in ("tenant", "from", "to", "result", "at destination"):
-        transfers.add_column(col)
-    charite = by_id["charite-berlin"]
-    for to in ("US", "GB"):
-        dest_store = local.store(backend_for(local, to, None), to)
-        try:
-            copied = local.transfer(charite, _DEMO_KEY, to=to, data_class="phi",
-                                    actor="demo")
-            result = f"copied ({copied.size} bytes)"
-            allowed = True
-        except TransferBlocked as exc:
-            needs = " and ".join(" or ".join(alts) for alts in exc.decision.unblock_with)
-            result = f"BLOCKED (needs {needs})" if needs else "BLOCKED"
-            allowed = False
-        present = dest_store.exists(tenant_key(charite, _DEMO_KEY))
-        section["transfers"].append({"tenant": charite.id, "from": "DE", "to": to,
-                                     "allowed": allowed, "present_at_destination": present})
-        transfers.add_row(charite.id, "DE", to,
-                          f"[green]{result}[/]" if allowed else f"[red]{result}[/]",
-                          "object present" if present else "nothing copied")
-    local.close()
-    summary.sections["storage"] = section
-    if not quiet:
-        console.print(table)
-        console.print(transfers)
-

@@ -39,11 +39,11 @@ def verify(
 ) -> None:
     """Connect to each backend of LOCATION and check bucket, region, encryption and public
     access against the region map. Exits 1 on any violation."""
-    from residency_sdk.storage.verify import verify_location
+    from residency_sdk.storage.deployment import verify_location
 
     res = load_residency(map_path, as_json)
     with residency_errors(as_json):
-        report = verify_location(res, location, provider=provider)
+        report = verify_location(res.policy, location, provider=provider)
     ok = report.ok(strict=strict)
     if as_json:
         print_json({**report.to_dict(), "ok": ok, "strict": strict})

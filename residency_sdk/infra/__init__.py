@@ -5,13 +5,9 @@ Pure Python; the Pulumi program in ``infra/`` renders the same :class:`InfraPlan
 
 from __future__ import annotations
 
-from residency_sdk.infra.plan import (
-    BucketPlan,
-    ExpiryRule,
-    InfraPlan,
-    KeyPlan,
-    ProviderPlan,
-    build_plan,
-)
-
-__all__ = ["BucketPlan", "ExpiryRule", "InfraPlan", "KeyPlan", "ProviderPlan", "build_plan"]
+from residency_sdk.infra.plan import BucketPlan as BucketPlan
+from residency_sdk.infra.plan import ExpiryRule as ExpiryRule
+from residency_sdk.infra.plan import InfraPlan as InfraPlan
+from residency_sdk.infra.plan import KeyPlan as KeyPlan
+from residency_sdk.infra.plan import ProviderPlan as ProviderPlan
+from residency_sdk.infra.plan import build_plan as build_plan

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from residency_sdk.errors import InfraCrossesBorder, InfraError
 from residency_sdk.lifecycle import AUDIT_CATEGORY, GCS_DAYS_SINCE_CUSTOM_TIME, TAG_KEY
 from residency_sdk.model import StorageTarget
-from residency_sdk.regionmap import Location, RegionMap, RetentionSpec, _region_table
+from residency_sdk.regionmap import Location, RegionMap, RetentionSpec
 from residency_sdk.rules import load_transfer_rules
 
 CloudProvider = Literal["aws", "gcp", "azure"]
@@ -215,7 +215,7 @@ def build_plan(
         "residency-map": _label(region_map.name),
         "managed-by": "residency-sdk",
     }
-    regions = _region_table({str(p): r for p, r in region_map.document.cloud_regions.items()})
+    regions = region_map.regions
     providers = []
     for name in CLOUD_PROVIDERS:
         target = loc.backends.get(name)

@@ -42,14 +42,18 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
-from residency_sdk.endpoints import check_endpoint_url, is_loopback_host
+from residency_sdk._endpoints import check_endpoint_url, is_loopback_host
 from residency_sdk.errors import (
+    AccessDenied,
     BackendNotConfigured,
+    BucketNotFound,
     EncryptionError,
     IntegrityError,
+    NoSuchBackend,
     ObjectNotFound,
     ReadInterrupted,
     ResidencyError,
+    SDKNotInstalled,
     StorageError,
 )
 from residency_sdk.lifecycle import tags_for
@@ -66,6 +70,7 @@ from residency_sdk.storage.base import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MULTIPART_THRESHOLD,
+    BucketFacts,
     ObjectInfo,
     ObjectStore,
     ProgressCallback,
@@ -119,7 +124,7 @@ class AzureStore(ObjectStore):
         """``raw_request_hook`` sees every outgoing request (azure-core's hook; audits
         and tests use it to check what each request carried)."""
         if target.provider != "azure":
-            raise BackendNotConfigured(f"AzureStore needs an azure target, got "
+            raise NoSuchBackend(f"AzureStore needs an azure target, got "
                                        f"{target.provider!r}")
         self.target = target
         self.policy = policy
@@ -163,7 +168,7 @@ class AzureStore(ObjectStore):
         try:
             from azure.identity import DefaultAzureCredential
         except ImportError:
-            raise BackendNotConfigured(
+            raise SDKNotInstalled(
                 f"{self.name}: no Azure credentials: set {CONNECTION_STRING_ENV[0]} or install "
                 "azure-identity for DefaultAzureCredential") from None
         return endpoint, BlobServiceClient(endpoint, credential=DefaultAzureCredential(),
@@ -327,18 +332,14 @@ class AzureStore(ObjectStore):
             if not token:
                 return
 
-    def describe_bucket(self) -> Any:
+    def describe_bucket(self) -> BucketFacts:
         """What the blob service reports about the container: default encryption scope and
-        public access (a :class:`~residency_sdk.storage.verify.BucketFacts`). The data
-        plane does not report the account's region, so ``region`` is None (unknown)."""
-        from residency_sdk.storage.verify import BucketFacts
-
+        public access. The data plane does not report the account's region, so ``region``
+        is None (unknown)."""
         try:
             props = self._call("describe", self.target.bucket,
                                self._container.get_container_properties)
-        except BackendNotConfigured:
-            return BucketFacts(exists=False)
-        except ObjectNotFound:
+        except (BucketNotFound, ObjectNotFound):
             return BucketFacts(exists=False)
         scope = getattr(props.encryption_scope, "default_encryption_scope", None) \
             if props.encryption_scope else None
@@ -372,7 +373,7 @@ class AzureStore(ObjectStore):
         code = str(getattr(exc, "error_code", "") or "")
         if isinstance(exc, ResourceNotFoundError):
             if code == "ContainerNotFound":
-                return BackendNotConfigured(
+                return BucketNotFound(
                     f"{self.name}: container {self.target.bucket!r} does not exist; provision "
                     "it with the infra stack for this location")
             return ObjectNotFound(key, self.name)
@@ -384,8 +385,9 @@ class AzureStore(ObjectStore):
                                    f"{self.target.encryption_scope!r} refused ({code}); "
                                    "check it exists and is enabled on the account")
         if isinstance(exc, ClientAuthenticationError) or code in {
-                "AuthenticationFailed", "AuthorizationFailure"}:
-            return StorageError(f"{self.name}: access denied for {operation} {key!r}; check "
+                "AuthenticationFailed", "AuthorizationFailure"} or (
+                isinstance(exc, HttpResponseError) and exc.status_code == 403):
+            return AccessDenied(f"{self.name}: access denied for {operation} {key!r}; check "
                                 "the connection string or the identity's role assignments")
         if isinstance(exc, HttpResponseError):
             return StorageError(f"{self.name}: {operation} {key!r} failed: HTTP "

@@ -2,7 +2,7 @@
 
 Adapters are raw and tenant-agnostic: they store keys exactly as given inside their one
 bucket/container/directory. Tenant prefixes, key validation, residency checks and audit
-events belong to the guarded facade (:mod:`residency_sdk.storage.facade`), which is what
+events belong to the tenant store (:mod:`residency_sdk.storage.tenant_store`), which is what
 users hold.
 
 Contract every adapter keeps (the shared behavioural test suite checks it):
@@ -25,11 +25,12 @@ Contract every adapter keeps (the shared behavioural test suite checks it):
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
 
+from residency_sdk.errors import CapabilityUnavailable, ObjectNotFound
 from residency_sdk.model import StorageTarget
 
 ProgressCallback = Callable[[int], None]
@@ -58,6 +59,35 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     last_modified: datetime | None = None
     etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BucketFacts:
+    """What a provider reports about one bucket. ``None`` means "not reported"."""
+
+    exists: bool
+    region: str | None = None
+    encryption: str | None = None
+    kms_key: str | None = None
+    public_access_blocked: bool | None = None
+    kms_key_matches: bool | None = None
+    """The adapter's own comparison with the map's key (it may resolve aliases)."""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Residue:
+    """What :meth:`ObjectStore.purge_residue` removed under a prefix, and what it kept.
+
+    ``versions_deleted`` counts old versions and delete markers, ``uploads_aborted``
+    incomplete multipart uploads, ``files_removed`` leftovers of interrupted writes;
+    ``held`` maps a key to why the provider refused to remove one of its versions.
+    """
+
+    versions_deleted: int = 0
+    uploads_aborted: int = 0
+    files_removed: int = 0
+    held: dict[str, str] = field(default_factory=dict)
 
 
 class ObjectStore(abc.ABC):
@@ -93,8 +123,6 @@ class ObjectStore(abc.ABC):
 
     def exists(self, key: str) -> bool:
         """True if ``key`` exists."""
-        from residency_sdk.errors import ObjectNotFound
-
         try:
             self.head(key)
         except ObjectNotFound:
@@ -107,6 +135,40 @@ class ObjectStore(abc.ABC):
         info = self.head(key)
         with self.open(key) as reader:
             return other.put(dest_key or key, reader, metadata=info.metadata, progress=progress)
+
+    # --- capabilities: what only the provider can answer. Each has a safe default for a
+    # backend that has no such feature; sweeps and erasure call them without probing.
+
+    def hold_reason(self, info: ObjectInfo, now: datetime) -> str | None:
+        """Why the provider itself keeps ``info`` (a native lock or legal hold), or None.
+
+        The metadata marker (``legal_hold=true``) is read by the caller from ``info``; this
+        answers for what only the provider knows. A state that cannot be read counts as a
+        hold. Default: the backend has no native holds.
+        """
+        return None
+
+    def purge_residue(self, prefix: str, *, keep: frozenset[str] = frozenset()) -> Residue:
+        """Remove what no listing under the directory ``prefix`` (ending in ``/``) shows
+        but is still the data under it: old versions and delete markers, incomplete
+        multipart uploads, leftovers of interrupted writes. Keys in ``keep`` (held
+        objects) are left alone. Default: the backend keeps no such residue.
+        """
+        return Residue()
+
+    def residue_left(self, prefix: str, *,
+                     keep: frozenset[str] = frozenset()) -> Sequence[str]:
+        """What :meth:`purge_residue` would still find under ``prefix`` (for verification),
+        as readable names such as ``key?versionId=...``. Default: nothing."""
+        return []
+
+    def describe_bucket(self) -> BucketFacts:
+        """What the provider reports about the bucket itself (existence, region, default
+        encryption, public access), for ``residency verify``. Backends that have no
+        provider to ask raise :class:`CapabilityUnavailable`."""
+        raise CapabilityUnavailable(
+            f"the {self.target.provider} backend {self.target.bucket!r} has no provider to "
+            "describe its bucket: only cloud backends can be verified")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
         """Release clients and connection pools."""

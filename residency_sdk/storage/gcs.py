@@ -28,17 +28,21 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 import google.api_core.exceptions as gexc
+import google.auth.exceptions as gauth
 import google_crc32c
 import requests
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from residency_sdk.endpoints import check_endpoint_url, is_loopback_host
+from residency_sdk._endpoints import check_endpoint_url, is_loopback_host
 from residency_sdk.errors import (
+    AccessDenied,
     BackendNotConfigured,
+    BucketNotFound,
     EncryptionError,
     IntegrityError,
+    NoSuchBackend,
     ObjectNotFound,
     ResidencyError,
     StorageError,
@@ -55,6 +59,7 @@ from residency_sdk.storage._streaming import (
 from residency_sdk.storage.base import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MULTIPART_THRESHOLD,
+    BucketFacts,
     ObjectInfo,
     ObjectStore,
     ProgressCallback,
@@ -100,7 +105,7 @@ class GCSStore(ObjectStore):
                  multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
                  timeout: float = 60.0) -> None:
         if target.provider != "gcp":
-            raise BackendNotConfigured(f"GCSStore needs a gcp target, got {target.provider!r}")
+            raise NoSuchBackend(f"GCSStore needs a gcp target, got {target.provider!r}")
         if chunk_size % (256 * 1024):
             raise StorageError(f"GCS chunk_size must be a multiple of 256 KiB, got {chunk_size}")
         self.target = target
@@ -120,10 +125,14 @@ class GCSStore(ObjectStore):
             options = ClientOptions(api_endpoint=self.endpoint) if self.endpoint else None
             try:
                 self._client = storage.Client(client_options=options)
-            except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError & co
-                raise StorageError(
+            except gauth.GoogleAuthError as exc:  # DefaultCredentialsError & co
+                raise AccessDenied(
                     f"{self.name}: no Google credentials ({type(exc).__name__}); configure "
                     "Application Default Credentials and GOOGLE_CLOUD_PROJECT") from None
+            except OSError as exc:  # credentials found, but no project to bill them to
+                raise BackendNotConfigured(
+                    f"{self.name}: no Google Cloud project ({exc}); set GOOGLE_CLOUD_PROJECT "
+                    "or name one in Application Default Credentials") from None
         self._bucket = self._client.bucket(target.bucket)
 
     def __repr__(self) -> str:
@@ -273,11 +282,9 @@ class GCSStore(ObjectStore):
             if not token:
                 return
 
-    def describe_bucket(self) -> Any:
+    def describe_bucket(self) -> BucketFacts:
         """What GCS reports about the bucket: location, default KMS key, public access
-        prevention (a :class:`~residency_sdk.storage.verify.BucketFacts`)."""
-        from residency_sdk.storage.verify import BucketFacts
-
+        prevention."""
         bucket = self._call("describe", self.target.bucket, lambda: self._client.lookup_bucket(
             self.target.bucket, retry=None, timeout=self.timeout))
         if bucket is None:
@@ -328,8 +335,11 @@ class GCSStore(ObjectStore):
 
     def _translate(self, exc: BaseException, operation: str, key: str) -> ResidencyError:
         if isinstance(exc, gexc.NotFound):
-            if "bucket" in str(exc).lower() and operation == "put":
-                return BackendNotConfigured(
+            # Writing or listing never misses an object, so a 404 there is the bucket. (The
+            # message cannot tell: the emulator's does not name the bucket, and a bucket's
+            # own name may contain "bucket".)
+            if operation in ("put", "list"):
+                return BucketNotFound(
                     f"{self.name}: bucket {self.target.bucket!r} does not exist; provision it "
                     "with the infra stack for this location")
             return ObjectNotFound(key, self.name)
@@ -339,8 +349,13 @@ class GCSStore(ObjectStore):
             return EncryptionError(f"{self.name}: Cloud KMS refused {operation} of {key!r}: "
                                    f"{exc.message}; check key {self.target.kms_key!r}")
         if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
-            return StorageError(f"{self.name}: access denied for {operation} {key!r}; check "
+            return AccessDenied(f"{self.name}: access denied for {operation} {key!r}; check "
                                 "the service account's IAM roles on the bucket")
+        if isinstance(exc, gauth.RefreshError):
+            # Expired or revoked credentials: a new attempt gets the same answer.
+            return AccessDenied(f"{self.name}: Google refused the credentials for "
+                                f"{operation} {key!r} ({exc}); refresh Application Default "
+                                "Credentials")
         if isinstance(exc, InvalidResponse):
             status = getattr(exc.response, "status_code", "?")
             if status == 404:
@@ -351,6 +366,3 @@ class GCSStore(ObjectStore):
                                 f"{exc.message}")
         return StorageError(f"{self.name}: {operation} {key!r} failed: "
                             f"{type(exc).__name__}: {exc}")
-
-
-__all__ = ["GCSStore", "is_transient"]

@@ -55,16 +55,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from residency_sdk.errors import (
-    BackendNotConfigured,
     BackendUnavailable,
     EncryptionError,
     IntegrityError,
     InvalidKey,
+    InvalidLocalLocation,
     ObjectNotFound,
     StorageError,
 )
 from residency_sdk.model import StorageTarget
-from residency_sdk.storage.base import ObjectInfo, ObjectStore, ProgressCallback
+from residency_sdk.storage.base import ObjectInfo, ObjectStore, ProgressCallback, Residue
 from residency_sdk.storage.keys import validate_key, validate_prefix
 
 try:  # POSIX: serialise commits across processes too
@@ -350,11 +350,11 @@ class LocalStore(ObjectStore):
     def __init__(self, target: StorageTarget, root: str | Path, *, location: str | None = None,
                  chunk_size: int = CHUNK_SIZE) -> None:
         if target.provider != "local":
-            raise BackendNotConfigured(f"LocalStore serves provider 'local', not "
+            raise InvalidLocalLocation(f"LocalStore serves provider 'local', not "
                                        f"{target.provider!r}")
         location = location or target.region.removeprefix("local-").upper()
         if not _LOCATION_NAME.fullmatch(location):
-            raise BackendNotConfigured(f"invalid location name {location!r} for a local store")
+            raise InvalidLocalLocation(f"invalid location name {location!r} for a local store")
         if not 0 < chunk_size <= 64 * 1024 * 1024:
             raise ValueError("chunk_size must be between 1 byte and 64 MiB")
         self.target = target
@@ -532,11 +532,12 @@ class LocalStore(ObjectStore):
         _fsync_dir(keydir.parent)
         return True
 
-    def purge_residue(self, prefix: str) -> int:
+    def purge_residue(self, prefix: str, *, keep: frozenset[str] = frozenset()) -> Residue:
         """Remove what crashed writes left under the directory prefix ``prefix`` (ending
         in ``/``): temp files of interrupted puts, blobs no sidecar names, and the key
-        directories they kept alive. Committed objects are untouched. Returns the number
-        of files removed.
+        directories they kept alive. Committed objects are untouched, and so is the
+        directory of every key in ``keep`` (a held object's key is left exactly as it
+        is). ``Residue.files_removed`` counts the files removed.
 
         Erasure calls this: an interrupted upload's encrypted temp file and its key's
         directory name are data of the tenant too, and :meth:`delete` only sweeps temp
@@ -549,16 +550,19 @@ class LocalStore(ObjectStore):
                              f"{prefix!r}")
         start = self._dir_for(prefix.rstrip("/"))
         if not start.is_dir():
-            return 0  # nothing was ever written under the prefix
+            return Residue()  # nothing was ever written under the prefix
+        kept_dirs = {self._dir_for(validate_key(k)) for k in keep if k.startswith(prefix)}
         removed = 0
         try:
             with self._bucket_lock():
                 for dirpath, _dirs, files in os.walk(start, topdown=False):
                     directory = Path(dirpath)
+                    if directory in kept_dirs:
+                        continue  # its own files only: deeper keys are walked on their own
                     meta = self._read_meta_file(directory) if _META in files else None
-                    keep = meta.get("blob") if meta is not None else None
+                    committed = meta.get("blob") if meta is not None else None
                     for name in files:
-                        if (name.startswith(_TMP) or name.startswith(_BLOB)) and name != keep:
+                        if name.startswith((_TMP, _BLOB)) and name != committed:
                             with contextlib.suppress(FileNotFoundError):
                                 os.unlink(directory / name)
                                 removed += 1
@@ -569,7 +573,7 @@ class LocalStore(ObjectStore):
             raise self._translate(exc) from exc
         if removed:
             _fsync_dir(start.parent if not start.exists() else start)
-        return removed
+        return Residue(files_removed=removed)
 
     @staticmethod
     def _sweep(keydir: Path) -> None:

@@ -22,10 +22,13 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlencode
 
@@ -36,11 +39,13 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from s3transfer.manager import TransferManager
 
-from residency_sdk.endpoints import check_endpoint_url
+from residency_sdk._endpoints import check_endpoint_url
 from residency_sdk.errors import (
-    BackendNotConfigured,
+    AccessDenied,
+    BucketNotFound,
     EncryptionError,
     IntegrityError,
+    NoSuchBackend,
     ObjectNotFound,
     ReadInterrupted,
     ResidencyError,
@@ -60,9 +65,11 @@ from residency_sdk.storage.base import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MULTIPART_THRESHOLD,
+    BucketFacts,
     ObjectInfo,
     ObjectStore,
     ProgressCallback,
+    Residue,
 )
 from residency_sdk.storage.retry import (
     DEFAULT_POLICY,
@@ -79,6 +86,12 @@ _THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "Reque
                          "InternalError", "ServiceUnavailable", "RequestLimitExceeded"})
 _INTEGRITY = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch",
                         "InvalidChecksum"})
+_DENIED = frozenset({"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                     "ExpiredToken", "InvalidToken"})
+# Credential chains that found nothing usable: the request never left, nothing to retry.
+_UNUSABLE_CREDENTIALS = (botocore.exceptions.PartialCredentialsError,
+                         botocore.exceptions.CredentialRetrievalError,
+                         botocore.exceptions.TokenRetrievalError)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -105,7 +118,7 @@ class S3Store(ObjectStore):
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
                  connect_timeout: float = 5.0, read_timeout: float = 60.0) -> None:
         if target.provider != "aws":
-            raise BackendNotConfigured(f"S3Store needs an aws target, got {target.provider!r}")
+            raise NoSuchBackend(f"S3Store needs an aws target, got {target.provider!r}")
         self.target = target
         self.policy = policy
         self.chunk_size = chunk_size
@@ -312,39 +325,30 @@ class S3Store(ObjectStore):
             if not page.get("IsTruncated") or not token:
                 return
 
-    def describe_bucket(self) -> Any:
+    def describe_bucket(self) -> BucketFacts:
         """What S3 reports about the bucket: region, default encryption, public access
-        block (a :class:`~residency_sdk.storage.verify.BucketFacts`)."""
-        from residency_sdk.storage.verify import BucketFacts
-
+        block."""
         bucket = self.target.bucket
 
-        def ask(fn: Callable[[], Any], missing: set[str]) -> Any:
-            try:
-                return self._call("describe", bucket, fn)
-            except ResidencyError as exc:
-                cause = exc.__cause__
-                if isinstance(cause, botocore.exceptions.ClientError) and str(
-                        cause.response.get("Error", {}).get("Code")) in missing:
-                    return None
-                raise
+        def ask(fn: Callable[[], Any], missing: frozenset[str]) -> Any:
+            return self._call_unless("describe", bucket, fn, missing)
 
         if ask(lambda: self._client.head_bucket(Bucket=bucket),
-               {"404", "NoSuchBucket", "NotFound"}) is None:
+               frozenset({"404", "NoSuchBucket", "NotFound"})) is None:
             return BucketFacts(exists=False)
-        location = ask(lambda: self._client.get_bucket_location(Bucket=bucket), set())
+        location = ask(lambda: self._client.get_bucket_location(Bucket=bucket), frozenset())
         # S3 reports us-east-1 as an empty constraint and the legacy "EU" for eu-west-1.
         region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(
             location.get("LocationConstraint"), location.get("LocationConstraint"))
         enc = ask(lambda: self._client.get_bucket_encryption(Bucket=bucket),
-                  {"ServerSideEncryptionConfigurationNotFoundError"})
+                  frozenset({"ServerSideEncryptionConfigurationNotFoundError"}))
         algorithm = key = None
         for rule in (enc or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", []):
             default = rule.get("ApplyServerSideEncryptionByDefault", {})
             if default.get("SSEAlgorithm") in ("aws:kms", "aws:kms:dsse"):
                 algorithm, key = default["SSEAlgorithm"], default.get("KMSMasterKeyID")
         pab = ask(lambda: self._client.get_public_access_block(Bucket=bucket),
-                  {"NoSuchPublicAccessBlockConfiguration"})
+                  frozenset({"NoSuchPublicAccessBlockConfiguration"}))
         conf = (pab or {}).get("PublicAccessBlockConfiguration", {})
         blocked = all(conf.get(flag) for flag in (
             "BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"))
@@ -354,6 +358,131 @@ class S3Store(ObjectStore):
                 _same_arn_tail(self.target.kms_key, key)
         return BucketFacts(exists=True, region=region, encryption=algorithm, kms_key=key,
                            public_access_blocked=blocked, kms_key_matches=matches)
+
+    # --- capabilities: object lock, versions, incomplete uploads ---------------------
+
+    def hold_reason(self, info: ObjectInfo, now: datetime) -> str | None:
+        """The S3 object lock keeping ``info.key``: a legal hold, or a GOVERNANCE/COMPLIANCE
+        retention date after ``now`` (naive datetimes are UTC); None when unlocked.
+
+        A lock state that cannot be read (refused, unreachable) is reported as a hold:
+        deleting an object S3 may be protecting is the worse mistake. A missing object
+        raises :class:`ObjectNotFound`. S3 leaves the lock fields out of HeadObject for a
+        caller without ``s3:GetObjectRetention``/``s3:GetObjectLegalHold``, which reads as
+        unlocked: grant both to whoever runs sweeps and erasures.
+        """
+        try:
+            head = self._call("head", info.key, lambda: self._client.head_object(
+                Bucket=self.target.bucket, Key=info.key))
+        except ObjectNotFound:
+            raise
+        except StorageError as exc:
+            return (f"object lock state unreadable ({_error_code(exc) or type(exc).__name__}); "
+                    "kept to be safe")
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return "S3 object lock legal hold is ON"
+        mode = head.get("ObjectLockMode")
+        until = head.get("ObjectLockRetainUntilDate")
+        if mode and isinstance(until, datetime) and _aware(until) > _aware(now):
+            return f"S3 object lock {mode} retention until {_aware(until).isoformat()}"
+        return None
+
+    def purge_residue(self, prefix: str, *, keep: frozenset[str] = frozenset()) -> Residue:
+        """Delete every noncurrent version and delete marker under ``prefix`` and abort
+        every incomplete multipart upload there; current versions (what :meth:`list`
+        shows) and keys in ``keep`` are left alone.
+
+        A version S3 refuses to delete (an object lock) stays and is reported in
+        ``Residue.held``; a version or upload already gone is skipped. Other failures
+        raise (translated), having removed what came before them.
+        """
+        held: dict[str, str] = {}
+        deleted = 0
+        # Listed whole before deleting: continuing a listing from a marker whose version
+        # was just deleted is not something every S3 implementation gets right.
+        for key, version in list(self._residue_versions(prefix, keep)):
+            try:
+                gone = self._call_unless(
+                    "delete", key, partial(self._client.delete_object, Bucket=self.target.bucket,
+                                           Key=key, VersionId=version),
+                    frozenset({"NoSuchVersion", "NoSuchKey"}))
+            except AccessDenied as exc:
+                # Object lock refuses with AccessDenied; the version is data we must keep.
+                held[key] = (f"S3 refused deleting version {version}: "
+                             f"{_error_code(exc) or type(exc).__name__}")
+                continue
+            if gone is not None:
+                deleted += 1
+        aborted = 0
+        # A crashed upload's parts are stored, billed and readable by the bucket owner
+        # until aborted, though no listing shows them.
+        for key, upload_id in list(self._incomplete_uploads(prefix)):
+            if key in keep:
+                continue
+            if self._call_unless(
+                    "abort-upload", key,
+                    partial(self._client.abort_multipart_upload, Bucket=self.target.bucket,
+                            Key=key, UploadId=upload_id),
+                    frozenset({"NoSuchUpload"})) is not None:
+                aborted += 1
+        return Residue(versions_deleted=deleted, uploads_aborted=aborted, held=held)
+
+    def residue_left(self, prefix: str, *,
+                     keep: frozenset[str] = frozenset()) -> builtins.list[str]:
+        """Noncurrent versions and delete markers still under ``prefix`` (keys in ``keep``
+        excepted), as ``key?versionId=...``; empty after a complete
+        :meth:`purge_residue`."""
+        return [f"{key}?versionId={version}"
+                for key, version in self._residue_versions(prefix, keep)]
+
+    def _residue_versions(self, prefix: str,
+                          keep: frozenset[str]) -> Iterator[tuple[str, str]]:
+        """``(key, version_id)`` of every noncurrent version and delete marker under
+        ``prefix``. Unversioned buckets report only current "null" versions: nothing."""
+        key_marker: str | None = None
+        version_marker: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.target.bucket, "Prefix": prefix,
+                                      "MaxKeys": self.page_size}
+            if key_marker is not None:
+                kwargs["KeyMarker"] = key_marker
+                if version_marker:
+                    kwargs["VersionIdMarker"] = version_marker
+            page: dict[str, Any] = self._call(
+                "list-versions", prefix, partial(self._client.list_object_versions, **kwargs))
+            entries = [(v, False) for v in page.get("Versions", [])] + \
+                [(m, True) for m in page.get("DeleteMarkers", [])]
+            for entry, marker in entries:
+                key, version = entry.get("Key"), entry.get("VersionId")
+                if key is None or key in keep or version in (None, "null"):
+                    continue
+                if marker or not entry.get("IsLatest"):
+                    yield str(key), str(version)
+            key_marker = page.get("NextKeyMarker")
+            version_marker = page.get("NextVersionIdMarker")
+            if not page.get("IsTruncated") or not key_marker:
+                return
+
+    def _incomplete_uploads(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """``(key, upload_id)`` of every multipart upload under ``prefix`` not yet
+        completed or aborted."""
+        key_marker: str | None = None
+        upload_marker: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.target.bucket, "Prefix": prefix,
+                                      "MaxUploads": self.page_size}
+            if key_marker is not None:
+                kwargs["KeyMarker"] = key_marker
+                if upload_marker:
+                    kwargs["UploadIdMarker"] = upload_marker
+            page: dict[str, Any] = self._call(
+                "list-uploads", prefix, partial(self._client.list_multipart_uploads, **kwargs))
+            for upload in page.get("Uploads", []):
+                yield str(upload["Key"]), str(upload["UploadId"])
+            key_marker = page.get("NextKeyMarker")
+            upload_marker = page.get("NextUploadIdMarker")
+            if not page.get("IsTruncated") or not key_marker:
+                return
 
     def _list_page(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         page: dict[str, Any] = self._call(
@@ -412,13 +541,24 @@ class S3Store(ObjectStore):
             fn, backend=self.name, operation=operation, transient=is_transient,
             translate=lambda exc: self._translate(exc, operation, key))
 
+    def _call_unless(self, operation: str, key: str, fn: Callable[[], T],
+                     codes: frozenset[str]) -> T | None:
+        """:meth:`_call`, but None when S3 answers with one of the error ``codes`` (an
+        answer the caller expects, such as "no encryption configured")."""
+        try:
+            return self._call(operation, key, fn)
+        except StorageError as exc:
+            if _error_code(exc) in codes:
+                return None
+            raise
+
     def _translate(self, exc: BaseException, operation: str, key: str) -> ResidencyError:
         if isinstance(exc, botocore.exceptions.ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _NOT_FOUND:
                 return ObjectNotFound(key, self.name)
             if code == "NoSuchBucket":
-                return BackendNotConfigured(
+                return BucketNotFound(
                     f"{self.name}: bucket {self.target.bucket!r} does not exist; provision it "
                     "with the infra stack for this location")
             if code in _INTEGRITY:
@@ -428,14 +568,18 @@ class S3Store(ObjectStore):
                 return EncryptionError(f"{self.name}: KMS refused {operation} of {key!r} "
                                        f"({code}); check key {self.target.kms_key!r} and its "
                                        "key policy")
-            if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
-                return StorageError(f"{self.name}: access denied for {operation} {key!r} "
+            if code in _DENIED:
+                return AccessDenied(f"{self.name}: access denied for {operation} {key!r} "
                                     f"({code}); check the credentials and bucket policy")
             return StorageError(f"{self.name}: {operation} {key!r} failed: {code}: "
                                 f"{exc.response.get('Error', {}).get('Message', '')}")
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
-            return StorageError(f"{self.name}: no AWS credentials found; configure the usual "
+            return AccessDenied(f"{self.name}: no AWS credentials found; configure the usual "
                                 "chain (AWS_PROFILE, environment, instance role)")
+        if isinstance(exc, _UNUSABLE_CREDENTIALS):
+            return AccessDenied(f"{self.name}: the AWS credentials cannot be used "
+                                f"({type(exc).__name__}); fix the credential chain "
+                                "(AWS_PROFILE, environment, instance role)")
         if isinstance(exc, botocore.exceptions.FlexibleChecksumError):
             return IntegrityError(f"{self.name}: checksum mismatch on {key!r}: {exc}")
         return StorageError(f"{self.name}: {operation} {key!r} failed: "
@@ -446,6 +590,20 @@ def _endpoint(target: StorageTarget) -> str | None:
     url = target.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or \
         os.environ.get("AWS_ENDPOINT_URL")
     return check_endpoint_url(url) if url else None
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind a translated error (``AccessDenied``, ``404``...), or None
+    when S3 gave no answer (unreachable, no credentials)."""
+    cause = exc.__cause__
+    if isinstance(cause, botocore.exceptions.ClientError):
+        return str(cause.response.get("Error", {}).get("Code", "")) or None
+    return None
+
+
+def _aware(value: datetime) -> datetime:
+    """S3 dates are UTC; a naive one (some SDKs and emulators) is read as such."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _checksum(value: str | None) -> str | None:

@@ -183,7 +183,7 @@ def test_failover_buckets_count_as_their_primary(tmp_path: Path) -> None:
     from residency_sdk.audit import AuditLog
     from residency_sdk.audit.report import FAILOVER_SUFFIX
     from residency_sdk.events import AuditEvent
-    from residency_sdk.storage.factory import FAILOVER_SUFFIX as STORAGE_SUFFIX
+    from residency_sdk.regions import FAILOVER_SUFFIX as STORAGE_SUFFIX
 
     assert FAILOVER_SUFFIX == STORAGE_SUFFIX
     path = tmp_path / "failover.db"

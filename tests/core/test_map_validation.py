@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import residency_sdk as rs
-from residency_sdk.regionmap import compile_region_map, load_region_map, packaged_maps_dir
+from residency_sdk.regionmap import compile_region_map, load_region_map
+from residency_sdk.regions import packaged_maps_dir
 from residency_sdk.rules import compile_transfer_rules
 
 DEFAULT = yaml.safe_load((packaged_maps_dir() / "default.yaml").read_text())

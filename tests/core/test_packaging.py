@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import residency_sdk as rs
-from residency_sdk.regionmap import packaged_maps_dir, region_map_json_schema
+from residency_sdk.regionmap import region_map_json_schema
+from residency_sdk.regions import packaged_maps_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,9 +49,47 @@ def test_schema_json_is_in_sync_with_the_models():
         "region_maps/schema.json`")
 
 
-def test_every_error_is_a_residency_error_and_a_value_error():
-    errors = [getattr(rs, name) for name in rs.__all__
-              if isinstance(getattr(rs, name), type) and issubclass(getattr(rs, name), Exception)]
-    assert len(errors) > 10
+def _exported_errors() -> list[type[Exception]]:
+    return [getattr(rs, name) for name in rs.__all__
+            if isinstance(getattr(rs, name), type) and issubclass(getattr(rs, name), Exception)]
+
+
+def test_every_exported_error_is_a_residency_error_rooted_on_exception():
+    errors = _exported_errors()
+    assert len(errors) > 30
     for error in errors:
-        assert issubclass(error, rs.ResidencyError) and issubclass(error, ValueError)
+        assert issubclass(error, rs.ResidencyError), error
+    assert rs.ResidencyError.__bases__ == (Exception,)
+    assert not issubclass(rs.ResidencyError, ValueError)
+
+
+# Input and configuration errors keep ValueError; a refusal on legal grounds is not one.
+INPUT_ERRORS = ("InvalidCountry", "NoRoute", "UnknownDataClass", "UnknownMechanism",
+                "InvalidTenant", "MapError", "InvalidKey", "InsecureEndpoint",
+                "BackendNotConfigured", "SDKNotInstalled", "BucketNotFound", "NoSuchBackend",
+                "UnknownLocation", "InvalidLocalLocation", "UnknownRetentionCategory",
+                "InfraError", "AuditKeyError", "AuditFormatError")
+NOT_INPUT_ERRORS = ("TransferBlocked", "PlacementBlocked", "BAARequired", "ObjectNotFound",
+                    "BackendUnavailable", "AccessDenied", "IntegrityError", "ChainBroken",
+                    "ErasureIncomplete", "ResidencyViolation")
+
+
+@pytest.mark.parametrize("name", INPUT_ERRORS)
+def test_input_and_configuration_errors_are_value_errors(name: str) -> None:
+    error = getattr(rs, name)
+    assert issubclass(error, rs.InputError) and issubclass(error, ValueError)
+
+
+@pytest.mark.parametrize("name", NOT_INPUT_ERRORS)
+def test_refusals_and_failures_are_not_value_errors(name: str) -> None:
+    assert not issubclass(getattr(rs, name), ValueError)
+
+
+def test_standard_meanings_of_backend_errors() -> None:
+    assert issubclass(rs.BackendUnavailable, ConnectionError)
+    assert issubclass(rs.ErasureUnavailable, ConnectionError)
+    assert issubclass(rs.AccessDenied, PermissionError)
+    assert str(rs.AccessDenied("denied: fix the key policy")) == "denied: fix the key policy"
+    for meaning in ("SDKNotInstalled", "BucketNotFound", "NoSuchBackend", "UnknownLocation",
+                    "InvalidLocalLocation"):
+        assert issubclass(getattr(rs, meaning), rs.BackendNotConfigured), meaning

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import residency_sdk as rs
-from residency_sdk.erasure import ErasureTracker, audit_log_events, verify_receipt
-from residency_sdk.retention import LEGAL_HOLD_META, location_targets, open_location_store
+from residency_sdk.erasure import audit_log_events, verify_receipt
+from residency_sdk.marks import LEGAL_HOLD_META
 from residency_sdk.storage.keys import tenant_prefix
 
 
@@ -32,8 +32,8 @@ def _left_everywhere(res: rs.Residency, tenant: rs.Tenant, provider: str) -> lis
     location, listed straight from the adapters."""
     location = res.resolve(tenant).location
     left = []
-    for _role, target in location_targets(res, location, [provider]):
-        store = open_location_store(res, target, location)
+    for _role, target in res.location_targets(location, [provider]):
+        store = res.store(target, location)
         left += [i.key for i in store.list(tenant_prefix(tenant))]
     return left
 
@@ -57,14 +57,14 @@ def test_erasure_leaves_nothing_of_the_tenant_and_spares_others(provider_harness
     others = _fill(res, kept)
     # A copy on the failover backend (as after a failover write) must be erased too.
     location = res.resolve(gone).location
-    failover = [t for role, t in location_targets(res, location, [provider])
+    failover = [t for role, t in res.location_targets(location, [provider])
                 if role == "failover"]
     assert bool(failover) == (provider != "local")  # the local backend has no failover
     for target in failover:
-        open_location_store(res, target, location).put(
+        res.store(target, location).put(
             tenant_prefix(gone) + "studies/failover-copy.dcm", b"copy")
 
-    tracker = ErasureTracker(res, tmp_path / "state", actor="dpo@example.com")
+    tracker = res.erasure_tracker(tmp_path / "state", actor="dpo@example.com")
     request = tracker.request(gone, reason="contract terminated", providers=[provider])
     assert [r["id"] for r in tracker.status()] == [request.id]
     done = tracker.run(request.id)
@@ -101,11 +101,11 @@ def test_interrupted_erasure_is_finished_by_a_rerun(provider_harness: Any,
         if len(seen) == 2:
             raise KeyboardInterrupt
 
-    request = ErasureTracker(res, tmp_path / "state").request(
+    request = res.erasure_tracker(tmp_path / "state").request(
         tenant, providers=[provider_harness.provider])
     with pytest.raises(KeyboardInterrupt):
-        ErasureTracker(res, tmp_path / "state", progress=crash, workers=1).run(request.id)
-    tracker = ErasureTracker(res, tmp_path / "state")
+        res.erasure_tracker(tmp_path / "state", progress=crash, workers=1).run(request.id)
+    tracker = res.erasure_tracker(tmp_path / "state")
     halfway = tracker.get(request.id)
     assert halfway.status == "in_progress" and halfway.is_open
     assert sum(b.deleted for b in halfway.backends.values()) == 2
@@ -121,7 +121,7 @@ def test_interrupted_erasure_is_finished_by_a_rerun(provider_harness: Any,
 def test_deadline_is_thirty_days_after_termination_and_overdue_shows(tmp_path: Path) -> None:
     res = rs.Residency.load(local_root=tmp_path / "data")
     now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-    tracker = ErasureTracker(res, tmp_path / "state", clock=lambda: now)
+    tracker = res.erasure_tracker(tmp_path / "state", clock=lambda: now)
     late = tracker.request(_tenant(), terminated_at=now - timedelta(days=40))
     fresh = tracker.request(_tenant(), terminated_at=now - timedelta(days=10))
     assert late.deadline == now - timedelta(days=10)
@@ -138,7 +138,7 @@ def test_legal_hold_blocks_erasure_and_keeps_the_request_open(tmp_path: Path) ->
     store = res.storage_for(tenant)
     store.put("a.dcm", b"a", data_class="phi")
     store.put("litigation.dcm", b"b", data_class="phi", metadata={LEGAL_HOLD_META: "true"})
-    tracker = ErasureTracker(res, tmp_path / "state")
+    tracker = res.erasure_tracker(tmp_path / "state")
     request = tracker.request(tenant)
     result = tracker.run(request.id)
     assert result.status == "blocked" and result.is_open
@@ -154,7 +154,7 @@ def test_tampered_receipt_or_missing_audit_event_is_detected(tmp_path: Path) -> 
     res = rs.Residency.load(local_root=tmp_path / "data", audit=str(tmp_path / "audit.db"))
     tenant = _tenant()
     _fill(res, tenant, n=1)
-    tracker = ErasureTracker(res, tmp_path / "state")
+    tracker = res.erasure_tracker(tmp_path / "state")
     done = tracker.run(tracker.request(tenant).id)
     events = list(audit_log_events(tmp_path / "audit.db"))
     verify_receipt(done, events)
@@ -170,7 +170,7 @@ def test_tampered_receipt_or_missing_audit_event_is_detected(tmp_path: Path) -> 
 
 def test_bad_ids_and_corrupt_state_give_clear_errors(tmp_path: Path) -> None:
     res = rs.Residency.load(local_root=tmp_path / "data")
-    tracker = ErasureTracker(res, tmp_path / "state")
+    tracker = res.erasure_tracker(tmp_path / "state")
     with pytest.raises(rs.ResidencyError, match="invalid erasure request id"):
         tracker.get("../../etc/passwd")
     with pytest.raises(rs.ResidencyError, match="no erasure request"):
@@ -200,7 +200,7 @@ def test_erasure_purges_old_versions_on_a_versioned_s3_bucket(provider_harness: 
     store = res.storage_for(tenant)
     store.put("a.dcm", b"v1", data_class="phi")
     store.put("a.dcm", b"v2", data_class="phi")  # two versions of one key
-    tracker = ErasureTracker(res, tmp_path / "state")
+    tracker = res.erasure_tracker(tmp_path / "state")
     done = tracker.run(tracker.request(tenant, providers=["aws"]).id)
     assert done.status == "completed", done.model_dump()
     versions = s3.list_object_versions(Bucket=bucket, Prefix=tenant_prefix(tenant))
@@ -210,13 +210,13 @@ def test_erasure_purges_old_versions_on_a_versioned_s3_bucket(provider_harness: 
 
 
 def test_erase_tracked_is_the_one_call_form(tmp_path: Path) -> None:
-    from residency_sdk.erasure import erase_tracked
 
     res = rs.Residency.load(local_root=tmp_path / "data", audit=str(tmp_path / "audit.db"))
     tenant = _tenant("GB")
     _fill(res, tenant, n=2)
-    done = erase_tracked(res, tenant, tmp_path / "state", actor="dpo", reason="art. 17")
+    done = res.erasure_tracker(tmp_path / "state", actor="dpo").erase_tracked(
+        tenant, reason="art. 17")
     assert done.status == "completed" and done.reason == "art. 17"
     assert _left_everywhere(res, tenant, "local") == []
-    assert ErasureTracker(res, tmp_path / "state").get(done.id).receipt == done.receipt
+    assert res.erasure_tracker(tmp_path / "state").get(done.id).receipt == done.receipt
     verify_receipt(done, audit_log_events(tmp_path / "audit.db"))

@@ -11,14 +11,9 @@ import pytest
 
 import residency_sdk as rs
 from residency_sdk import errors
-from residency_sdk.erasure import ErasureTracker, audit_log_events, verify_receipt
+from residency_sdk.erasure import audit_log_events, verify_receipt
+from residency_sdk.marks import LEGAL_HOLD_META
 from residency_sdk.model import StorageTarget
-from residency_sdk.retention import (
-    LEGAL_HOLD_META,
-    RetentionSweep,
-    default_providers,
-    location_targets,
-)
 from residency_sdk.storage.base import ObjectStore
 from residency_sdk.storage.local import LocalStore
 
@@ -51,14 +46,14 @@ def test_sweep_and_erasure_select_the_same_backends_without_local(tmp_path: Path
 
     res = rs.Residency.load(storage=opener, state_dir=tmp_path / "state",
                             audit=str(tmp_path / "audit.db"))
-    assert default_providers(res, "DE") == ("aws", "gcp", "azure")
-    expected = [(t.provider, t.bucket) for _, t in location_targets(res, "DE")]
+    assert res.data_providers("DE") == ("aws", "gcp", "azure")
+    expected = [(t.provider, t.bucket) for _, t in res.location_targets("DE")]
     assert {p for p, _ in expected} == {"aws", "gcp", "azure"}
     assert len(expected) == 5  # gcp and azure have an in-country failover in DE
     assert all(p != "local" for loc in res.map.locations
-               for p in default_providers(res, loc))
+               for p in res.data_providers(loc))
 
-    assert RetentionSweep(res, "DE").run().ok
+    assert res.retention_sweep("DE").run().ok
     swept = sorted(set(opened))
     opened.clear()
     # A fresh Residency: the first one's pool already holds every store it opened.
@@ -70,8 +65,8 @@ def test_sweep_and_erasure_select_the_same_backends_without_local(tmp_path: Path
     assert sorted((b.provider, b.bucket) for b in receipt.backends) == sorted(expected)
     # With local_root both cover only the embedded local backend.
     local = rs.Residency.load(local_root=tmp_path / "data")
-    assert [(r, t.provider) for r, t in location_targets(local, "DE")] == [("primary", "local")]
-    assert [t.provider for _, t in RetentionSweep(local, "DE").targets] == ["local"]
+    assert [(r, t.provider) for r, t in local.location_targets("DE")] == [("primary", "local")]
+    assert [t.provider for _, t in local.retention_sweep("DE").targets] == ["local"]
 
 
 def test_legal_hold_keeps_res_erase_open_until_lifted(provider_harness: Any,
@@ -93,7 +88,7 @@ def test_legal_hold_keeps_res_erase_open_until_lifted(provider_harness: Any,
     assert blocked.status == "blocked" and not blocked.complete
     assert len(blocked.held) == 1 and "litigation.dcm" in blocked.held[0]
     assert store.exists("litigation.dcm") and not store.exists("a.dcm")
-    tracker = ErasureTracker(res, tmp_path / "state")
+    tracker = res.erasure_tracker(tmp_path / "state")
     assert [r["id"] for r in tracker.status()] == [caught.value.request_id]
 
     # The hold is lifted (the object rewritten without the marker): erasing again

@@ -22,7 +22,6 @@ from emulators import free_port
 
 import residency_sdk as rs
 from residency_sdk.erasure import audit_log_events
-from residency_sdk.retention import location_targets, open_location_store
 from residency_sdk.storage.keys import tenant_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,8 +177,8 @@ def test_blocked_transfer_abroad_is_451_with_the_reason_and_copies_nothing(
     assert [sorted(alts) for alts in detail["unblock_with"]] == [["bcr", "dpf", "scc"]]
     res = stack.residency()
     tenant = rs.Tenant(id="clinic-berlin", country="DE")
-    [(_, us_target)] = location_targets(res, "US", ["local"])
-    us_store = open_location_store(res, us_target, "US")
+    [(_, us_target)] = res.location_targets("US", ["local"])
+    us_store = res.store(us_target, "US")
     assert not us_store.exists(tenant_key(tenant, f"studies/{study}/original.dcm"))
     blocked = [e for e in audit_log_events(stack.audit)
                if e.operation == "transfer" and e.outcome == "blocked"
@@ -195,9 +194,9 @@ def test_lawful_transfer_with_scc_is_copied(stack: Stack) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["copied_to"] == "US"
     res = stack.residency()
-    [(_, us_target)] = location_targets(res, "US", ["local"])
+    [(_, us_target)] = res.location_targets("US", ["local"])
     tenant = rs.Tenant(id="clinic-munich", country="DE", agreements={"scc"})
-    copy = open_location_store(res, us_target, "US").get(
+    copy = res.store(us_target, "US").get(
         tenant_key(tenant, f"studies/{study}/original.dcm"))
     assert copy == data
 

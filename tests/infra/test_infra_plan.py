@@ -10,10 +10,11 @@ import pytest
 from residency_sdk.errors import InfraCrossesBorder, InfraError, ResidencyError
 from residency_sdk.infra import build_plan
 from residency_sdk.infra.plan import DEFAULT_AUDIT_LOCK_DAYS, KEY_ROTATION_DAYS
-from residency_sdk.regionmap import _region_table, load_region_map
+from residency_sdk.regionmap import load_region_map
+from residency_sdk.regions import region_table
 
 DEFAULT_MAP = load_region_map()
-REGIONS = _region_table({})
+REGIONS = region_table()
 
 
 def write_overlay(tmp_path: Path, text: str) -> Path:

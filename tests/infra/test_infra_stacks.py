@@ -26,13 +26,14 @@ from residency_infra.policy import check_resources
 from residency_sdk.infra import build_plan
 from residency_sdk.infra.outputs import overlay_from_outputs
 from residency_sdk.infra.stack import render_stack_yaml, stack_file_name
-from residency_sdk.regionmap import _region_table, load_region_map
+from residency_sdk.regionmap import load_region_map
+from residency_sdk.regions import region_table
 
 # The providers' own deprecated aliases warn when their modules load; not our code.
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated in favor of:DeprecationWarning")
 
 DEFAULT_MAP = load_region_map()
-REGIONS = _region_table({})
+REGIONS = region_table()
 STACKS = ["de", "ch", "gb", "fr", "us", "au"]
 _RUNS: dict[str, StackRun] = {}
 

@@ -17,9 +17,8 @@ import residency_sdk as rs
 from residency_sdk.audit import verify_log
 from residency_sdk.erasure import audit_log_events
 from residency_sdk.infra.plan import build_plan
+from residency_sdk.marks import CATEGORY_META
 from residency_sdk.regionmap import load_region_map
-from residency_sdk.retention import CATEGORY_META, RetentionSweep, location_targets
-from residency_sdk.retention import open_location_store as open_backend
 from residency_sdk.storage.keys import tenant_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,6 +28,12 @@ EXAMPLE_MAPS = sorted(EXAMPLES.glob("*.yaml"))
 
 def _map(name: str) -> Path:
     return EXAMPLES / f"{name}.yaml"
+
+
+def _in_memory(target: rs.StorageTarget, _location: str) -> rs.ObjectStore:
+    """Objects in memory: these promises are about routing, retention and audit, not
+    about a backend (each backend's own promises are proven on it)."""
+    return rs.MemoryStore(target)
 
 
 def _tenant(country: str, *agreements: str) -> rs.Tenant:
@@ -82,7 +87,7 @@ RETENTION_PROMISES = [
 def test_example_map_retention_is_enforced_by_the_sweep(name: str, location: str,
                                                        category: str, hours: int,
                                                        tmp_path: Path) -> None:
-    res = rs.Residency.load(_map(name), local_root=tmp_path, audit=str(tmp_path / "a.db"))
+    res = rs.Residency.load(_map(name), storage=_in_memory, audit=str(tmp_path / "a.db"))
     assert res.map.locations[location].retention[category].period == timedelta(hours=hours)
     country = res.map.locations[location].country
     tenant = _tenant(country, "baa") if country == "US" else _tenant(country)
@@ -91,7 +96,7 @@ def test_example_map_retention_is_enforced_by_the_sweep(name: str, location: str
     start = datetime.now(UTC)
 
     def sweep_at(age: timedelta) -> Any:
-        return RetentionSweep(res, location, clock=lambda: start + age).run()
+        return res.retention_sweep(location, clock=lambda: start + age).run()
 
     assert sweep_at(timedelta(hours=hours) - timedelta(minutes=5)).total("deleted") == 0
     assert store.exists("obj")
@@ -110,19 +115,19 @@ def test_24h_upload_copies_on_the_failover_backend_are_swept_too(provider_harnes
     tenant = _tenant("DE")
     res.storage_for(tenant).put("ct.dcm", b"img", data_class="phi",
                                 metadata={CATEGORY_META: "imaging_upload"})
-    targets = location_targets(res, "DE", ["gcp"])
+    targets = res.location_targets("DE", ["gcp"])
     assert [role for role, _ in targets] == ["primary", "failover"]
-    failover = open_backend(res, targets[1][1], "DE")
+    failover = res.store(targets[1][1], "DE")
     failover.put(tenant_key(tenant, "ct.dcm"), b"img",
                  metadata={CATEGORY_META: "imaging_upload"})
     later = datetime.now(UTC) + timedelta(hours=25)
-    report = RetentionSweep(res, "DE", providers=["gcp"], clock=lambda: later).run()
+    report = res.retention_sweep("DE", providers=["gcp"], clock=lambda: later).run()
     deleted = {(i.backend.endswith("@failover"), i.key) for i in report.items
                if i.action == "deleted"}
     key = tenant_key(tenant, "ct.dcm")
     assert {(False, key), (True, key)} <= deleted
     for _, target in targets:
-        assert not open_backend(res, target, "DE").exists(key)
+        assert not res.store(target, "DE").exists(key)
 
 
 def test_retention_settings_become_the_infra_lifecycle_rules() -> None:
@@ -273,7 +278,7 @@ def test_plain_http_endpoints_are_refused(endpoint: str, tmp_path: Path) -> None
 
 def test_every_phi_access_is_audited_with_who_when_what(tmp_path: Path) -> None:
     audit = tmp_path / "audit.db"
-    res = rs.Residency.load(_map("medagento"), local_root=tmp_path / "data", audit=str(audit))
+    res = rs.Residency.load(_map("medagento"), storage=_in_memory, audit=str(audit))
     tenant = _tenant("US", "baa")
     store = res.storage_for(tenant, actor="dr.house", purpose="treatment")
     before = datetime.now(UTC)
@@ -290,7 +295,7 @@ def test_every_phi_access_is_audited_with_who_when_what(tmp_path: Path) -> None:
 
 def test_tampering_with_the_audit_trail_is_detected(tmp_path: Path) -> None:
     audit = tmp_path / "audit.db"
-    res = rs.Residency.load(_map("medagento"), local_root=tmp_path / "data", audit=str(audit))
+    res = rs.Residency.load(_map("medagento"), storage=_in_memory, audit=str(audit))
     store = res.storage_for(_tenant("US", "baa"), actor="dr.house")
     store.put("a.txt", b"phi", data_class="phi")
     store.get("a.txt")

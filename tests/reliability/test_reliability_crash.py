@@ -21,10 +21,9 @@ from reliability_support import Clock, count, run_worker, seeded, write_figures
 
 import residency_sdk as rs
 from residency_sdk.audit import verify_log
-from residency_sdk.erasure import ErasureTracker, audit_log_events, verify_receipt
+from residency_sdk.erasure import audit_log_events, verify_receipt
 from residency_sdk.errors import IntegrityError, ObjectNotFound
 from residency_sdk.storage import keys
-from residency_sdk.storage.facade import backend_for
 
 RUNS = count(4, 20)
 BIG = 24 * 1024 * 1024  # multipart on S3 (threshold 16 MiB), 24 chunks locally
@@ -183,7 +182,7 @@ def _residue(harness: Any, res: rs.Residency, tenant: rs.Tenant) -> list[str]:
     multipart uploads (S3)."""
     if harness.provider == "local":
         return tenant_files(harness.local_root, tenant.id)
-    target = backend_for(res, res.resolve(tenant).location, "aws")
+    target = res.backend(res.resolve(tenant).location, "aws")
     s3 = harness.aws_client("s3", target.region)
     prefix = keys.tenant_prefix(tenant)
     left = [o["Key"] for o in s3.list_objects_v2(Bucket=target.bucket,
@@ -205,7 +204,7 @@ def test_crash_during_transfer(provider_harness: Any, tmp_path: Path) -> None:
     res, cfg = map_and_cfg(provider_harness, tmp_path)
     tenant = rs.Tenant(id=f"crash-xfer-{provider}", country=TENANT_COUNTRY)
     store = res.storage_for(tenant)
-    fr = res.store(backend_for(res, "FR", provider), "FR")
+    fr = res.store(res.backend("FR", provider), "FR")
     source = Tally()
     new = rng.randbytes(BIG)
     old = rng.randbytes(OLD)
@@ -293,7 +292,7 @@ def test_crash_during_erasure(provider_harness: Any, tmp_path: Path) -> None:
         if not receipt.complete or left:
             tally.bad("erasure_incomplete", f"{what}: erasure re-run left {left[:3]}")
             continue
-        tracker = ErasureTracker(res, cfg["state_dir"])
+        tracker = res.erasure_tracker(cfg["state_dir"])
         mine = [r for r in tracker.requests() if r.tenant_id == tenant.id]
         # Killed: the interrupted request was resumed (or never recorded): one request.
         # Finished first: its request, plus the re-run's new (empty) one.

@@ -40,7 +40,7 @@ import residency_sdk as rs
 from residency_sdk.audit import AuditLog, verify_log
 from residency_sdk.audit.log import connect, iter_rows
 from residency_sdk.errors import ObjectNotFound, ResidencyError
-from residency_sdk.storage.factory import failover_target
+from residency_sdk.regions import failover_target
 from residency_sdk.storage.retry import RetryPolicy
 
 pytestmark = pytest.mark.emulator

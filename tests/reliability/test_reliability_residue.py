@@ -12,7 +12,6 @@ import pytest
 
 import residency_sdk as rs
 from residency_sdk.storage import keys
-from residency_sdk.storage.facade import backend_for
 
 TENANT = rs.Tenant(id="residue-clinic", country="DE")
 
@@ -21,7 +20,7 @@ def test_erasure_removes_a_crashed_local_upload(tmp_path: Path) -> None:
     res = rs.Residency.load(local_root=tmp_path / "root")
     store = res.storage_for(TENANT)
     store.put("kept-then-erased", b"committed")
-    raw = res.store(backend_for(res, "DE", "local"), "DE")
+    raw = res.store(res.backend("DE", "local"), "DE")
     # What a SIGKILLed put leaves: its temp file in the key's directory (no sidecar).
     keydir = raw.bucket_dir / "tenants" / TENANT.id / "scans" / "crashed.dcm"
     keydir.mkdir(parents=True)
@@ -43,21 +42,21 @@ def test_purge_residue_keeps_committed_objects(tmp_path: Path) -> None:
     res = rs.Residency.load(local_root=tmp_path / "root")
     store = res.storage_for(TENANT)
     store.put("a/b", b"object")
-    raw = res.store(backend_for(res, "DE", "local"), "DE")
+    raw = res.store(res.backend("DE", "local"), "DE")
     keydir = raw.bucket_dir / "tenants" / TENANT.id / "a" / "b"
     (keydir / "@tmp-ffffffffffffffffffffffff").write_bytes(b"partial")
-    assert raw.purge_residue(keys.tenant_prefix(TENANT)) == 1
+    assert raw.purge_residue(keys.tenant_prefix(TENANT)) == rs.Residue(files_removed=1)
     assert store.get("a/b") == b"object"
     assert sorted(os.listdir(keydir)) == ["@meta", next(n for n in os.listdir(keydir)
                                                        if n.startswith("@v-"))]
-    assert raw.purge_residue("tenants/nobody/") == 0
+    assert raw.purge_residue("tenants/nobody/") == rs.Residue()
 
 
 @pytest.mark.parametrize("provider_harness", ["aws"], indirect=True)
 def test_erasure_aborts_incomplete_multipart_uploads(provider_harness: Any,
                                                      tmp_path: Path) -> None:
     res = rs.Residency.load(provider_harness.write_map(tmp_path), state_dir=tmp_path / "st")
-    target = backend_for(res, "DE", "aws")
+    target = res.backend("DE", "aws")
     s3 = provider_harness.aws_client("s3", target.region)
     key = keys.tenant_key(TENANT, "scans/crashed.dcm")
     upload = s3.create_multipart_upload(Bucket=target.bucket, Key=key,

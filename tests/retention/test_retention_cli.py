@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 import residency_sdk as rs
 from residency_sdk.cli.app import app
-from residency_sdk.erasure import ErasureTracker, audit_log_events, verify_receipt
-from residency_sdk.retention import CATEGORY_META
+from residency_sdk.erasure import audit_log_events, verify_receipt
+from residency_sdk.marks import CATEGORY_META
 
 runner = CliRunner()
 
@@ -93,7 +93,7 @@ def test_erasure_request_run_status(tmp_path: Path) -> None:
     assert ran.exit_code == 0, ran.output
     assert json.loads(ran.output)["request"]["status"] == "completed"
     assert not store.exists("uploads/old.dcm")
-    done = ErasureTracker(rs.Residency.load(local_root=root), state).get(request["id"])
+    done = rs.Residency.load(local_root=root).erasure_tracker(state).get(request["id"])
     verify_receipt(done, audit_log_events(audit))
 
     status = runner.invoke(app, ["erasure", "status", "--state-dir", str(state), "--json"])
@@ -115,7 +115,7 @@ def test_unreachable_backend_keeps_erasure_open(tmp_path: Path) -> None:
     # Loaded without local_root, the local backend cannot be opened: the erasure must not
     # claim success (fail closed) and must say why.
     res = rs.Residency.load()
-    tracker = ErasureTracker(res, tmp_path / "state")
+    tracker = res.erasure_tracker(tmp_path / "state")
     request = tracker.request(rs.Tenant(id="clinic-x", country="DE"), providers=["local"])
     result = tracker.run(request.id)
     assert result.status == "in_progress" and result.is_open

@@ -16,12 +16,8 @@ import pytest
 
 import residency_sdk as rs
 from residency_sdk.erasure import audit_log_events
-from residency_sdk.retention import (
-    CATEGORY_META,
-    LEGAL_HOLD_META,
-    RetentionSweep,
-    SweepItem,
-)
+from residency_sdk.marks import CATEGORY_META, LEGAL_HOLD_META
+from residency_sdk.retention import SweepItem
 
 UPLOAD = {CATEGORY_META: "imaging_upload"}  # 24 hours in the default map
 
@@ -42,7 +38,7 @@ def _later(hours: float) -> Any:
 
 
 def _sweep(res: rs.Residency, harness: Any, hours: float, **kw: Any) -> Any:
-    return RetentionSweep(res, "DE", providers=[harness.provider], clock=_later(hours),
+    return res.retention_sweep("DE", providers=[harness.provider], clock=_later(hours),
                           **kw).run()
 
 
@@ -177,9 +173,9 @@ def test_interrupted_sweep_resumes_from_its_checkpoint(provider_harness: Any,
 def test_unknown_location_and_provider_are_refused(tmp_path: Path) -> None:
     res = rs.Residency.load(local_root=tmp_path)
     with pytest.raises(rs.ResidencyError, match="unknown location 'XX'"):
-        RetentionSweep(res, "XX")
+        res.retention_sweep("XX")
     with pytest.raises(rs.ResidencyError, match="no 'oracle' backend"):
-        RetentionSweep(res, "DE", providers=["oracle"])
+        res.retention_sweep("DE", providers=["oracle"])
 
 
 def test_corrupt_checkpoint_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -188,7 +184,7 @@ def test_corrupt_checkpoint_is_refused_with_the_fix(tmp_path: Path) -> None:
     state.mkdir()
     (state / "retention-default-DE.json").write_text("{not json")
     with pytest.raises(rs.ResidencyError, match="delete it to start the sweep"):
-        RetentionSweep(res, "DE", state_dir=state).run()
+        res.retention_sweep("DE", state_dir=state).run()
 
 
 @pytest.mark.parametrize("provider_harness", ["aws"], indirect=True)
@@ -230,7 +226,7 @@ def test_a_hostile_map_name_cannot_steer_the_checkpoint_path(tmp_path: Path) -> 
     overlay = tmp_path / "evil.yaml"
     overlay.write_text('extends: default\nname: "../../outside"\n')
     res = rs.Residency.load(overlay, local_root=tmp_path / "data")
-    sweep = RetentionSweep(res, "DE", state_dir=tmp_path / "state")
+    sweep = res.retention_sweep("DE", state_dir=tmp_path / "state")
     assert sweep.checkpoint_path is not None
     assert sweep.checkpoint_path.parent == tmp_path / "state"
     assert sweep.checkpoint_path.name == "retention-______outside-DE.json"

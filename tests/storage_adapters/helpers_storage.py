@@ -1,13 +1,18 @@
-"""Payload helpers for the adapter contract suite (no object is ever held whole)."""
+"""Helpers for the adapter contract suite: payloads (no object is ever held whole), an RSS
+sampler, and the ``memory`` backend's harness."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import threading
+from pathlib import Path
 from typing import Any
 
 import psutil
+import yaml
+
+from residency_sdk.storage.memory import MemoryStore
 
 
 class ChunkedSource(io.RawIOBase):
@@ -74,4 +79,68 @@ class PeakRSS:
 
     @property
     def growth_mb(self) -> float:
-        return (self.peak - self.baseline) / 1e6
+        return float(self.peak - self.baseline) / 1e6
+
+
+class MemoryHarness:
+    """The ``memory`` backend of the contract suite: :class:`MemoryStore` standing in for
+    each location's default backend (the target ``Residency.load(storage=...)`` would give
+    it), with the same interface as ``storage_harness.ProviderHarness``.
+
+    Like a real provider, opening a target twice gives two handles on one bucket: stores
+    are shared per (provider, account, bucket), so a target with its key removed still
+    sees the bucket's objects. No emulator, no environment, no files (but the map).
+    """
+
+    provider = "memory"
+
+    def __init__(self) -> None:
+        self.stores: dict[tuple[str, str | None, str], MemoryStore] = {}
+        self._lock = threading.Lock()
+
+    def write_map(self, tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
+        """An overlay of the default map (``extra`` deep-merged per location's default
+        backend, as for the other harnesses); return its path."""
+        locations: dict[str, Any] = {}
+        for loc_id, overlay in (extra or {}).items():
+            provider = _default_location(loc_id).default_provider
+            locations[loc_id] = {"backends": {provider: overlay}}
+        doc: dict[str, Any] = {"extends": "default", "name": "test-memory"}
+        if locations:
+            doc["locations"] = locations
+        path = tmp_path / "map-memory.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def target(self, map_path: Path, location: str = "DE") -> Any:
+        """The default storage target of ``location`` in the map at ``map_path``."""
+        from residency_sdk.regionmap import load_region_map
+
+        loc = load_region_map(map_path).locations[location]
+        return loc.backends[loc.default_provider]
+
+    def open(self, target: Any) -> Any:
+        """The shared :class:`MemoryStore` of ``target``'s bucket."""
+        bucket = (target.provider, target.account, target.bucket)
+        with self._lock:
+            store = self.stores.get(bucket)
+            if store is None:
+                store = self.stores[bucket] = MemoryStore(target)
+            return store
+
+    def opener(self, target: Any, location: str) -> Any:
+        """A ``StoreOpener`` for ``Residency.load(storage=...)``."""
+        return self.open(target)
+
+    def residency(self, tmp_path: Path, **kwargs: Any) -> Any:
+        """``Residency.load`` of this harness's map with every store in memory."""
+        from residency_sdk import Residency
+
+        kwargs.setdefault("storage", self.opener)
+        return Residency.load(self.write_map(tmp_path), **kwargs)
+
+
+def _default_location(loc_id: str) -> Any:
+    from residency_sdk.regionmap import load_region_map
+
+    return load_region_map(None).locations[loc_id]

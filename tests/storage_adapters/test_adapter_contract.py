@@ -1,8 +1,11 @@
 """The behavioural contract every storage adapter keeps, run against each one.
 
-Parametrised over local, aws (moto), gcp (gcp-storage-emulator) and azure (Azurite) by the
-``provider_harness`` fixture; stores are built from the region map's targets through the
-production factory.
+Parametrised over local, aws (moto), gcp (gcp-storage-emulator), azure (Azurite) and
+memory (:class:`~residency_sdk.storage.memory.MemoryStore`, the in-process test store) by
+this module's ``provider_harness`` fixture. The four real backends' stores are built from
+the region map's targets through the production factory; the memory one stands in for
+each location's default backend. Where backends legitimately differ (encryption, paging,
+memory held), each one has its own explicit expectation.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_storage import ChunkedSource, PeakRSS
+from helpers_storage import ChunkedSource, MemoryHarness, PeakRSS
+from storage_harness import PROVIDERS, ProviderHarness
 
 from residency_sdk.errors import ObjectNotFound
 from residency_sdk.storage.base import ObjectStore
@@ -24,6 +28,18 @@ from residency_sdk.storage.base import ObjectStore
 pytestmark = pytest.mark.emulator
 
 MB = 1024 * 1024
+BACKENDS = (*PROVIDERS, "memory")
+
+
+@pytest.fixture(params=BACKENDS)
+def provider_harness(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                     tmp_path: Path) -> ProviderHarness | MemoryHarness:
+    """The conftest harness (local, aws, gcp, azure) plus ``memory``, which needs no
+    emulator (overrides conftest's ``provider_harness`` in this module only)."""
+    if request.param == "memory":
+        return MemoryHarness()
+    emulators = request.getfixturevalue("emulators")
+    return ProviderHarness(request.param, emulators, monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -98,9 +114,18 @@ def test_stream_200mb_with_bounded_memory(store: ObjectStore, prefix: str) -> No
     assert received == size
     assert digest.hexdigest() == source.sha256
     # Chunks in flight are bounded (8 MiB x (concurrency + 1)); the object is 200 MB.
-    assert up.growth_mb < 120, f"upload grew RSS by {up.growth_mb:.0f} MB"
+    # The memory store keeps the object in this process by design: it may hold it once
+    # (plus the same bounded slack), never a second copy.
+    up_limit = 120 + (size / 1e6 if store_holds_objects_in_process(store) else 0)
+    assert up.growth_mb < up_limit, f"upload grew RSS by {up.growth_mb:.0f} MB"
     assert down.growth_mb < 120, f"download grew RSS by {down.growth_mb:.0f} MB"
     store.delete(prefix + "large.bin")
+
+
+def store_holds_objects_in_process(store: ObjectStore) -> bool:
+    from residency_sdk.storage.memory import MemoryStore
+
+    return isinstance(store, MemoryStore)
 
 
 def test_listing_past_one_page(store: ObjectStore, prefix: str) -> None:
@@ -118,6 +143,14 @@ def test_listing_past_one_page(store: ObjectStore, prefix: str) -> None:
 
 def test_listing_is_paginated(provider_harness: Any, store: ObjectStore, prefix: str) -> None:
     provider = provider_harness.provider
+    if provider == "memory":
+        # No pages: one snapshot of the whole listing, in key order.
+        for i in (3, 0, 4, 1, 2):
+            store.put(f"{prefix}p/{i}", b"x")
+        assert not hasattr(store, "page_size")
+        assert [i.key for i in store.list(prefix + "p/")] == [f"{prefix}p/{i}"
+                                                              for i in range(5)]
+        return
     if provider not in ("aws", "azure"):
         pytest.skip("local lists a directory; gcp-storage-emulator ignores maxResults and "
                     "always answers with one page")
@@ -238,10 +271,20 @@ def test_encryption_parameters_sent_and_reported(provider_harness: Any, store: O
             assert request.get("x-ms-encryption-scope") == target.encryption_scope
         hooked.close()
         # Azurite drops encryption scopes silently (TEST_INFRA.md).
-    else:
+    elif provider == "local":
         info = store.put(prefix + "small", b"phi")
         assert info.encryption == "local:aes-256-gcm"
         assert store.head(prefix + "small").encryption == "local:aes-256-gcm"
+    elif provider == "memory":
+        # Nothing is encrypted in memory, and it must not claim otherwise, even though the
+        # target it stands in for names a key (or an encryption scope).
+        assert target.kms_key or target.encryption_scope
+        info = store.put(prefix + "small", b"phi")
+        head = store.head(prefix + "small")
+        assert (info.encryption, info.kms_key) == (None, None)
+        assert (head.encryption, head.kms_key) == (None, None)
+    else:
+        pytest.fail(f"no encryption expectation for the {provider} backend")
 
 
 def test_put_refuses_target_without_customer_managed_key(provider_harness: Any,
@@ -249,8 +292,18 @@ def test_put_refuses_target_without_customer_managed_key(provider_harness: Any,
                                                          prefix: str) -> None:
     from residency_sdk.errors import EncryptionError
 
-    if provider_harness.provider == "local":
-        pytest.skip("the local backend manages its own in-location key")
+    if provider_harness.provider in ("local", "memory"):
+        # Neither uses the target's key: local encrypts with its own in-location key,
+        # memory encrypts nothing and says so. A bare target is accepted by both.
+        bare = provider_harness.open(store.target.model_copy(
+            update={"kms_key": None, "encryption_scope": None}))
+        info = bare.put(prefix + "unencrypted", b"phi")
+        expected = "local:aes-256-gcm" if provider_harness.provider == "local" else None
+        assert info.encryption == expected
+        assert bare.head(prefix + "unencrypted").encryption == expected
+        assert bare.get(prefix + "unencrypted") == b"phi"
+        assert store.exists(prefix + "unencrypted")  # the same bucket, as for a cloud
+        return
     field = "encryption_scope" if provider_harness.provider == "azure" else "kms_key"
     bare = provider_harness.open(store.target.model_copy(update={field: None}))
     with pytest.raises(EncryptionError, match=field):

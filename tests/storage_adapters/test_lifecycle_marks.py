@@ -165,7 +165,7 @@ def test_streamed_block_uploads_carry_the_marks_too(provider_harness: Any,
                                                     tmp_path: Path) -> None:
     """Multipart (S3), resumable (GCS) and block (Azure) uploads are marked like small
     ones: the mark is part of the upload request, not a call made afterwards."""
-    from residency_sdk.lifecycle import EXPIRES_META
+    from residency_sdk.marks import EXPIRES_META
 
     provider = provider_harness.provider
     target = provider_harness.target(provider_harness.write_map(tmp_path), LOCATION)

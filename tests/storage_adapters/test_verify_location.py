@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from residency_sdk import Residency
 from residency_sdk.errors import ResidencyViolation
-from residency_sdk.storage.verify import BucketFacts, judge, verify_location
+from residency_sdk.storage.deployment import BucketFacts, judge, verify_location
 
 pytestmark = pytest.mark.emulator
 
@@ -38,7 +38,7 @@ def _bucket(prefix: str) -> str:
 
 def test_provisioned_location_verifies(cloud: Any, tmp_path: Path) -> None:
     res = Residency.load(cloud.write_map(tmp_path))
-    report = verify_location(res, "DE", provider=cloud.provider)
+    report = verify_location(res.policy, "DE", provider=cloud.provider)
     primary = _statuses(report)
     assert primary["exists"] == "pass"
     assert primary["public_access"] == "pass"
@@ -61,7 +61,7 @@ def test_failover_bucket_is_checked_too(cloud: Any, tmp_path: Path) -> None:
     if cloud.provider == "azure":
         pytest.skip("Azure reports no region")
     res = Residency.load(cloud.write_map(tmp_path))
-    report = verify_location(res, "US", provider=cloud.provider)
+    report = verify_location(res.policy, "US", provider=cloud.provider)
     failover = _statuses(report, "failover")
     assert failover == {"exists": "pass", "region": "pass", "encryption": "pass",
                         "public_access": "pass"}
@@ -79,7 +79,7 @@ def test_misplaced_bucket_is_a_violation(cloud: Any, tmp_path: Path) -> None:
     if cloud.provider == "aws":
         extra["DE"]["kms_key"] = key
     res = Residency.load(cloud.write_map(tmp_path, extra=extra))
-    report = verify_location(res, "DE", provider=cloud.provider)
+    report = verify_location(res.policy, "DE", provider=cloud.provider)
     assert _statuses(report)["region"] == "fail"
     bad = report.violations[0]
     assert bad.bucket == name and wrong_region in bad.detail.lower()
@@ -93,7 +93,7 @@ def test_unencrypted_bucket_is_a_violation(cloud: Any, tmp_path: Path) -> None:
     region = Residency.load().map.locations["DE"].backends[cloud.provider].region
     cloud.make_bucket(name, region, encrypted=False)
     res = Residency.load(cloud.write_map(tmp_path, extra={"DE": {"bucket": name}}))
-    report = verify_location(res, "DE", provider=cloud.provider)
+    report = verify_location(res.policy, "DE", provider=cloud.provider)
     assert _statuses(report)["encryption"] == "fail"
     assert _statuses(report)["exists"] == "pass"
 
@@ -107,7 +107,7 @@ def test_wrong_kms_key_is_a_violation(cloud: Any, tmp_path: Path) -> None:
         "projects/other/locations/europe-west3/keyRings/r/cryptoKeys/not-ours"
     cloud.make_bucket(name, region, kms_key=other)
     res = Residency.load(cloud.write_map(tmp_path, extra={"DE": {"bucket": name}}))
-    report = verify_location(res, "DE", provider=cloud.provider)
+    report = verify_location(res.policy, "DE", provider=cloud.provider)
     assert _statuses(report)["encryption"] == "fail"
     assert other in report.violations[0].detail
 
@@ -118,14 +118,14 @@ def test_public_bucket_is_a_violation(cloud: Any, tmp_path: Path) -> None:
     key = cloud.kms_keys.get("DE", target.kms_key)
     cloud.make_bucket(name, target.region, kms_key=key, public_blocked=False)
     res = Residency.load(cloud.write_map(tmp_path, extra={"DE": {"bucket": name}}))
-    report = verify_location(res, "DE", provider=cloud.provider)
+    report = verify_location(res.policy, "DE", provider=cloud.provider)
     assert _statuses(report)["public_access"] == "fail"
 
 
 def test_missing_bucket_is_a_violation(cloud: Any, tmp_path: Path) -> None:
     name = _bucket("absent")
     res = Residency.load(cloud.write_map(tmp_path, extra={"DE": {"bucket": name}}))
-    report = verify_location(res, "DE", provider=cloud.provider)
+    report = verify_location(res.policy, "DE", provider=cloud.provider)
     assert _statuses(report) == {"exists": "fail"}
 
 
@@ -171,7 +171,7 @@ def test_judge_unknown_region_country_fails() -> None:
 
 
 def test_judge_strict_turns_unknown_into_violation() -> None:
-    from residency_sdk.storage.verify import VerifyReport
+    from residency_sdk.storage.deployment import VerifyReport
 
     facts = BucketFacts(exists=True, region=None, encryption="aws:kms",
                         kms_key="alias/residency-de", public_access_blocked=None)

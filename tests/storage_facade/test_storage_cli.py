@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 
 import residency_sdk as rs
 from residency_sdk.cli.app import app
-from residency_sdk.cli.demo import DemoSummary
-from residency_sdk.cli.storage import show_storage
+from residency_sdk.cli.demo import DemoSummary, show_storage
 
 runner = CliRunner()
 

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import residency_sdk as rs
-from residency_sdk.erasure import ErasureTracker, verify_receipt
+from residency_sdk.erasure import verify_receipt
 from residency_sdk.errors import (
     BAARequired,
     BackendNotConfigured,
@@ -35,9 +35,9 @@ from residency_sdk.errors import (
 )
 from residency_sdk.events import AuditEvent
 from residency_sdk.model import StorageTarget
+from residency_sdk.regions import failover_bucket, failover_target
 from residency_sdk.storage.base import ObjectStore
-from residency_sdk.storage.facade import backend_for
-from residency_sdk.storage.factory import failover_bucket, failover_target, open_store
+from residency_sdk.storage.factory import open_store
 from residency_sdk.storage.keys import tenant_key
 
 # Locations where each provider's backend has an in-country failover in the default map
@@ -66,7 +66,7 @@ class Env:
 
     def raw_store(self, location: str) -> ObjectStore:
         """The adapter of this provider's backend in ``location``, bypassing the facade."""
-        return self.res.store(backend_for(self.res, location, self.provider), location)
+        return self.res.store(self.res.backend(location, self.provider), location)
 
     def of(self, operation: str) -> list[AuditEvent]:
         return [e for e in self.events if e.operation == operation]
@@ -181,7 +181,7 @@ def test_erase_deletes_every_object_in_primary_and_failover(env: Env) -> None:
     assert {e.served_by for e in per_backend} == {"primary", "failover"}
     assert all(e.actor == "dpo" and "reason: art. 17" in e.reasons for e in per_backend)
     # The receipt is the audited one: its SHA-256 is the checksum of the final event.
-    request = ErasureTracker(env.res, env.state_dir).get(receipt.request_id)
+    request = env.res.erasure_tracker(env.state_dir).get(receipt.request_id)
     audited = verify_receipt(request, env.events)
     assert audited.checksum == f"sha256:{receipt.receipt_sha256}"
     assert audited.event_id == receipt.receipt_event_id
@@ -235,7 +235,7 @@ def test_incomplete_erasure_raises_with_its_receipt(tmp_path: Path) -> None:
     assert caught.value.request_id == receipt.request_id
     assert healthy.storage_for(tenant).exists("k")  # a retry can still finish the job
     # The request stays open, and erasing again resumes it rather than starting anew.
-    tracker = ErasureTracker(healthy, tmp_path / ".residency-state")
+    tracker = healthy.erasure_tracker(tmp_path / ".residency-state")
     assert [r["id"] for r in tracker.status()] == [receipt.request_id]
     done = healthy.erase(tenant)
     assert done.request_id == receipt.request_id and done.attempts == 2
@@ -273,7 +273,7 @@ def test_erase_interrupted_by_an_outage_is_finished_by_a_rerun(provider_harness:
     assert list(healthy.storage_for(tenant).list()) == []
     assert not failover_raw.exists(tenant_key(tenant, "written-during-outage"))
     assert healthy.storage_for(neighbour).get("keep") == b"neighbour"
-    request = ErasureTracker(healthy, env.state_dir).get(done.request_id)
+    request = healthy.erasure_tracker(env.state_dir).get(done.request_id)
     assert verify_receipt(request, env.events).tenant_id == tenant.id
     healthy.close()
 

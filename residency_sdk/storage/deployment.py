@@ -1,7 +1,8 @@
 """Check what is really deployed for a location against what the region map promises.
 
-``verify_location(res, "DE")`` connects to every backend of a location (and its
-in-country failover bucket), asks the provider what it reports and checks:
+``verify_location(policy, "DE")`` (``residency verify --location DE``) connects to every
+backend of a location (and its in-country failover bucket), asks the provider what it
+reports and checks:
 
 - ``exists``: the bucket/container exists;
 - ``region``: its reported region/location lies in the location's country;
@@ -20,29 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from residency_sdk.errors import BackendNotConfigured, ResidencyError, ResidencyViolation
+from residency_sdk.errors import NoSuchBackend, ResidencyViolation
 from residency_sdk.model import StorageTarget
-
-if TYPE_CHECKING:
-    from residency_sdk.router import Residency
+from residency_sdk.policy import ResidencyPolicy
+from residency_sdk.regions import country_of
+from residency_sdk.storage.base import BucketFacts
+from residency_sdk.storage.factory import open_store
 
 Status = Literal["pass", "fail", "unknown"]
-
-
-@dataclass(frozen=True, slots=True)
-class BucketFacts:
-    """What a provider reports about one bucket. ``None`` means "not reported"."""
-
-    exists: bool
-    region: str | None = None
-    encryption: str | None = None
-    kms_key: str | None = None
-    public_access_blocked: bool | None = None
-    kms_key_matches: bool | None = None
-    """The adapter's own comparison with the map's key (it may resolve aliases)."""
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +83,7 @@ class VerifyReport:
                 "unknown": len(self.unknown), "checks": [asdict(c) for c in self.checks]}
 
 
-def verify_location(res: Residency, location: str, *, provider: str | None = None,
+def verify_location(policy: ResidencyPolicy, location: str, *, provider: str | None = None,
                     local_root: Any = None) -> VerifyReport:
     """Inspect every backend of ``location`` (a location id, or a country routed to one).
 
@@ -103,31 +91,19 @@ def verify_location(res: Residency, location: str, *, provider: str | None = Non
     raise (a :class:`~residency_sdk.errors.StorageError`); an unreachable backend is not
     a verified one.
     """
-    loc = res.map.locations.get(location.upper()) if isinstance(location, str) else None
+    loc = policy.map.locations.get(location.upper()) if isinstance(location, str) else None
     if loc is None:
-        loc = res.map.locations[res.resolve_country(location).location]
-    targets = {p: t for p, t in loc.backends.items() if provider in (None, p)}
-    if provider is not None and not targets:
-        raise BackendNotConfigured(
+        loc = policy.location(policy.resolve_country(location).location)
+    providers = sorted(p for p in loc.backends if provider in (None, p))
+    if provider is not None and not providers:
+        raise NoSuchBackend(
             f"location {loc.id} has no {provider!r} backend: use one of "
             f"{', '.join(sorted(loc.backends))}")
-    from residency_sdk.regionmap import _region_table
-    from residency_sdk.storage.factory import failover_target
-
-    overlay: dict[str, dict[str, str]] = {str(k): v for k, v in
-                                          res.map.document.cloud_regions.items()}
-    regions = _region_table(overlay)
     report = VerifyReport(location=loc.id, country=loc.country)
-    for name, target in sorted(targets.items()):
-        if name == "local":
-            continue  # a directory on this machine: no provider to ask
-        pairs: list[tuple[Literal["primary", "failover"], StorageTarget]] = [("primary", target)]
-        failover = failover_target(target, regions=regions)
-        if failover is not None:
-            pairs.append(("failover", failover))
-        for role, each in pairs:
-            report.checks.extend(verify_target(each, loc.country, regions, role=role,
-                                               local_root=local_root))
+    # A local backend is a directory on this machine: no provider to ask.
+    for role, target in loc.targets(p for p in providers if p != "local"):
+        report.checks.extend(verify_target(target, loc.country, policy.regions, role=role,
+                                           local_root=local_root))
     return report
 
 
@@ -136,14 +112,9 @@ def verify_target(target: StorageTarget, country: str,
                   role: Literal["primary", "failover"] = "primary",
                   local_root: Any = None) -> list[Check]:
     """The checks for one bucket, from what its provider reports."""
-    from residency_sdk.storage.factory import open_store
-
     store = open_store(target, local_root=local_root)
     try:
-        describe = getattr(store, "describe_bucket", None)
-        if describe is None:
-            raise BackendNotConfigured(f"the {target.provider} adapter cannot describe buckets")
-        facts: BucketFacts = describe()
+        facts = store.describe_bucket()
     finally:
         store.close()
     return judge(target, country, regions, facts, role=role)
@@ -165,8 +136,7 @@ def judge(target: StorageTarget, country: str, regions: Mapping[str, Mapping[str
         out.append(check("region", "unknown", "the provider does not report the region here"
                          + (f" ({'; '.join(facts.notes)})" if facts.notes else "")))
     else:
-        table = {k.lower(): v for k, v in regions.get(target.provider, {}).items()}
-        where = table.get(facts.region.lower())
+        where = country_of(regions, target.provider, facts.region)
         if where == country:
             out.append(check("region", "pass", f"{facts.region} is in {country}"))
         else:
@@ -197,7 +167,3 @@ def judge(target: StorageTarget, country: str, regions: Mapping[str, Mapping[str
 def _same_key(wanted: str, reported: str) -> bool:
     return reported == wanted or reported.startswith(wanted) or \
         reported.endswith("/" + wanted.split("/")[-1])
-
-
-__all__ = ["BucketFacts", "Check", "ResidencyError", "VerifyReport", "judge",
-           "verify_location", "verify_target"]

@@ -1,6 +1,6 @@
-"""The guarded facade users hold: a tenant-bound store that enforces residency.
+"""The tenant store users hold: one tenant's objects, guarded by residency.
 
-:meth:`Residency.storage_for <residency_sdk.router.Residency.storage_for>` returns a
+:meth:`Residency.storage_for <residency_sdk.client.Residency.storage_for>` returns a
 :class:`TenantStore` bound to the tenant's placement. It validates every key into the
 tenant's own prefix, refuses writes whose placement lacks a mechanism
 (:class:`PlacementBlocked`) or that put ``phi`` on a backend without a BAA
@@ -8,21 +8,21 @@ tenant's own prefix, refuses writes whose placement lacks a mechanism
 and emits one :class:`AuditEvent` per operation (never contents, never credentials).
 :func:`transfer` is what ``Residency.transfer`` delegates to; tenant erasure is
 :mod:`residency_sdk.erasure` (``Residency.erase``).
+
+The store is handed the narrow pieces it needs: the :class:`ResidencyPolicy` (pure
+decisions), the :class:`StorePool` (opens adapters) and the :class:`AuditEmitter`.
 """
 
 from __future__ import annotations
 
-import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar
 
+from residency_sdk import marks
 from residency_sdk.errors import (
     BAARequired,
-    BackendNotConfigured,
     BackendUnavailable,
     ObjectNotFound,
     PlacementBlocked,
@@ -31,38 +31,15 @@ from residency_sdk.errors import (
     TransferBlocked,
     UnknownRetentionCategory,
 )
-from residency_sdk.events import AuditEvent
-from residency_sdk.lifecycle import (
-    CATEGORY_META,
-    EXPIRES_META,
-    expires_at,
-    expiry_of,
-)
-from residency_sdk.model import DATA_CLASSES, Decision, Placement, StorageTarget, Tenant
+from residency_sdk.events import AuditEmitter, AuditEvent
+from residency_sdk.model import DATA_CLASSES, Decision, StorageTarget, Tenant
+from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
 from residency_sdk.storage import keys
 from residency_sdk.storage.base import ObjectInfo, ObjectStore, ProgressCallback
-from residency_sdk.storage.factory import failover_target, open_store
-
-if TYPE_CHECKING:
-    from residency_sdk.router import Residency
+from residency_sdk.storage.pool import StorePool
 
 T = TypeVar("T")
 ServedBy = Literal["primary", "failover"]
-
-StoreOpener = Callable[[StorageTarget, str], ObjectStore]
-"""Opens the store of a target in a location (``(target, location_id) -> ObjectStore``).
-The default opens local targets under ``local_root`` and cloud targets with their adapter;
-pass your own to :meth:`Residency.load` (``storage=``) to wrap or instrument stores."""
-
-META_DATA_CLASS = "residency_data_class"
-META_CREATED_AT = "residency_created_at"
-META_TENANT = "residency_tenant"
-META_SOURCE_LOCATION = "residency_source_location"
-_RESERVED_META = "residency_"
-# Lower-case identifiers: valid as S3 metadata (lower-cased on the wire), GCS metadata and
-# Azure metadata names (C# identifiers), so one metadata dict works on every backend.
-_META_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_META_VALUE = re.compile(r"^[\x20-\x7e]{0,1024}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,67 +58,22 @@ class StoredObject(ObjectInfo):
     @property
     def data_class(self) -> str | None:
         """The data class the object was stored as."""
-        return self.metadata.get(META_DATA_CLASS)
+        return marks.data_class_of(self.metadata)
 
     @property
     def created_at(self) -> datetime | None:
-        """When the object was stored through the facade (used by retention)."""
-        value = self.metadata.get(META_CREATED_AT)
-        return datetime.fromisoformat(value) if value else None
+        """When the object was stored through the tenant store (used by retention)."""
+        return marks.created_at(self.metadata)
 
     @property
     def category(self) -> str | None:
         """The retention category the object was stored with (None: not governed)."""
-        return self.metadata.get(CATEGORY_META)
+        return marks.category_of(self.metadata)
 
     @property
     def expires_at(self) -> datetime | None:
         """When the object's retention period ends (None without a category)."""
-        return expiry_of(self.metadata)
-
-
-class StorePool:
-    """Opens each (target, location) store once and shares it (adapters are thread-safe)."""
-
-    def __init__(self, local_root: Path | None, opener: StoreOpener | None) -> None:
-        self.local_root = local_root
-        self._opener = opener or self._default_opener
-        self._stores: dict[tuple[StorageTarget, str], ObjectStore] = {}
-        self._lock = threading.Lock()
-
-    def _default_opener(self, target: StorageTarget, location: str) -> ObjectStore:
-        return open_store(target, local_root=self.local_root, location=location)
-
-    def get(self, target: StorageTarget, location: str) -> ObjectStore:
-        """The store of ``target`` in ``location``, opened on first use."""
-        with self._lock:
-            store = self._stores.get((target, location))
-            if store is None:
-                store = self._opener(target, location)
-                self._stores[(target, location)] = store
-            return store
-
-    def close(self) -> None:
-        """Close every store opened so far."""
-        with self._lock:
-            stores, self._stores = list(self._stores.values()), {}
-        for store in stores:
-            store.close()
-
-
-def backend_for(res: Residency, location: str, provider: str | None) -> StorageTarget:
-    """The storage target of ``provider`` in ``location``. By default the location's
-    default provider, or ``local`` when the Residency was loaded with ``local_root``."""
-    loc = res.map.locations[location]
-    if provider is None:
-        provider = "local" if res.local_root is not None else loc.default_provider
-    target = loc.backends.get(provider)
-    if target is None:
-        raise BackendNotConfigured(
-            f"location {location} has no {provider!r} backend (it has: "
-            f"{', '.join(sorted(loc.backends))}): add one under locations.{location}.backends "
-            "in the region map or choose another provider")
-    return target
+        return marks.expiry_of(self.metadata)
 
 
 def require_baa(target: StorageTarget, location: str, data_class: str) -> None:
@@ -157,24 +89,6 @@ def _stricter(a: str, b: str) -> str:
     """The stricter of two data classes (phi > personal > anonymised)."""
     order = {name: i for i, name in enumerate(DATA_CLASSES)}
     return a if order.get(a, -1) <= order.get(b, -1) else b
-
-
-def _check_user_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise StorageError(f"metadata must be a dict of str to str, got {metadata!r}")
-    for name, value in metadata.items():
-        if not isinstance(name, str) or not _META_NAME.fullmatch(name):
-            raise StorageError(f"invalid metadata name {name!r}: use lower-case letters, "
-                               "digits and '_', starting with a letter (max 63)")
-        if name.startswith(_RESERVED_META):
-            raise StorageError(f"metadata name {name!r} is reserved: names starting with "
-                               f"{_RESERVED_META!r} are set by residency-sdk")
-        if not isinstance(value, str) or not _META_VALUE.fullmatch(value):
-            raise StorageError(f"invalid metadata value for {name!r}: use printable ASCII, "
-                               "at most 1024 characters")
-    return dict(metadata)
 
 
 def _rewinder(data: bytes | BinaryIO) -> Callable[[], bool]:
@@ -203,15 +117,20 @@ class TenantStore:
     can never reach another tenant's objects.
     """
 
-    def __init__(self, res: Residency, tenant: Tenant, placement: Placement,
-                 target: StorageTarget, *, actor: str | None = None,
-                 purpose: str | None = None) -> None:
-        self._res = res
+    def __init__(self, policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
+                 tenant: Tenant, target: StorageTarget, *, location: str | None = None,
+                 actor: str | None = None, purpose: str | None = None) -> None:
+        self._policy = policy
+        self._stores = stores
+        self._audit = audit
         self.tenant = tenant
-        self.placement = placement
-        self.location = placement.location
+        self.placement = policy.resolve(tenant)
+        self.location = location or self.placement.location
+        """Where this store's objects live (a transfer's destination store differs from
+        the tenant's placement)."""
+        loc = policy.location(self.location)
         self.target = target
-        self.failover = failover_target(target, regions=res.regions)
+        self.failover = loc.failover_for(target)
         self.actor = actor
         self.purpose = purpose
         self._decisions: dict[str, Decision] = {}
@@ -226,7 +145,7 @@ class TenantStore:
     def _store(self, role: ServedBy) -> ObjectStore:
         target = self.target if role == "primary" else self.failover
         assert target is not None
-        return self._res.store(target, self.location)
+        return self._stores.get(target, self.location)
 
     def _target(self, role: ServedBy) -> StorageTarget:
         return self.target if role == "primary" or self.failover is None else self.failover
@@ -264,7 +183,7 @@ class TenantStore:
               key: str | None = None, info: ObjectInfo | None = None,
               data_class: str | None = None, error: BaseException | str | None = None,
               decision: Decision | None = None, **extra: Any) -> None:
-        if not self._res.audit_hooks:
+        if not self._audit.enabled:
             return
         target = self._target(served or "primary")
         fields_: dict[str, Any] = {
@@ -283,7 +202,7 @@ class TenantStore:
                            regimes=decision.regimes, reasons=decision.reasons,
                            destination_country=decision.destination)
         fields_.update(extra)
-        self._res.emit(AuditEvent(**fields_))
+        self._audit.emit(AuditEvent(**fields_))
 
     def _audited(self, operation: str, key: str | None, run: Callable[[], tuple[T, ServedBy]],
                  *, data_class: str | None = None,
@@ -308,10 +227,15 @@ class TenantStore:
                             location=self.location, provider=target.provider,
                             region=target.region, bucket=target.bucket, served_by=served)
 
-    def _placement_decision(self, data_class: str) -> Decision:
+    def audit_placement(self, data_class: str = PLACEMENT_CLASS) -> Decision:
+        """Decide placing ``data_class`` data in this store's location and audit it as
+        one ``placement`` event: the one audit path for placement decisions. Each class
+        is decided and audited once per store."""
         decision = self._decisions.get(data_class)
         if decision is None:
-            decision = self._res.check_placement(self.tenant, data_class)
+            decision = self._policy.placement_decision(self.tenant, data_class)
+            self._emit("placement", "allowed" if decision.allowed else "blocked",
+                       data_class=data_class, decision=decision)
             self._decisions[data_class] = decision
         return decision
 
@@ -322,8 +246,8 @@ class TenantStore:
         itself a transfer it has no mechanism for, and :class:`BAARequired` for ``phi`` on
         a backend whose target has ``baa: false``.
         """
-        dc = self._res.rules.check_data_class(data_class)
-        decision = self._placement_decision(dc)
+        dc = self._policy.check_data_class(data_class)
+        decision = self.audit_placement(dc)
         if not decision.allowed:
             raise PlacementBlocked(decision, (
                 f"tenant {self.tenant.id!r} ({self.tenant.country}) may not store {dc} data "
@@ -342,19 +266,19 @@ class TenantStore:
         retention). Raises :class:`UnknownRetentionCategory` for a category the map has no
         period for in this location: no lifecycle rule would ever delete such an object.
         """
-        from_meta = (metadata or {}).get(CATEGORY_META)
+        from_meta = (metadata or {}).get(marks.CATEGORY_META)
         if category is not None and from_meta is not None and category != from_meta:
             raise StorageError(
                 f"retention category given twice with different values: category="
-                f"{category!r}, metadata[{CATEGORY_META!r}]={from_meta!r}: give it once")
+                f"{category!r}, metadata[{marks.CATEGORY_META!r}]={from_meta!r}: give it once")
         chosen = category if category is not None else from_meta
         if chosen is None:
             return None
-        known = sorted(self._res.map.locations[self.location].retention)
+        known = sorted(self._policy.location(self.location).retention)
         if not isinstance(chosen, str) or chosen not in known:
             raise UnknownRetentionCategory(
                 f"unknown retention category {chosen!r} for location {self.location} in "
-                f"region map {self._res.map.name!r}: use one of {', '.join(known) or 'none'}, "
+                f"region map {self._policy.map.name!r}: use one of {', '.join(known) or 'none'}, "
                 f"or add it under `retention` (locations.{self.location}.retention)")
         return chosen
 
@@ -374,15 +298,12 @@ class TenantStore:
         def run() -> tuple[StoredObject, ServedBy]:
             stored = keys.tenant_key(self.tenant, key)
             dc = self.check_write(data_class)
-            user_meta = _check_user_metadata(metadata)
+            user_meta = marks.check_user_metadata(metadata)
             cat = self.check_category(category, user_meta)
-            now = datetime.now(UTC)
-            meta = {**user_meta, META_DATA_CLASS: dc, META_CREATED_AT: now.isoformat(),
-                    META_TENANT: self.tenant.id}
-            if cat is not None:
-                period = self._res.map.locations[self.location].retention[cat].period
-                meta[CATEGORY_META] = cat
-                meta[EXPIRES_META] = expires_at(now, period).isoformat()
+            period = (None if cat is None
+                      else self._policy.location(self.location).retention[cat].period)
+            meta = marks.write_marks(user_meta, data_class=dc, tenant_id=self.tenant.id,
+                                     created=datetime.now(UTC), category=cat, period=period)
             info, served = self._with_failover(
                 lambda s: s.put(stored, data, metadata=meta, progress=progress),
                 rewind=_rewinder(data))
@@ -456,92 +377,70 @@ class TenantStore:
             yield self._report(info, served)
 
 
-# --- Residency-level operations --------------------------------------------------------
+# --- opening a store, and copying between locations --------------------------------------
 
 
-def storage_for(res: Residency, tenant: Tenant, *, provider: str | None = None,
-                actor: str | None = None, purpose: str | None = None,
-                audit_placement: bool = True) -> TenantStore:
-    """A :class:`TenantStore` bound to ``tenant``'s placement (see Residency.storage_for)."""
-    placement = res.resolve(tenant)
-    target = backend_for(res, placement.location, provider)
-    store = TenantStore(res, tenant, placement, target, actor=actor, purpose=purpose)
-    if audit_placement and res.audit_hooks:
-        # The binding is audited against the strictest class; each write is checked for
-        # its own class when it happens.
-        decision = _silent_placement(res, tenant)
-        store._emit("placement", "allowed" if decision.allowed else "blocked",
-                    data_class="phi", decision=decision)
+def open_tenant_store(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
+                      tenant: Tenant, *, provider: str | None = None,
+                      actor: str | None = None, purpose: str | None = None,
+                      audit_placement: bool = True) -> TenantStore:
+    """A :class:`TenantStore` bound to ``tenant``'s placement (see
+    ``Residency.storage_for``); the binding is audited as one ``placement`` event (for
+    the strictest class; each write is checked for its own class when it happens)."""
+    location = policy.location_of(tenant)
+    target = location.backend(provider or stores.default_provider(location))
+    store = TenantStore(policy, stores, audit, tenant, target, actor=actor, purpose=purpose)
+    if audit_placement:
+        store.audit_placement(PLACEMENT_CLASS)
     return store
 
 
-def _silent_placement(res: Residency, tenant: Tenant) -> Decision:
-    location_country = res.map.locations[res.resolve(tenant).location].country
-    return res._decide(tenant, location_country, "phi", tenant.country)
-
-
-def resolve_destination(res: Residency, to: str) -> str:
-    """The location id for a transfer destination: a location id, or the country of
-    exactly one location. Anything else is refused: copies only go to residency locations."""
-    wanted = to.strip().upper() if isinstance(to, str) else to
-    if wanted in res.map.locations:
-        return str(wanted)
-    matches = [lid for lid, loc in res.map.locations.items() if loc.country == wanted]
-    if len(matches) == 1:
-        return matches[0]
-    raise BackendNotConfigured(
-        f"transfer destination {to!r} is not a residency location of map {res.map.name!r} "
-        f"(locations: {', '.join(sorted(res.map.locations))}): objects are only copied into "
-        "a location the map defines")
-
-
-def transfer(res: Residency, tenant: Tenant, key: str, to: str, data_class: str = "phi", *,
-             actor: str | None = None, purpose: str | None = None,
-             provider: str | None = None) -> StoredObject:
+def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, tenant: Tenant,
+             key: str, to: str, data_class: str = "phi", *, actor: str | None = None,
+             purpose: str | None = None, provider: str | None = None) -> StoredObject:
     """Copy one object of ``tenant`` into location ``to`` if the transfer is lawful.
 
     The decision comes first: a blocked transfer raises :class:`TransferBlocked` before any
     byte is read or written, so nothing is copied. The stricter of ``data_class`` and the
     class the object was stored as decides.
     """
-    source = storage_for(res, tenant, provider=provider, actor=actor, purpose=purpose,
-                         audit_placement=False)
+    source = open_tenant_store(policy, stores, audit, tenant, provider=provider, actor=actor,
+                               purpose=purpose, audit_placement=False)
     stored = keys.tenant_key(tenant, key)
-    dest_location = resolve_destination(res, to)
-    if dest_location == source.location:
+    destination = policy.destination(to)
+    if destination.id == source.location:
         raise StorageError(f"object {key!r} of tenant {tenant.id!r} already lives in "
-                           f"location {dest_location}: nothing to transfer")
-    dest_country = res.map.locations[dest_location].country
-    source_country = res.map.locations[source.location].country
-    dest = TenantStore(res, tenant, source.placement,
-                       backend_for(res, dest_location, provider), actor=actor, purpose=purpose)
-    dest.location = dest_location
+                           f"location {destination.id}: nothing to transfer")
+    source_country = policy.location(source.location).country
+    dest = TenantStore(policy, stores, audit, tenant,
+                       destination.backend(provider or stores.default_provider(destination)),
+                       location=destination.id, actor=actor, purpose=purpose)
 
     def emit(outcome: str, decision: Decision | None, *, served: ServedBy | None = None,
              info: ObjectInfo | None = None, error: BaseException | None = None,
              dc: str | None = None) -> None:
         dest._emit("transfer", outcome, served=served, key=key, info=info, error=error,
                    data_class=dc or data_class, decision=decision,
-                   source_location=source.location, destination_location=dest_location,
-                   destination_country=dest_country)
+                   source_location=source.location, destination_location=destination.id,
+                   destination_country=destination.country)
 
     def decide(dc: str) -> Decision:
-        decision = res.check_transfer(tenant, dest_country, dc, source=source_country,
-                                      actor=actor, purpose=purpose)
+        decision = policy.decide(tenant, destination.country, dc, source=source_country)
+        audit.decision("transfer_check", tenant, decision, actor=actor, purpose=purpose)
         if not decision.allowed:
             error = TransferBlocked(decision)
             emit("blocked", decision, error=error, dc=dc)
             raise error
         return decision
 
-    decision = decide(res.rules.check_data_class(data_class))
+    decision = decide(policy.check_data_class(data_class))
     try:
         info, _ = source._with_failover(lambda s: s.head(stored))
-        dc = _stricter(decision.data_class, info.metadata.get(META_DATA_CLASS) or "phi")
+        dc = _stricter(decision.data_class, marks.data_class_of(info.metadata) or "phi")
         if dc != decision.data_class:
             decision = decide(dc)
-        require_baa(dest.target, dest_location, dc)
-        meta = {**info.metadata, META_SOURCE_LOCATION: source.location}
+        require_baa(dest.target, destination.id, dc)
+        meta = marks.copied_from(info.metadata, source.location)
 
         def copy(target_store: ObjectStore) -> ObjectInfo:
             reader, _ = source._with_failover(lambda s: s.open(stored))

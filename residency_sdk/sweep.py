@@ -1,0 +1,245 @@
+"""The sweep engine: the machinery retention sweeps and tracked erasure share.
+
+A sweep walks every backend of a location (each provider's primary and in-country
+failover), examines objects page by page with a bounded number of worker threads, and
+for each one runs the same step: read its head, ask the caller's policy whether it goes,
+honour a legal hold (the metadata marker, or the provider's own lock), delete, and report
+the deletion to the caller's audit hook. Progress is kept per backend and saved as JSON
+state so an interrupted sweep resumes.
+
+What differs between the two sweeps stays in their own modules: which objects a sweep
+selects and when (:mod:`residency_sdk.retention`: expired categories;
+:mod:`residency_sdk.erasure`: everything under a tenant's prefix, then verification).
+This module speaks no cloud API: provider features are the store's capabilities
+(:meth:`ObjectStore.hold_reason <residency_sdk.storage.base.ObjectStore.hold_reason>`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from residency_sdk import marks
+from residency_sdk.errors import ObjectNotFound, ResidencyError
+from residency_sdk.model import StorageTarget
+from residency_sdk.regionmap import Role
+from residency_sdk.storage.base import ObjectInfo, ObjectStore
+
+Clock = Callable[[], datetime]
+"""Returns the current time (timezone-aware); tests inject their own."""
+DEFAULT_WORKERS = 8
+MAX_WORKERS = 64
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def utc_now() -> datetime:
+    """The default clock: now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def check_workers(workers: object, error: type[ResidencyError]) -> int:
+    """``workers`` if it is a whole number from 1 to 64, else ``error`` naming it."""
+    if not isinstance(workers, int) or isinstance(workers, bool) \
+            or not 1 <= workers <= MAX_WORKERS:
+        raise error(f"workers must be 1 to {MAX_WORKERS}, got {workers!r}")
+    return workers
+
+
+def backend_name(role: str, target: StorageTarget) -> str:
+    """``provider:bucket`` (``@failover`` appended for a failover backend)."""
+    suffix = "@failover" if role == "failover" else ""
+    return f"{target.provider}:{target.bucket}{suffix}"
+
+
+class BackendRecord(BaseModel):
+    """Which backend a sweep's per-backend progress is about (saved in state files)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    provider: str
+    region: str
+    bucket: str
+    role: str
+
+    @classmethod
+    def naming(cls, role: Role, target: StorageTarget) -> dict[str, str]:
+        """The identifying fields of ``target`` in ``role``, to build a record from."""
+        return {"backend": backend_name(role, target), "provider": target.provider,
+                "region": target.region, "bucket": target.bucket, "role": role}
+
+
+# --- one object ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a sweep's policy says about one object: delete it, or keep it and why.
+
+    ``action`` names a kept object's fate in the policy's own words (``kept``,
+    ``unclassified``...); ``detail`` and ``category`` are carried into the result."""
+
+    delete: bool
+    action: str = "delete"
+    detail: str | None = None
+    category: str | None = None
+
+
+DELETE = Verdict(delete=True)
+"""Delete unless held (what an erasure says of every object)."""
+
+Action = Literal["gone", "kept", "held", "would_delete", "deleted", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """What the sweep did with one object.
+
+    ``action``: ``gone`` (deleted before we got to it), ``kept`` (the policy kept it;
+    ``verdict.action`` says why), ``held`` (a legal hold kept it; ``detail`` says which),
+    ``would_delete`` (dry run), ``deleted`` or ``error`` (``error`` holds the exception).
+    """
+
+    key: str
+    action: Action
+    verdict: Verdict | None = None
+    info: ObjectInfo | None = None
+    detail: str | None = None
+    error: ResidencyError | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes of the object examined (0 when it was gone)."""
+        return self.info.size if self.info is not None else 0
+
+
+AuditHook = Callable[[ObjectInfo, Verdict, ResidencyError | None], None]
+"""Called after each deletion attempt: the object, the verdict, the error (None: ok)."""
+
+
+def hold_reason(store: ObjectStore, info: ObjectInfo, now: datetime) -> str | None:
+    """Why ``info`` must be kept whatever a sweep says: the metadata marker on every
+    backend, else the provider's own lock (the store's :meth:`hold_reason` capability)."""
+    return marks.hold_marker_reason(info.metadata) or store.hold_reason(info, now)
+
+
+def examine(store: ObjectStore, key: str, now: datetime, *,
+            judge: Callable[[ObjectInfo], Verdict] = lambda _info: DELETE,
+            dry_run: bool = False, audit: AuditHook | None = None) -> ItemResult:
+    """The one step every sweep runs on one object: head, judge, hold check, delete,
+    audit. Deletion happens only after the hold check; runs in a worker thread."""
+    try:
+        info = store.head(key)
+    except ObjectNotFound:
+        return ItemResult(key, "gone")
+    except ResidencyError as exc:
+        return ItemResult(key, "error", detail=str(exc), error=exc)
+    verdict = judge(info)
+    if not verdict.delete:
+        return ItemResult(key, "kept", verdict, info, verdict.detail)
+    try:
+        held = hold_reason(store, info, now)
+    except ObjectNotFound:
+        return ItemResult(key, "gone", verdict)
+    if held is not None:
+        return ItemResult(key, "held", verdict, info, held)
+    if dry_run:
+        return ItemResult(key, "would_delete", verdict, info, verdict.detail)
+    try:
+        store.delete(key)
+    except ResidencyError as exc:
+        if audit is not None:
+            audit(info, verdict, exc)
+        return ItemResult(key, "error", verdict, info, str(exc), exc)
+    if audit is not None:
+        audit(info, verdict, None)
+    return ItemResult(key, "deleted", verdict, info, verdict.detail)
+
+
+# --- many objects ----------------------------------------------------------------------
+
+
+class Workers:
+    """A bounded pool of threads examining one page of objects at a time (HEAD and DELETE
+    round trips dominate on cloud backends). With one worker everything runs inline."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers = workers
+        self._pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+                      if workers > 1 else None)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """``fn`` over ``items``, results in order. Should the consumer stop early (an
+        exception, an interruption), the page's work not yet started is cancelled."""
+        if self._pool is None:
+            yield from map(fn, items)
+            return
+        futures: list[Future[R]] = [self._pool.submit(fn, item) for item in items]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def pages(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size`` (the last may be shorter)."""
+    page: list[T] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+# --- resumable state -------------------------------------------------------------------
+
+
+def atomic_write_json(path: Path, doc: Any) -> None:
+    """Write JSON so a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json_state(path: Path, error: type[ResidencyError], *, what: str,
+                    fix: str) -> Any | None:
+    """The JSON document at ``path`` (None when there is none); an unreadable one raises
+    ``error`` naming ``what`` it is, the file, and the ``fix``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise error(f"{what} {path} is unreadable ({exc}): {fix}") from None
