@@ -18,8 +18,8 @@ from typing import Any
 from residency_sdk.erasure import ErasureReceipt, ErasureTracker
 from residency_sdk.errors import ErasureError, TransferBlocked
 from residency_sdk.events import AuditEmitter, AuditEvent, AuditHook
-from residency_sdk.model import Decision, Placement, StorageTarget, Tenant
-from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
+from residency_sdk.model import Decision, StorageTarget, Tenant
+from residency_sdk.policy import PLACEMENT_CLASS, PlacementTable, ResidencyPolicy
 from residency_sdk.regionmap import RegionMap, Role
 from residency_sdk.regions import RegionTable
 from residency_sdk.retention import RetentionSweep
@@ -37,7 +37,7 @@ STATE_DIR_NAME = ".residency-state"
 """The default state folder's name, under ``local_root``."""
 
 
-class Residency:
+class Residency(PlacementTable):
     """Routes tenants to residency locations, decides and audits cross-border transfers,
     and opens the guarded tenant stores.
 
@@ -60,6 +60,11 @@ class Residency:
         """The pure policy: region map and transfer rules."""
         self.audit = AuditEmitter(audit_hooks)
         """Where every audit event goes."""
+        # resolve() and resolve_country() (from PlacementTable) read the policy's table.
+        self.map = self.policy.map
+        """The compiled region map."""
+        self.placements = self.policy.placements
+        self._known_decisions = self.policy.decision_cache
         self.stores = StorePool(local_root, storage)
         """Opens and shares the adapters of every backend."""
         self.local_root = self.stores.local_root
@@ -95,11 +100,6 @@ class Residency:
     # --- the policy, for reading -------------------------------------------------------
 
     @property
-    def map(self) -> RegionMap:
-        """The compiled region map."""
-        return self.policy.map
-
-    @property
     def rules(self) -> TransferRules:
         """The transfer rules."""
         return self.policy.rules
@@ -108,16 +108,6 @@ class Residency:
     def regions(self) -> RegionTable:
         """provider -> cloud region -> country (built-in table plus the map's own)."""
         return self.policy.regions
-
-    # --- routing -----------------------------------------------------------------------
-
-    def resolve(self, tenant: Tenant) -> Placement:
-        """Where ``tenant``'s data lives. Raises :class:`NoRoute` when the map has no route."""
-        return self.policy.resolve(tenant)
-
-    def resolve_country(self, country: str) -> Placement:
-        """Like :meth:`resolve`, for a bare country code (normalised first)."""
-        return self.policy.resolve_country(country)
 
     # --- transfers ---------------------------------------------------------------------
 
@@ -129,8 +119,18 @@ class Residency:
         ``source`` is the country where the data lives now; it defaults to the tenant's
         residency location. The decision is audited (allowed and blocked alike).
         """
-        decision = self.policy.decide(tenant, to, data_class, source=source)
-        self.audit.decision("transfer_check", tenant, decision, actor=actor, purpose=purpose)
+        try:
+            # The policy's cache, read inline: a repeated question costs no extra call.
+            # The tuple is ResidencyPolicy.decision_key's (a test holds the two equal).
+            decision = self._known_decisions.get(
+                (tenant.country, tenant.agreements, to, data_class, source))
+        except (AttributeError, TypeError):  # junk arguments: decide() names the problem
+            decision = None
+        if decision is None:
+            decision = self.policy.decide(tenant, to, data_class, source)
+        if self.audit.hooks:
+            self.audit.decision("transfer_check", tenant, decision, actor=actor,
+                                purpose=purpose)
         return decision
 
     def require_transfer(self, tenant: Tenant, to: str, data_class: str = "phi", *,

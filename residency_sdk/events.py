@@ -90,34 +90,31 @@ class AuditEmitter:
     """
 
     def __init__(self, hooks: Iterable[AuditHook] = ()) -> None:
-        self._hooks: tuple[AuditHook, ...] = tuple(hooks)
+        self.hooks: tuple[AuditHook, ...] = tuple(hooks)
+        """The callables that receive every audit event (replaced, never mutated, by
+        :meth:`add`, so a reader never sees a half-updated tuple)."""
         self._lock = threading.Lock()
-
-    @property
-    def hooks(self) -> tuple[AuditHook, ...]:
-        """The callables that receive every audit event."""
-        return self._hooks
 
     @property
     def enabled(self) -> bool:
         """True when at least one hook listens (building an event can then be skipped)."""
-        return bool(self._hooks)
+        return bool(self.hooks)
 
     def add(self, hook: AuditHook) -> None:
         """Send every later event to ``hook`` as well."""
         with self._lock:
-            self._hooks = (*self._hooks, hook)
+            self.hooks = (*self.hooks, hook)
 
     def emit(self, event: AuditEvent) -> None:
         """Deliver ``event`` to every hook, in the order they were added."""
-        for hook in self._hooks:
+        for hook in self.hooks:
             hook(event)
 
     def decision(self, operation: Literal["placement", "transfer_check"], tenant: Tenant,
                  decision: Decision, *, actor: str | None = None,
                  purpose: str | None = None, **extra: object) -> None:
         """Emit the event recording a residency decision (allowed and blocked alike)."""
-        if not self._hooks:
+        if not self.hooks:
             return
         self.emit(AuditEvent.model_validate({
             "operation": operation, "outcome": "allowed" if decision.allowed else "blocked",

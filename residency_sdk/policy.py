@@ -8,6 +8,7 @@ storage and the audit trail.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,34 @@ PLACEMENT_CLASS = "phi"
 _DECISION_CACHE_SIZE = 100_000
 
 
-class ResidencyPolicy:
+class PlacementTable:
+    """Answers where a tenant's data lives, from the placements computed when the policy
+    was built. The policy and the client share this one implementation, so routing (an
+    application's hottest call) runs the same code on both without a wrapper call."""
+
+    map: RegionMap
+    placements: Mapping[str, Placement]
+    """Country -> placement, one per routed country (computed once)."""
+
+    def resolve(self, tenant: Tenant) -> Placement:
+        """Where ``tenant``'s data lives. Raises :class:`NoRoute` when the map has no route."""
+        try:
+            return self.placements[tenant.country]
+        except KeyError:
+            raise NoRoute(tenant.country, self.map.name) from None
+        except AttributeError:
+            raise InvalidTenant(f"expected a residency_sdk.Tenant, got {tenant!r}") from None
+
+    def resolve_country(self, country: str) -> Placement:
+        """Like :meth:`resolve`, for a bare country code (normalised first)."""
+        code = normalise_country(country)
+        try:
+            return self.placements[code]
+        except KeyError:
+            raise NoRoute(code, self.map.name) from None
+
+
+class ResidencyPolicy(PlacementTable):
     """Routes tenants to residency locations and decides cross-border transfers.
 
     Immutable after construction and safe to share between threads; build one with
@@ -34,10 +62,12 @@ class ResidencyPolicy:
     def __init__(self, region_map: RegionMap, rules: TransferRules) -> None:
         self.map = region_map
         self.rules = rules
-        self._placements: dict[str, Placement] = {
+        self.placements = {
             country: self._build_placement(country) for country in region_map.routes
         }
-        self._decisions: dict[tuple[Any, ...], Decision] = {}
+        self.decision_cache: dict[tuple[Any, ...], Decision] = {}
+        """Decisions already made, by :meth:`decision_key`. Read it to answer a repeated
+        question without a call (the client's hot path does); only :meth:`decide` writes."""
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ResidencyPolicy:
@@ -51,23 +81,6 @@ class ResidencyPolicy:
         return self.map.regions
 
     # --- where data lives ---------------------------------------------------------------
-
-    def resolve(self, tenant: Tenant) -> Placement:
-        """Where ``tenant``'s data lives. Raises :class:`NoRoute` when the map has no route."""
-        try:
-            return self._placements[tenant.country]
-        except KeyError:
-            raise NoRoute(tenant.country, self.map.name) from None
-        except AttributeError:
-            raise InvalidTenant(f"expected a residency_sdk.Tenant, got {tenant!r}") from None
-
-    def resolve_country(self, country: str) -> Placement:
-        """Like :meth:`resolve`, for a bare country code (normalised first)."""
-        code = normalise_country(country)
-        try:
-            return self._placements[code]
-        except KeyError:
-            raise NoRoute(code, self.map.name) from None
 
     def location(self, location_id: str) -> Location:
         """The location ``location_id``; :class:`UnknownLocation` when the map has none."""
@@ -99,19 +112,29 @@ class ResidencyPolicy:
 
     # --- transfers ----------------------------------------------------------------------
 
-    def decide(self, tenant: Tenant, to: str, data_class: str = "phi", *,
+    @staticmethod
+    def decision_key(tenant: Tenant, to: str, data_class: str,
+                     source: str | None) -> tuple[Any, ...]:
+        """The :attr:`decision_cache` key of a question (raises AttributeError or
+        TypeError for junk that cannot be a key)."""
+        key = (tenant.country, tenant.agreements, to, data_class, source)
+        hash(key)
+        return key
+
+    def decide(self, tenant: Tenant, to: str, data_class: str = "phi",
                source: str | None = None) -> Decision:
         """Whether ``tenant``'s ``data_class`` data may move from ``source`` (default: the
         tenant's residency location) to country ``to``. Cached; never audited."""
         try:
-            key = (tenant.country, tenant.agreements, to, data_class, source)
-            decision = self._decisions.get(key)
+            key: tuple[Any, ...] | None = (tenant.country, tenant.agreements, to, data_class,
+                                           source)  # decision_key, inline: a hot path
+            decision = self.decision_cache.get(key)  # type: ignore[arg-type]
         except (AttributeError, TypeError):  # not a Tenant, or unhashable junk arguments
             key, decision = None, None
         if decision is None:
             decision = self._decide(tenant, to, data_class, source)
-            if key is not None and len(self._decisions) < _DECISION_CACHE_SIZE:
-                self._decisions[key] = decision
+            if key is not None and len(self.decision_cache) < _DECISION_CACHE_SIZE:
+                self.decision_cache[key] = decision
         return decision
 
     def placement_decision(self, tenant: Tenant, data_class: str = PLACEMENT_CLASS) -> Decision:

@@ -128,3 +128,20 @@ def test_tenant_is_frozen_and_hashable():
     assert hash(tenant) == hash(_tenant("DE", "scc"))
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
         tenant.country = "US"  # type: ignore[misc]
+
+
+def test_client_and_policy_share_one_decision_cache_key(monkeypatch):
+    """The client reads the policy's decision cache inline; if its key ever drifted from
+    ResidencyPolicy.decision_key, every check would miss and re-decide (or worse, hit a
+    key meaning something else). A repeated question must not reach decide() again."""
+    res = rs.Residency.load()
+    tenant = rs.Tenant(id="t", country="TR", agreements={"kvkk_standard_contract"})
+    first = res.check_transfer(tenant, "US", "personal", source="DE")
+    key = res.policy.decision_key(tenant, "US", "personal", "DE")
+    assert res.policy.decision_cache[key] is first
+    calls = []
+    original = res.policy.decide
+    monkeypatch.setattr(res.policy, "decide", lambda *a, **k: calls.append(a) or original(*a))
+    assert res.check_transfer(tenant, "US", "personal", source="DE") is first
+    assert res.check_transfer(tenant, "GB", "personal", source="DE").destination == "GB"
+    assert len(calls) == 1  # only the new question was decided
