@@ -115,6 +115,18 @@ class PlacementBlocked(TransferBlocked):
     """Placing the tenant's data in its residency location is itself a blocked transfer."""
 
 
+class InvalidSource(InputError):
+    """A caller-asserted ``source`` that disagrees with where the SDK knows the data lives:
+    where data lives is derived (the tenant's placement, an object's marks), never taken
+    from the caller."""
+
+
+class TenantCountryConflict(ResidencyError):
+    """A tenant id opened under another country than the one its data was first written
+    under: move the tenant (``residency tenant move`` / ``Residency.move_tenant``) instead
+    of opening it under a second country."""
+
+
 class BAARequired(ResidencyError):
     """``phi`` aimed at a backend whose provider has no Business Associate Agreement."""
 
@@ -196,6 +208,17 @@ class UnknownLocation(BackendNotConfigured):
 
 class InvalidLocalLocation(BackendNotConfigured):
     """The local backend cannot be opened: no root folder, or an unusable location name."""
+
+
+class EnvironmentOverride(BackendNotConfigured):
+    """A process-wide setting (an environment variable such as ``AWS_ENDPOINT_URL`` or
+    ``AZURE_STORAGE_CONNECTION_STRING``) would point a location's client at another
+    account or endpoint than the region map names; the adapter refuses to open."""
+
+
+class UnsafePath(StorageError):
+    """A path in the local data root that crosses a symbolic link or leaves the root:
+    nothing is read or written through it."""
 
 
 class ResidencyViolation(StorageError):

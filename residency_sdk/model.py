@@ -91,8 +91,30 @@ def residency_error_from(exc: ValidationError) -> ResidencyError:
     return InvalidTenant(f"invalid tenant field {field!r}: {first['msg']}")
 
 
+class CredentialSource(_Frozen):
+    """Where one backend's credentials come from: names and places, never secrets.
+
+    Each location names its own, so no process-wide credential can point every location
+    at one account: ``aws_profile`` / ``aws_role_arn`` (a named profile, or a role the
+    location's client assumes), ``gcp_project`` / ``gcp_credentials_file`` (the project and
+    a service-account key file), ``azure_connection_string_env`` (the name of a variable
+    holding this location's connection string) or ``azure_identity`` (azure-identity's
+    ``DefaultAzureCredential`` against the account URL the map names).
+    """
+
+    aws_profile: str | None = None
+    aws_role_arn: str | None = None
+    gcp_project: str | None = None
+    gcp_credentials_file: str | None = None
+    azure_connection_string_env: str | None = None
+    azure_identity: bool = False
+
+
 class StorageTarget(_Frozen):
-    """Where a location keeps objects for one provider."""
+    """Where a location keeps objects for one provider.
+
+    ``endpoint_country`` (with ``endpoint_source``) states where an ``endpoint`` that is
+    not one of the provider's in-region forms serves from; see the region map docs."""
 
     provider: Provider
     region: str
@@ -103,6 +125,9 @@ class StorageTarget(_Frozen):
     encryption_scope: str | None = None
     account: str | None = None
     endpoint: str | None = None
+    endpoint_country: str | None = None
+    endpoint_source: str | None = None
+    credentials: CredentialSource = CredentialSource()
     baa: bool = False
 
 
@@ -112,6 +137,8 @@ class ComputeTarget(_Frozen):
     provider: Provider
     region: str
     endpoint: str
+    endpoint_country: str | None = None
+    endpoint_source: str | None = None
 
 
 class Placement(_Frozen):

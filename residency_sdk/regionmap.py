@@ -22,7 +22,7 @@ from residency_sdk._endpoints import check_endpoint_url, redact_url
 from residency_sdk._yamlio import load_yaml_file
 from residency_sdk.countries import iso_alpha2_codes
 from residency_sdk.errors import InsecureEndpoint, MapError, NoSuchBackend
-from residency_sdk.model import ComputeTarget, Provider, StorageTarget
+from residency_sdk.model import ComputeTarget, CredentialSource, Provider, StorageTarget
 from residency_sdk.regions import (
     RegionTable,
     aws_region_exists,
@@ -82,6 +82,11 @@ class BackendSpec(_Doc):
     encryption_scope: str | None = None
     account: str | None = None
     endpoint: str | None = None
+    endpoint_country: str | None = Field(
+        default=None, description="Where a non-standard endpoint serves from (with "
+        "endpoint_source); otherwise the endpoint must be an in-region form")
+    endpoint_source: str | None = None
+    credentials: CredentialSource = CredentialSource()
     baa: bool = False
 
 
@@ -91,6 +96,8 @@ class ComputeSpec(_Doc):
     provider: Provider
     region: str
     endpoint: str
+    endpoint_country: str | None = None
+    endpoint_source: str | None = None
 
 
 class LocationSpec(_Doc):
@@ -377,7 +384,9 @@ class _Checker:
                                    f"{cpath}.region")
                 _check_endpoint(self, cspec.endpoint, f"{cpath}.endpoint")
                 compute.append(ComputeTarget(provider=cspec.provider, region=cspec.region,
-                                             endpoint=cspec.endpoint))
+                                             endpoint=cspec.endpoint,
+                                             endpoint_country=cspec.endpoint_country,
+                                             endpoint_source=cspec.endpoint_source))
             retention = {**self.doc.retention, **spec.retention}
             # The region checks above already keep failover in the country; the targets
             # are derived once here so nothing downstream works them out again.
@@ -423,7 +432,8 @@ class _Checker:
             region=region, bucket=bucket, country=country,
             failover_region=spec.failover_region, kms_key=spec.kms_key,
             encryption_scope=spec.encryption_scope, account=spec.account,
-            endpoint=spec.endpoint, baa=spec.baa,
+            endpoint=spec.endpoint, endpoint_country=spec.endpoint_country,
+            endpoint_source=spec.endpoint_source, credentials=spec.credentials, baa=spec.baa,
         )
 
     def _check_region(self, provider: str, region: str, country: str,
