@@ -61,10 +61,10 @@ from residency_sdk.errors import (
     TenantCountryConflict,
     TransferBlocked,
     UnknownDataClass,
-    UnsafePath,
     UnknownLocation,
     UnknownMechanism,
     UnknownRetentionCategory,
+    UnsafePath,
 )
 from residency_sdk.events import AuditEmitter, AuditEvent, AuditHook
 from residency_sdk.marks import CATEGORY_META, LEGAL_HOLD_META
