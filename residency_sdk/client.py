@@ -15,8 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from residency_sdk.countries import normalise_country
 from residency_sdk.erasure import ErasureReceipt, ErasureTracker
-from residency_sdk.errors import ErasureError, TransferBlocked
+from residency_sdk.errors import ErasureError, InvalidSource, TransferBlocked
 from residency_sdk.events import AuditEmitter, AuditEvent, AuditHook
 from residency_sdk.model import Decision, StorageTarget, Tenant
 from residency_sdk.policy import PLACEMENT_CLASS, PlacementTable, ResidencyPolicy
@@ -32,6 +33,7 @@ from residency_sdk.storage.tenant_store import (
     open_tenant_store,
     transfer,
 )
+from residency_sdk.tenants import MoveReceipt, TenantRegistry, move_tenant
 
 STATE_DIR_NAME = ".residency-state"
 """The default state folder's name, under ``local_root``."""
@@ -67,6 +69,8 @@ class Residency(PlacementTable):
         self._known_decisions = self.policy.decision_cache
         self.stores = StorePool(local_root, storage)
         """Opens and shares the adapters of every backend."""
+        self.tenants = TenantRegistry(self.policy, self.stores)
+        """Binds each tenant id to one country (see :mod:`residency_sdk.tenants`)."""
         self.local_root = self.stores.local_root
         self.state_dir: Path | None = (
             Path(state_dir) if state_dir is not None
@@ -116,9 +120,15 @@ class Residency(PlacementTable):
                        purpose: str | None = None) -> Decision:
         """Decide whether ``tenant``'s ``data_class`` data may move to country ``to``.
 
-        ``source`` is the country where the data lives now; it defaults to the tenant's
-        residency location. The decision is audited (allowed and blocked alike).
+        Where the data lives is derived, never taken from the caller: the tenant's
+        residency location, whose own placement counts (asking for the location's country
+        answers whether the data may be placed there at all). ``source`` may only restate
+        what the SDK knows: the location's country, or the tenant's own country when
+        asking about placement; anything else raises :class:`InvalidSource`. The decision
+        is audited (allowed and blocked alike).
         """
+        if source is not None:
+            source = self._known_source(tenant, to, source)
         try:
             # The policy's cache, read inline: a repeated question costs no extra call.
             # The tuple is ResidencyPolicy.decision_key's (a test holds the two equal).
@@ -132,6 +142,20 @@ class Residency(PlacementTable):
             self.audit.decision("transfer_check", tenant, decision, actor=actor,
                                 purpose=purpose)
         return decision
+
+    def _known_source(self, tenant: Tenant, to: str, source: str) -> str | None:
+        """``source`` if it restates what the SDK knows (None: the derived default)."""
+        code = normalise_country(source)
+        location = self.policy.location_of(tenant)
+        if code == location.country:
+            return None
+        if code == tenant.country and normalise_country(to) == location.country:
+            return code  # the placement question, asked explicitly
+        raise InvalidSource(
+            f"source {source!r} for tenant {tenant.id!r}: the SDK keeps its data in location "
+            f"{location.id} ({location.country}), not in {code}; a transfer is decided from "
+            f"where the data lives. Leave source out (or pass {location.country!r}); ask "
+            "res.policy.decide(..., source=...) for a hypothetical")
 
     def require_transfer(self, tenant: Tenant, to: str, data_class: str = "phi", *,
                          source: str | None = None, actor: str | None = None,
@@ -163,7 +187,8 @@ class Residency(PlacementTable):
         or ``local`` when loaded with ``local_root``). Emits one ``placement`` event.
         """
         return open_tenant_store(self.policy, self.stores, self.audit, tenant,
-                                 provider=provider, actor=actor, purpose=purpose)
+                                 provider=provider, actor=actor, purpose=purpose,
+                                 registry=self.tenants)
 
     def transfer(self, tenant: Tenant, key: str, to: str, data_class: str = "phi", *,
                  actor: str | None = None, purpose: str | None = None,
@@ -172,7 +197,30 @@ class Residency(PlacementTable):
         :meth:`check_transfer` allows it; otherwise raise :class:`TransferBlocked` and copy
         nothing. ``to`` must be a residency location of the map."""
         return transfer(self.policy, self.stores, self.audit, tenant, key, to, data_class,
-                        actor=actor, purpose=purpose, provider=provider)
+                        actor=actor, purpose=purpose, provider=provider,
+                        registry=self.tenants)
+
+    def move_tenant(self, tenant: Tenant, to_country: str, *,
+                    providers: Iterable[str] | None = None, actor: str | None = None,
+                    purpose: str | None = None,
+                    state_dir: str | Path | None = None) -> MoveReceipt:
+        """Move ``tenant`` (as bound today, under ``tenant.country``) to ``to_country``:
+        the one way to change a tenant's country (opening its id under another country is
+        refused with :class:`TenantCountryConflict`).
+
+        The new placement and, when the data changes location, the transfer from the old
+        location are checked and audited first (a refusal copies nothing); every object is
+        copied and verified, the tenant's record is rebound, and the old location is
+        erased as a tracked erasure request (so ``state_dir`` is needed, as for
+        :meth:`erase`; ``providers`` narrows the backends as there). Moving again after a
+        crash finishes the move.
+        """
+        tracker = self.erasure_tracker(state_dir, actor=actor)
+        return move_tenant(
+            self.policy, self.stores, self.audit, self.tenants, tenant, to_country,
+            providers=providers, actor=actor, purpose=purpose,
+            erase_old=lambda old: tracker.erase(old, providers=providers, purpose=purpose,
+                                                reason=f"tenant moved to {to_country}"))
 
     def backend(self, location: str, provider: str | None = None) -> StorageTarget:
         """The primary storage target of ``provider`` in ``location`` (default: the

@@ -123,8 +123,18 @@ class ResidencyPolicy(PlacementTable):
 
     def decide(self, tenant: Tenant, to: str, data_class: str = "phi",
                source: str | None = None) -> Decision:
-        """Whether ``tenant``'s ``data_class`` data may move from ``source`` (default: the
-        tenant's residency location) to country ``to``. Cached; never audited."""
+        """Whether ``tenant``'s ``data_class`` data may move to country ``to``. Cached;
+        never audited.
+
+        Without ``source`` the data is where the tenant's placement put it, and that
+        placement counts: asking for the location's own country answers whether the data
+        may be placed there at all (a Turkish clinic's data in Germany is the KVKK
+        transfer), and a move onward from a location the data may not lawfully be in is
+        blocked too. An explicit ``source`` asks the rules a hypothetical (data that
+        lives in ``source``); :meth:`Residency.check_transfer
+        <residency_sdk.client.Residency.check_transfer>` refuses sources it does not
+        know the data to be in.
+        """
         try:
             key: tuple[Any, ...] | None = (tenant.country, tenant.agreements, to, data_class,
                                            source)  # decision_key, inline: a hot path
@@ -156,11 +166,29 @@ class ResidencyPolicy(PlacementTable):
         self.rules.check_agreements(tenant.agreements)
         dc = self.rules.check_data_class(data_class)
         destination = normalise_country(to)
-        origin_of_data = (self.location_of(tenant).country if source is None
-                          else normalise_country(source))
-        return self.rules.decide(tenant_country=tenant.country, source=origin_of_data,
-                                 destination=destination, data_class=dc,
-                                 agreements=tenant.agreements)
+        if source is not None:
+            return self.rules.decide(tenant_country=tenant.country,
+                                     source=normalise_country(source),
+                                     destination=destination, data_class=dc,
+                                     agreements=tenant.agreements)
+        location = self.location_of(tenant)
+        placement = self.rules.decide(tenant_country=tenant.country, source=tenant.country,
+                                      destination=location.country, data_class=dc,
+                                      agreements=tenant.agreements)
+        if destination == location.country:
+            return placement  # "no transfer" would hide that placing it there was one
+        onward = self.rules.decide(tenant_country=tenant.country, source=location.country,
+                                   destination=destination, data_class=dc,
+                                   agreements=tenant.agreements)
+        if placement.allowed:
+            return onward
+        return onward.model_copy(update={
+            "allowed": False, "mechanism": None,
+            "regimes": tuple(dict.fromkeys((*placement.regimes, *onward.regimes))),
+            "verdicts": (*placement.verdicts, *onward.verdicts),
+            "reasons": (f"{tenant.country} data may not be placed in location {location.id} "
+                        f"in the first place: " + "; ".join(placement.reasons),
+                        *onward.reasons)})
 
     def _build_placement(self, country: str) -> Placement:
         route = self.map.routes[country]

@@ -15,24 +15,38 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from residency_sdk._endpoints import check_endpoint_url, redact_url
+from residency_sdk._endpoints import (
+    check_endpoint_url,
+    compute_endpoint_problem,
+    is_loopback_url,
+    redact_url,
+    regions_named_by_host,
+    storage_endpoint_forms,
+    storage_endpoint_problem,
+)
 from residency_sdk._yamlio import load_yaml_file
 from residency_sdk.countries import iso_alpha2_codes
 from residency_sdk.errors import InsecureEndpoint, MapError, NoSuchBackend
 from residency_sdk.model import ComputeTarget, CredentialSource, Provider, StorageTarget
 from residency_sdk.regions import (
     RegionTable,
+    UnreviewedRegion,
     aws_region_exists,
+    builtin_region_table,
     failover_target,
     packaged_maps_dir,
     region_table,
+    relabel_message,
+    unreviewed_regions,
 )
 
 _GROUP_NAME = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION_CODE = re.compile(r"^[a-z][a-z0-9-]{1,48}[a-z0-9]$")
 
 
 # --- the document (what a YAML file may say) -----------------------------------------
@@ -81,11 +95,16 @@ class BackendSpec(_Doc):
     kms_key: str | None = None
     encryption_scope: str | None = None
     account: str | None = None
-    endpoint: str | None = None
+    endpoint: str | None = Field(
+        default=None, description="An in-region endpoint of the provider for `region` "
+        "(see docs/region-map.md), a loopback emulator, or any https endpoint with "
+        "endpoint_country and endpoint_source")
     endpoint_country: str | None = Field(
         default=None, description="Where a non-standard endpoint serves from (with "
-        "endpoint_source); otherwise the endpoint must be an in-region form")
-    endpoint_source: str | None = None
+        "endpoint_source); must be the location's country. Otherwise the endpoint must be "
+        "an in-region form")
+    endpoint_source: str | None = Field(
+        default=None, description="How you know the endpoint serves from endpoint_country")
     credentials: CredentialSource = CredentialSource()
     baa: bool = False
 
@@ -95,9 +114,16 @@ class ComputeSpec(_Doc):
 
     provider: Provider
     region: str
-    endpoint: str
-    endpoint_country: str | None = None
-    endpoint_source: str | None = None
+    endpoint: str = Field(
+        description="A host the provider places in `region` (e.g. "
+        "runtime.sagemaker.REGION.amazonaws.com, REGION-aiplatform.googleapis.com, "
+        "NAME.REGION.inference.ml.azure.com), a loopback emulator, or any https endpoint "
+        "with endpoint_country and endpoint_source")
+    endpoint_country: str | None = Field(
+        default=None, description="Where the endpoint serves from (with endpoint_source); "
+        "must be the location's country")
+    endpoint_source: str | None = Field(
+        default=None, description="How you know the endpoint serves from endpoint_country")
 
 
 class LocationSpec(_Doc):
@@ -143,7 +169,10 @@ class RegionMapDocument(_Doc):
     routes: dict[str, str | RouteSpec] = {}
     locations: dict[str, LocationSpec] = {}
     retention: dict[str, RetentionSpec] = {}
-    cloud_regions: dict[Provider, dict[str, str]] = {}
+    cloud_regions: dict[Provider, dict[str, str]] = Field(
+        default={}, description="Regions the built-in table lacks, as provider: {region: "
+        "COUNTRY}. They are flagged as unreviewed (`map validate --strict` refuses them); "
+        "a region the table knows can never be given another country")
 
 
 def region_map_json_schema() -> dict[str, Any]:
@@ -220,9 +249,35 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class StatedEndpoint:
+    """An endpoint accepted on the map's word: ``endpoint_country`` (equal to the
+    location's country) and ``endpoint_source`` say where it serves from and how that is
+    known. ``endpoint`` is redacted (safe to show)."""
+
+    path: str
+    endpoint: str
+    country: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorEndpoint:
+    """A loopback endpoint (a local emulator): allowed, never region-checked."""
+
+    path: str
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
 class RegionMap:
     """A validated region map: groups expanded, routes resolved per country, and the
-    region table (built-in plus the map's ``cloud_regions``) it was checked against."""
+    region table (built-in plus the regions the map's ``cloud_regions`` adds) it was
+    checked against.
+
+    ``unreviewed_regions`` are the regions the map added (their country is the map's word
+    only); ``stated_endpoints`` the endpoints accepted on ``endpoint_country`` and
+    ``endpoint_source``; ``emulator_endpoints`` the loopback ones. ``residency map
+    validate`` lists all three."""
 
     name: str
     file: str
@@ -232,6 +287,9 @@ class RegionMap:
     routes: dict[str, Route]
     rules_file: Path
     regions: RegionTable
+    unreviewed_regions: tuple[UnreviewedRegion, ...] = ()
+    stated_endpoints: tuple[StatedEndpoint, ...] = ()
+    emulator_endpoints: tuple[EmulatorEndpoint, ...] = ()
 
     def route_for(self, country: str) -> Route | None:
         """The route for an already normalised country code, or None."""
@@ -293,7 +351,7 @@ def compile_region_map(raw: Any, *, file: str, base_dir: Path) -> RegionMap:
         raise MapError("document nesting is too deep", file=file) from None
     checker = _Checker(doc, file)
     groups = checker.expand_groups()
-    regions = region_table({str(p): r for p, r in doc.cloud_regions.items()})
+    regions, unreviewed = checker.region_table()
     locations = checker.build_locations(regions)
     routes = checker.build_routes(groups, locations)
     rules_file = (
@@ -304,6 +362,8 @@ def compile_region_map(raw: Any, *, file: str, base_dir: Path) -> RegionMap:
     return RegionMap(
         name=doc.name, file=file, document=doc, groups=groups, locations=locations,
         routes=routes, rules_file=rules_file, regions=regions,
+        unreviewed_regions=unreviewed, stated_endpoints=tuple(checker.stated),
+        emulator_endpoints=tuple(checker.emulators),
     )
 
 
@@ -325,6 +385,8 @@ class _Checker:
         self.doc = doc
         self.file = file
         self.iso = iso_alpha2_codes()
+        self.stated: list[StatedEndpoint] = []
+        self.emulators: list[EmulatorEndpoint] = []
 
     def fail(self, message: str, path: str, value: Any = None) -> MapError:
         return MapError(message, file=self.file, path=path, value=value)
@@ -361,6 +423,37 @@ class _Checker:
             expand(name, ())
         return expanded
 
+    # cloud regions ----------------------------------------------------------------------
+    def region_table(self) -> tuple[RegionTable, tuple[UnreviewedRegion, ...]]:
+        """The built-in table plus the regions ``cloud_regions`` adds; refuses entries
+        that re-label a known region, malformed codes, and AWS regions botocore lacks."""
+        builtin = builtin_region_table()
+        for provider, regions in self.doc.cloud_regions.items():
+            for region, country in regions.items():
+                path = f"cloud_regions.{provider}.{region}"
+                if provider == "local":
+                    raise self.fail("the local backend has no cloud regions: remove "
+                                    "`cloud_regions.local`", path, region)
+                if not _REGION_CODE.fullmatch(region):
+                    raise self.fail(
+                        "a cloud region code is lower-case ASCII letters, digits and '-', as "
+                        "the provider spells it (e.g. europe-west3)", path, region)
+                code = country.strip().upper()
+                if code not in self.iso:
+                    raise self.fail("the country of a cloud region is an ISO 3166-1 alpha-2 "
+                                    "code", path, country)
+                real = builtin.get(provider, {}).get(region)
+                if real is not None and real != code:
+                    raise self.fail(relabel_message(provider, region, real, code), path,
+                                    country)
+                if provider == "aws" and not aws_region_exists(region):
+                    raise self.fail(
+                        "not an AWS region known to botocore's endpoints data: check the "
+                        "spelling, or upgrade boto3 if AWS opened the region recently", path,
+                        region)
+        overlay = {str(p): r for p, r in self.doc.cloud_regions.items()}
+        return region_table(overlay), unreviewed_regions(overlay)
+
     # locations ------------------------------------------------------------------------
     def build_locations(self, regions: RegionTable) -> dict[str, Location]:
         locations: dict[str, Location] = {}
@@ -382,11 +475,14 @@ class _Checker:
                 cpath = f"{base}.compute.{i}"
                 self._check_region(cspec.provider, cspec.region, country, regions,
                                    f"{cpath}.region")
-                _check_endpoint(self, cspec.endpoint, f"{cpath}.endpoint")
+                stated = self._check_placed_endpoint(
+                    cpath, country, regions, provider=cspec.provider, region=cspec.region,
+                    endpoint=cspec.endpoint, endpoint_country=cspec.endpoint_country,
+                    endpoint_source=cspec.endpoint_source, storage=False)
                 compute.append(ComputeTarget(provider=cspec.provider, region=cspec.region,
                                              endpoint=cspec.endpoint,
-                                             endpoint_country=cspec.endpoint_country,
-                                             endpoint_source=cspec.endpoint_source))
+                                             endpoint_country=stated,
+                                             endpoint_source=_stripped(cspec.endpoint_source)))
             retention = {**self.doc.retention, **spec.retention}
             # The region checks above already keep failover in the country; the targets
             # are derived once here so nothing downstream works them out again.
@@ -425,16 +521,112 @@ class _Checker:
         if not _BUCKET.fullmatch(bucket) or ".." in bucket:
             raise self.fail("bucket/container names are 3-63 lower-case letters, digits, '-' "
                             "or '.'", f"{path}.bucket", bucket)
-        if spec.endpoint is not None:
-            _check_endpoint(self, spec.endpoint, f"{path}.endpoint")
+        stated = self._check_placed_endpoint(
+            path, country, regions, provider=provider, region=region, endpoint=spec.endpoint,
+            endpoint_country=spec.endpoint_country, endpoint_source=spec.endpoint_source,
+            storage=True, account=spec.account, failover_region=spec.failover_region)
         return StorageTarget(
             provider=provider,
             region=region, bucket=bucket, country=country,
             failover_region=spec.failover_region, kms_key=spec.kms_key,
             encryption_scope=spec.encryption_scope, account=spec.account,
-            endpoint=spec.endpoint, endpoint_country=spec.endpoint_country,
-            endpoint_source=spec.endpoint_source, credentials=spec.credentials, baa=spec.baa,
+            endpoint=spec.endpoint, endpoint_country=stated,
+            endpoint_source=_stripped(spec.endpoint_source), credentials=spec.credentials,
+            baa=spec.baa,
         )
+
+    def _check_placed_endpoint(
+            self, base: str, country: str, regions: RegionTable, *, provider: str,
+            region: str, endpoint: str | None, endpoint_country: str | None,
+            endpoint_source: str | None, storage: bool, account: str | None = None,
+            failover_region: str | None = None) -> str | None:
+        """Check that ``endpoint`` serves from ``country``; return the stated country.
+
+        Accepted: a loopback emulator (listed, not region-checked); an in-region form of
+        ``provider`` for ``region``; or any https endpoint with ``endpoint_country`` equal
+        to ``country`` and a non-empty ``endpoint_source`` (listed). Refused whatever the
+        map states: a host that names a provider region in another country, and an Azure
+        Blob host of another account than the backend's."""
+        stated = endpoint_country is not None or endpoint_source is not None
+        if endpoint is None:
+            if stated:
+                raise self.fail(
+                    "endpoint_country and endpoint_source describe an `endpoint` and this "
+                    "entry has none: remove them, or set the endpoint they describe",
+                    f"{base}.endpoint_country", endpoint_country)
+            return None
+        path = f"{base}.endpoint"
+        shown = redact_url(endpoint)
+        _check_endpoint(self, endpoint, path)  # https (or loopback http), no credentials
+        if storage and provider == "local":
+            raise self.fail("the local backend is a directory and has no endpoint: remove "
+                            "`endpoint` (and endpoint_country/endpoint_source)", path, shown)
+        for named_provider, named in regions_named_by_host(endpoint, regions):
+            where = regions[named_provider][named]
+            if where != country:
+                forms = storage_endpoint_forms(provider, region, account) if storage else []
+                hint = f" ({', '.join(forms)}) or none" if forms else ""
+                raise self.fail(
+                    f"the endpoint host names {named_provider} region {named!r}, which is in "
+                    f"{where}, not the location's country {country}: requests sent there leave "
+                    f"{country}, whatever endpoint_country says; use an endpoint of "
+                    f"{region}{hint}", path, shown)
+        if stated:
+            return self._stated_endpoint(base, country, endpoint, shown, endpoint_country,
+                                         endpoint_source, provider=provider, region=region,
+                                         storage=storage, account=account)
+        if is_loopback_url(endpoint):
+            self.emulators.append(EmulatorEndpoint(path, shown))
+            return None
+        problem = (storage_endpoint_problem(provider, region, endpoint, account=account,
+                                            failover_region=None)
+                   if storage else compute_endpoint_problem(provider, region, endpoint))
+        if problem is not None:
+            raise self.fail(
+                f"{problem}. If this endpoint really serves from {country} (a private link, "
+                f"a proxy, your own service), say so: endpoint_country: {country} and "
+                "endpoint_source: <how you know>", path, shown)
+        if storage and failover_region:
+            # An in-region form; one pinned to the primary region cannot serve the failover.
+            pinned = storage_endpoint_problem(provider, region, endpoint, account=account,
+                                              failover_region=failover_region)
+            if pinned is not None:
+                raise self.fail(pinned, path, shown)
+        return None
+
+    def _stated_endpoint(self, base: str, country: str, endpoint: str, shown: str,
+                         endpoint_country: str | None, endpoint_source: str | None, *,
+                         provider: str, region: str, storage: bool,
+                         account: str | None) -> str:
+        claimed = (endpoint_country or "").strip().upper()
+        cpath = f"{base}.endpoint_country"
+        if not claimed:
+            raise self.fail(
+                f"endpoint_source without endpoint_country: state the ISO code of the country "
+                f"the endpoint serves from (it must be the location's country, {country})",
+                cpath, endpoint_country)
+        if claimed not in self.iso:
+            raise self.fail("endpoint_country is an ISO 3166-1 alpha-2 country code", cpath,
+                            endpoint_country)
+        if claimed != country:
+            raise self.fail(
+                f"the endpoint is stated to serve from {claimed}, not the location's country "
+                f"{country}: a location's data and compute never leave its country; use an "
+                f"endpoint in {country}", cpath, endpoint_country)
+        source = _stripped(endpoint_source)
+        if not source:
+            raise self.fail(
+                f"endpoint_country needs endpoint_source: say how you know the endpoint "
+                f"serves from {country} (a contract, the provider's documentation, a network "
+                "design)", f"{base}.endpoint_source", endpoint_source)
+        if storage and provider == "azure" and (
+                (urlsplit(endpoint).hostname or "").lower().endswith(".blob.core.windows.net")):
+            problem = storage_endpoint_problem(provider, region, endpoint, account=account,
+                                               failover_region=None)
+            if problem is not None:
+                raise self.fail(problem, f"{base}.endpoint", shown)
+        self.stated.append(StatedEndpoint(f"{base}.endpoint", shown, claimed, source))
+        return claimed
 
     def _check_region(self, provider: str, region: str, country: str,
                       regions: RegionTable, path: str,
@@ -448,7 +640,8 @@ class _Checker:
         if region_country is None:
             raise self.fail(
                 f"unknown {provider} region: its country is not in the built-in region table; "
-                f"add it under `cloud_regions.{provider}` in your map", path, region)
+                f"if the provider really has it, add it under `cloud_regions.{provider}` in "
+                "your map (it is then listed as unreviewed)", path, region)
         if region_country != country:
             what = "failover region" if failover else "region"
             raise self.fail(
@@ -484,6 +677,10 @@ class _Checker:
                         f"({current.matched} -> {current.location} and {source} -> {location}); "
                         "give the country its own route or remove one", path, source)
         return routes
+
+
+def _stripped(text: str | None) -> str | None:
+    return text.strip() or None if text is not None else None
 
 
 def _check_endpoint(checker: _Checker, endpoint: str, path: str) -> None:

@@ -48,6 +48,7 @@ from residency_sdk.model import StorageTarget
 from residency_sdk.policy import ResidencyPolicy
 from residency_sdk.regionmap import RetentionSpec, Role
 from residency_sdk.storage.base import ObjectInfo, ObjectStore
+from residency_sdk.storage.keys import SDK_PREFIX
 from residency_sdk.storage.pool import StorePool
 from residency_sdk.sweep import (
     DEFAULT_WORKERS,
@@ -295,8 +296,12 @@ class RetentionSweep:
         state.error = None
         try:
             store = self.stores.get(target, self.location)
-            listing = (listed for listed in store.list("") if order is None
-                       or _listing_order(target.provider, listed.key) > order)
+            # The SDK's own records (tenant country records) are not data with a
+            # retention category: they are not examined at all.
+            listing = (listed for listed in store.list("")
+                       if not listed.key.startswith(SDK_PREFIX) and (
+                           order is None
+                           or _listing_order(target.provider, listed.key) > order))
             with Workers(self.workers, "retention") as workers:
                 for page in pages(listing, self.checkpoint_every):
                     outcomes = workers.imap(

@@ -137,6 +137,12 @@ def azurite_connection_string(port: int) -> str:
             f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
 
 
+def azurite_credential_string() -> str:
+    """A connection string holding only the development account's credential: the
+    endpoint comes from the region map (``endpoint:``), as the adapter requires."""
+    return f"AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+
+
 # --- fault injection ---------------------------------------------------------------------
 
 

@@ -21,12 +21,21 @@ from emulators import (
     Emulator,
     EmulatorError,
     azurite_connection_string,
+    azurite_credential_string,
     start_azurite,
     start_gcs,
     start_moto,
 )
 
 PROVIDERS = ("local", "aws", "gcp", "azure")
+
+# Process-wide settings that would point a client at another endpoint or account than the
+# region map's; the harness clears them (the adapters refuse them when they differ).
+PROCESS_WIDE_OVERRIDES = (
+    "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_KMS", "STORAGE_EMULATOR_HOST", "API_ENDPOINT_OVERRIDE",
+    "GOOGLE_API_USE_MTLS_ENDPOINT", "AZURE_STORAGE_CONNECTION_STRING",
+    "RESIDENCY_AZURE_CONNECTION_STRING")
 _STARTERS = {"aws": start_moto, "gcp": start_gcs, "azure": start_azurite}
 
 
@@ -68,6 +77,21 @@ class Emulators:
         self._running.clear()
 
 
+def adapter_class(provider: str) -> Any:
+    """The adapter class of a cloud provider (imported on demand)."""
+    if provider == "aws":
+        from residency_sdk.storage.s3 import S3Store
+
+        return S3Store
+    if provider == "gcp":
+        from residency_sdk.storage.gcs import GCSStore
+
+        return GCSStore
+    from residency_sdk.storage.azure import AzureStore
+
+    return AzureStore
+
+
 def _default_map() -> Any:
     from residency_sdk.regionmap import load_region_map
 
@@ -101,12 +125,17 @@ class ProviderHarness:
         mp.setenv("AWS_ACCESS_KEY_ID", "testing")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         mp.setenv("AWS_SESSION_TOKEN", "testing")
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                     "STORAGE_EMULATOR_HOST", "AZURE_STORAGE_CONNECTION_STRING"):
+        # Endpoints come from the map only: the adapters refuse any process-wide endpoint
+        # that differs from it, so none may leak in from the developer's shell or
+        # ~/.aws/config.
+        for name in PROCESS_WIDE_OVERRIDES:
             mp.delenv(name, raising=False)
+        mp.setenv("AWS_CONFIG_FILE", str(self.local_root.parent / "no-aws-config"))
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(self.local_root.parent / "no-aws-creds"))
         if self.provider == "azure":
-            port = self.emulators.get("azure").port
-            mp.setenv("RESIDENCY_AZURE_CONNECTION_STRING", azurite_connection_string(port))
+            # Only the credential: the endpoint is the map's. It names the emulator's
+            # account, which the overlay names as every location's `account`.
+            mp.setenv("RESIDENCY_AZURE_CONNECTION_STRING", azurite_credential_string())
 
     # --- the map ----------------------------------------------------------------------
 
@@ -114,9 +143,13 @@ class ProviderHarness:
         """The overlay entry for one location's backend of this provider."""
         if self.provider == "local":
             return {}
+        # The emulator's endpoint is named in the map: no environment variable points
+        # any client anywhere.
         entry: dict[str, Any] = {"endpoint": self.endpoint}
         if self.provider == "aws":
             entry["kms_key"] = self.kms_keys[location]
+        if self.provider == "azure":
+            entry["account"] = AZURITE_ACCOUNT  # the account the endpoint serves
         return entry
 
     def write_map(self, tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
@@ -145,11 +178,17 @@ class ProviderHarness:
             kwargs.setdefault("local_root", self.local_root)
         return Residency.load(self.write_map(tmp_path), **kwargs)
 
-    def open(self, target: Any) -> Any:
-        """The adapter for ``target`` through the production factory."""
+    def open(self, target: Any, *, verify_on_open: bool = True) -> Any:
+        """The adapter for ``target`` through the production factory.
+
+        ``verify_on_open=False`` (cloud providers only) builds the adapter without its
+        bucket-region check, for fault-injection tests whose server in front of the
+        bucket answers every request (the check would be what they test)."""
         from residency_sdk.storage.factory import open_store
 
-        return open_store(target, local_root=self.local_root)
+        if verify_on_open or self.provider == "local":
+            return open_store(target, local_root=self.local_root)
+        return adapter_class(self.provider)(target, verify_on_open=False)
 
     def target(self, map_path: Path, location: str = "DE") -> Any:
         """This provider's storage target of ``location`` in the map at ``map_path``."""

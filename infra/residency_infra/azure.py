@@ -28,8 +28,9 @@ class AzureResidencyStorage(pulumi.ComponentResource):
         tags = plan.labels
         client = az.authorization.get_client_config_output(
             opts=pulumi.InvokeOutputOptions(parent=self))
-        rg = az.resources.ResourceGroup(f"{name}-rg", resource_group_name=plan.resource_group,
-                                        location=region, tags=tags, opts=child)
+        self.rg = rg = az.resources.ResourceGroup(
+            f"{name}-rg", resource_group_name=plan.resource_group, location=region, tags=tags,
+            opts=child)
         identity = az.managedidentity.UserAssignedIdentity(
             f"{name}-identity", resource_name_=plan.identity, resource_group_name=rg.name,
             location=region, tags=tags, opts=child)

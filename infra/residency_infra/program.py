@@ -1,5 +1,6 @@
 """The Pulumi program: the stack name (or ``residency:location``) picks the location, the
-region map's plan for it picks everything else."""
+region map's plan for it picks everything else: storage per provider, and the clouds' own
+location guardrails (:mod:`residency_infra.guardrails`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pulumi
 from residency_infra.aws import AwsResidencyStorage
 from residency_infra.azure import AzureResidencyStorage
 from residency_infra.gcp import GcpResidencyStorage
+from residency_infra.guardrails import LocationGuardrails
 from residency_sdk.infra.plan import InfraPlan, build_plan
 from residency_sdk.regionmap import load_region_map
 
@@ -24,19 +26,23 @@ class Deployed:
     plan: InfraPlan
     components: dict[str, pulumi.ComponentResource] = field(default_factory=dict)
     exports: dict[str, object] = field(default_factory=dict)
+    guardrails: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 def load_stack_plan() -> InfraPlan:
     """The plan for the current stack, from config ``residency:location`` (default: the
-    stack name), ``residency:map`` (default: the packaged map) and
-    ``residency:azureRedundancy`` (ZRS or LRS)."""
+    stack name), ``residency:map`` (default: the packaged map),
+    ``residency:azureRedundancy`` (ZRS or LRS), and the guardrails' attachment points
+    ``residency:awsOrgTargetId`` (OU or member account) and ``residency:gcpFolderId``."""
     config = pulumi.Config("residency")
     location = config.get("location") or pulumi.get_stack()
     map_path = config.get("map")
     if map_path and not Path(map_path).is_absolute():
         map_path = str(PROJECT_DIR / map_path)
     region_map = load_region_map(map_path)
-    return build_plan(region_map, location, azure_redundancy=config.get("azureRedundancy"))
+    return build_plan(region_map, location, azure_redundancy=config.get("azureRedundancy"),
+                      aws_org_target=config.get("awsOrgTargetId"),
+                      gcp_folder=config.get("gcpFolderId"))
 
 
 def run(plan: InfraPlan | None = None) -> Deployed:
@@ -66,9 +72,15 @@ def run(plan: InfraPlan | None = None) -> Deployed:
                 audit_bucket=az_c.audit.name, kms_key=az_c.key.key_uri,
                 encryption_scope=p.encryption_scope)
             deployed.components["azure"] = az_c
+    azure = deployed.components.get("azure")
+    deployed.components["guardrails"] = LocationGuardrails(
+        f"{plan.prefix}-{plan.location.lower()}-guardrails", plan,
+        azure_rg=azure.rg if isinstance(azure, AzureResidencyStorage) else None)
     deployed.exports = {"location": plan.location, "country": plan.country,
                         "map": plan.map_name, "regime": plan.regime, "backends": backends}
+    deployed.guardrails = plan.guardrail_summary()
     pulumi.export("residency", deployed.exports)
+    pulumi.export("guardrails", deployed.guardrails)
     return deployed
 
 

@@ -9,6 +9,7 @@ from residency_sdk.cli import core, demo
 from residency_sdk.cli import infra as infra_cli
 from residency_sdk.cli import retention as retention_cli
 from residency_sdk.cli import storage as storage_cli
+from residency_sdk.cli import tenant as tenant_cli
 from residency_sdk.cli import verify as verify_cli
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ audit_cli.register(app)
 infra_cli.register(app)
 storage_cli.register(app)
 retention_cli.register(app)
+tenant_cli.register(app)
 verify_cli.register(app)
 
 

@@ -15,6 +15,7 @@ from residency_sdk.cli.common import (
     JsonOption,
     MapOption,
     console,
+    fail,
     load_residency,
     print_json,
     residency_errors,
@@ -115,20 +116,61 @@ def transfer_check(
 @map_app.command("validate")
 def map_validate(
     path: Annotated[Path, typer.Argument(help="Region map file.", dir_okay=False)],
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Also fail (exit 1) when the map adds cloud regions the built-in "
+        "table lacks (unreviewed regions: their country is the map's word only).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Validate a region map and its transfer rules. Exit 1 with the bad path on error."""
+    """Validate a region map and its transfer rules. Exit 1 with the bad path on error.
+
+    Also lists the cloud regions the map adds (unreviewed: a warning, an error with
+    --strict), the endpoints accepted on the map's word (endpoint_country and
+    endpoint_source) and the loopback emulator endpoints."""
     with residency_errors(as_json):
         region_map = load_region_map(path)
         rules = load_transfer_rules(region_map.rules_file, region_map.groups)
+    unreviewed = [{"provider": u.provider, "region": u.region, "country": u.country,
+                   "path": u.path, "provider_knows_region": u.provider_knows}
+                  for u in region_map.unreviewed_regions]
+    stated = [{"path": e.path, "endpoint": e.endpoint, "country": e.country,
+               "source": e.source} for e in region_map.stated_endpoints]
+    emulators = [{"path": e.path, "endpoint": e.endpoint}
+                 for e in region_map.emulator_endpoints]
+    warnings = [
+        f"unreviewed region {u['provider']} {u['region']} (at {u['path']}) is taken to be "
+        f"in {u['country']} on this map's word only: it is not in the built-in region "
+        "table; check it against the provider's region list, then add it to "
+        "region_maps/cloud_regions.yaml (or drop it)" for u in unreviewed]
+    if strict and unreviewed:
+        names = ", ".join(f"{u['provider']} {u['region']} ({u['path']})" for u in unreviewed)
+        fail(f"{path}: --strict refuses unreviewed cloud regions: {names}; their country "
+             "is the map's word only. Add them to the built-in table "
+             "(region_maps/cloud_regions.yaml) after review, or validate without --strict",
+             as_json=as_json, error_type="UnreviewedRegion", file=str(path),
+             unreviewed_regions=unreviewed)
     summary = {"ok": True, "file": str(path), "name": region_map.name,
                "locations": sorted(region_map.locations), "countries_routed":
-               len(region_map.routes), "regimes": sorted(rules.regimes)}
+               len(region_map.routes), "regimes": sorted(rules.regimes),
+               "unreviewed_regions": unreviewed, "stated_endpoints": stated,
+               "emulator_endpoints": emulators, "warnings": warnings}
     if as_json:
         print_json(summary)
-    else:
-        console.print(f"[green]valid[/] {path}: {len(region_map.locations)} locations, "
-                      f"{len(region_map.routes)} countries routed, {len(rules.regimes)} regimes")
+        return
+    console.print(f"[green]valid[/] {path}: {len(region_map.locations)} locations, "
+                  f"{len(region_map.routes)} countries routed, {len(rules.regimes)} regimes")
+    def say(text: str, style: str | None = None) -> None:
+        console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+    for warning in warnings:
+        say(f"warning: {warning}", style="yellow")
+    if stated:
+        say("endpoints accepted on the map's word (endpoint_country + endpoint_source):")
+        for e in stated:
+            say(f"  {e['path']}: {e['endpoint']} serves from {e['country']} "
+                f"(source: {e['source']})")
+    for e in emulators:
+        say(f"emulator endpoint (loopback, not region-checked) at {e['path']}: "
+            f"{e['endpoint']}")
 
 
 @map_app.command("show")

@@ -12,7 +12,14 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from residency_sdk.cli.common import JsonOption, MapOption, console, print_json, residency_errors
+from residency_sdk.cli.common import (
+    JsonOption,
+    MapOption,
+    console,
+    err_console,
+    print_json,
+    residency_errors,
+)
 from residency_sdk.errors import InfraError, MapError
 from residency_sdk.infra.outputs import overlay_from_outputs, read_outputs
 from residency_sdk.infra.plan import InfraPlan, build_plan
@@ -27,6 +34,14 @@ LocationOption = Annotated[
     str, typer.Option("--location", "-l", help="Residency location id of the map, e.g. DE.")]
 RedundancyOption = Annotated[
     str | None, typer.Option("--azure-redundancy", help="Azure storage redundancy: ZRS or LRS.")]
+AwsOrgTargetOption = Annotated[
+    str | None, typer.Option("--aws-org-target", help="OU id (ou-...) or member account id the "
+                             "region-deny SCP is attached to (stack config "
+                             "residency:awsOrgTargetId); without it the SCP is skipped.")]
+GcpFolderOption = Annotated[
+    str | None, typer.Option("--gcp-folder", help="Folder id the gcp.resourceLocations policy "
+                             "is set on (stack config residency:gcpFolderId); without it the "
+                             "policy is skipped.")]
 
 
 class ExportFormat(StrEnum):
@@ -41,18 +56,29 @@ def register(app: typer.Typer) -> None:
     app.add_typer(infra_app, name="infra")
 
 
-def _plan(map_path: Path | None, location: str, redundancy: str | None) -> InfraPlan:
-    return build_plan(load_region_map(map_path), location, azure_redundancy=redundancy)
+def _plan(map_path: Path | None, location: str, redundancy: str | None,
+          aws_org_target: str | None = None, gcp_folder: str | None = None) -> InfraPlan:
+    return build_plan(load_region_map(map_path), location, azure_redundancy=redundancy,
+                      aws_org_target=aws_org_target, gcp_folder=gcp_folder)
+
+
+def _print_notes(plan: InfraPlan) -> None:
+    for note in plan.notes():
+        err_console.print(f"[bold yellow]note:[/] {escape(note)}", highlight=False)
 
 
 @infra_app.command("plan")
 def plan_cmd(location: LocationOption, map_path: MapOption = None,
-             azure_redundancy: RedundancyOption = None, as_json: JsonOption = False) -> None:
-    """Show the resources LOCATION needs, per provider, with their settings."""
+             azure_redundancy: RedundancyOption = None,
+             aws_org_target: AwsOrgTargetOption = None, gcp_folder: GcpFolderOption = None,
+             as_json: JsonOption = False) -> None:
+    """Show the resources LOCATION needs, per provider, with their settings, and the
+    clouds' location guardrails (enforced, or skipped and why)."""
     with residency_errors(as_json):
-        plan = _plan(map_path, location, azure_redundancy)
+        plan = _plan(map_path, location, azure_redundancy, aws_org_target, gcp_folder)
     if as_json:
-        print_json({"ok": True, "plan": plan.to_dict(), "resources": plan.resources()})
+        print_json({"ok": True, "plan": plan.to_dict(), "resources": plan.resources(),
+                    "guardrails": plan.guardrail_summary(), "notes": plan.notes()})
         return
     console.print(f"[bold]{plan.location}[/] ({plan.country}, regime {plan.regime}, "
                   f"map {plan.map_name})")
@@ -62,6 +88,14 @@ def plan_cmd(location: LocationOption, map_path: MapOption = None,
         table.add_row(row["provider"], row["kind"], row["region"],
                       f"[bold]{escape(row['name'])}[/]\n{escape(settings)}")
     console.print(table)
+    guards = Table("provider", "guardrail", "status", "applies to", "allowed regions",
+                   title="Location guardrails (the cloud refuses every other region)")
+    for provider, g in plan.guardrail_summary().items():
+        guards.add_row(provider, f"{g['kind']}\n{escape(g['name'])}", g["status"],
+                       escape(g["target"] or f"(set {g['config_key']})"),
+                       ", ".join(g["allowed_regions"]))
+    console.print(guards)
+    _print_notes(plan)
 
 
 @infra_app.command("export")
@@ -73,11 +107,13 @@ def export_cmd(
                                               "pulumi-stack.")] = ExportFormat.terraform,
     map_path: MapOption = None,
     azure_redundancy: RedundancyOption = None,
+    aws_org_target: AwsOrgTargetOption = None,
+    gcp_folder: GcpFolderOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write LOCATION's plan as Terraform JSON, or as a Pulumi stack config file."""
     with residency_errors(as_json):
-        plan = _plan(map_path, location, azure_redundancy)
+        plan = _plan(map_path, location, azure_redundancy, aws_org_target, gcp_folder)
         try:
             if fmt is ExportFormat.terraform:
                 files = write_terraform(plan, out)
@@ -92,10 +128,11 @@ def export_cmd(
                              "--out folder") from None
     if as_json:
         print_json({"ok": True, "location": plan.location, "format": fmt.value,
-                    "files": [str(f) for f in files]})
+                    "files": [str(f) for f in files], "notes": plan.notes()})
     else:
         for f in files:
             console.print(f"wrote {f}")
+        _print_notes(plan)
 
 
 @infra_app.command("outputs")

@@ -7,6 +7,8 @@ resolved Pulumi output, as the strings).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 MIN_TLS_VERSION = 1.2
@@ -77,3 +79,103 @@ def aws_bucket_policy(bucket_arn: str) -> dict[str, Any]:
             },
         ],
     }
+
+
+# --- location guardrails -----------------------------------------------------------------
+
+AWS_SCP_MAX_CHARS = 5120
+"""AWS Organizations refuses a Service Control Policy document longer than this."""
+
+AWS_REGION_DENY_EXEMPT_ACTIONS: tuple[str, ...] = (
+    # The global-service exemptions of AWS's own region-deny SCP example:
+    #   https://docs.aws.amazon.com/organizations/latest/userguide/orgs_manage_policies_scps_examples_general.html
+    #   (section "Deny access to AWS based on the requested AWS Region"), as published in
+    #   https://github.com/aws-samples/service-control-policy-examples
+    #   Region-controls/Deny-access-to-AWS-based-on-the-requested-AWS-region.json
+    # Global services answer from one endpoint (us-east-1 for most), so without these a
+    # location outside us-east-1 could not use IAM, STS, Organizations, Route 53, ...
+    # Deliberately NOT exempted, unlike the example: "kms:*". KMS is regional and holds key
+    # material; AWS lists it only for using customer keys with CloudFront, which this
+    # project does not do. Exempting it would let anyone create keys abroad.
+    "a4b:*", "acm:*", "aws-marketplace-management:*", "aws-marketplace:*", "aws-portal:*",
+    "budgets:*", "ce:*", "chime:*", "cloudfront:*", "config:*", "cur:*", "directconnect:*",
+    "ec2:DescribeRegions", "ec2:DescribeTransitGateways", "ec2:DescribeVpnGateways",
+    "fms:*", "globalaccelerator:*", "health:*", "iam:*", "importexport:*",
+    "mobileanalytics:*", "networkmanager:*", "organizations:*", "pricing:*", "route53:*",
+    "route53domains:*", "route53-recovery-cluster:*", "route53-recovery-control-config:*",
+    "route53-recovery-readiness:*", "s3:GetAccountPublic*", "s3:ListAllMyBuckets",
+    "s3:ListMultiRegionAccessPoints", "s3:PutAccountPublic*", "shield:*", "sts:*",
+    "support:*", "trustedadvisor:*", "waf-regional:*", "waf:*", "wafv2:*",
+    "wellarchitected:*",
+)
+
+GCP_RESOURCE_LOCATIONS = "gcp.resourceLocations"
+"""The list constraint restricting where location-bearing resources may be created."""
+AZURE_ALLOWED_LOCATIONS_DEFINITION = (
+    "/providers/Microsoft.Authorization/policyDefinitions/e56962a6-4747-49cd-b67b-bf8b01975c4c")
+"""Built-in "Allowed locations" (mode Indexed: excludes resource groups and ``global``)."""
+AZURE_ALLOWED_RG_LOCATIONS_DEFINITION = (
+    "/providers/Microsoft.Authorization/policyDefinitions/e765b5de-1225-4ba3-bd56-1ac6695af988")
+"""Built-in "Allowed locations for resource groups": documented, not assigned by the stack
+(it only acts at subscription or management-group scope; see docs/infra.md)."""
+
+
+def aws_region_deny_scp(regions: Sequence[str]) -> dict[str, Any]:
+    """Service Control Policy: deny every request whose ``aws:RequestedRegion`` is not one
+    of ``regions``, except the global services' actions; deny creating KMS replica keys
+    outside ``regions`` (``kms:ReplicateKey`` is requested in the source region) and
+    creating buckets whose ``LocationConstraint`` names another region."""
+    allowed = list(regions)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyAllOutsideLocationRegions",
+                "Effect": "Deny",
+                "NotAction": list(AWS_REGION_DENY_EXEMPT_ACTIONS),
+                "Resource": "*",
+                "Condition": {"StringNotEquals": {"aws:RequestedRegion": allowed}},
+            },
+            {
+                "Sid": "DenyKmsReplicaOutsideLocationRegions",
+                "Effect": "Deny",
+                "Action": "kms:ReplicateKey",
+                "Resource": "*",
+                "Condition": {"StringNotEquals": {"kms:ReplicaRegion": allowed}},
+            },
+            {
+                # The region a bucket is created in is its LocationConstraint, which need
+                # not be the region of the endpoint the request went to; deny any named
+                # constraint outside the location (none given: the endpoint's region,
+                # which the first statement governs).
+                "Sid": "DenyBucketsOutsideLocationRegions",
+                "Effect": "Deny",
+                "Action": "s3:CreateBucket",
+                "Resource": "*",
+                "Condition": {"StringNotEquals": {"s3:LocationConstraint": allowed},
+                              "Null": {"s3:LocationConstraint": "false"}},
+            },
+        ],
+    }
+
+
+def aws_region_deny_scp_content(regions: Sequence[str]) -> str:
+    """The SCP as the compact JSON string both renderers send (whitespace counts towards
+    the 5,120-character limit, so none is added)."""
+    text = json.dumps(aws_region_deny_scp(regions), separators=(",", ":"))
+    if len(text) > AWS_SCP_MAX_CHARS:  # pragma: no cover - only with absurd region lists
+        raise ValueError(f"SCP is {len(text)} characters; AWS allows {AWS_SCP_MAX_CHARS}")
+    return text
+
+
+def gcp_location_values(regions: Sequence[str]) -> list[str]:
+    """``allowed_values`` of the ``gcp.resourceLocations`` policy: the value group
+    ``in:<region>-locations`` of each region, i.e. the region and its zones, nothing else
+    (a bare region would be rewritten to this group by the API anyway; a multi-region
+    group such as ``in:eu-locations`` would span countries)."""
+    return [f"in:{region}-locations" for region in regions]
+
+
+def azure_allowed_locations_parameters(regions: Sequence[str]) -> dict[str, Any]:
+    """Parameters of the "Allowed locations" assignment."""
+    return {"listOfAllowedLocations": {"value": list(regions)}}

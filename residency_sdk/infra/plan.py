@@ -8,6 +8,13 @@ region the router believes, encrypted with the key the storage adapters ask for.
 Everything that would put data outside the location's country is refused here, before any
 renderer runs: failover regions abroad, keys in another country, and Azure geo-redundant
 SKUs (their secondary region is chosen by Azure's region pairing, not by the map).
+
+The plan also carries the clouds' own location guardrails (:class:`GuardrailPlan`, one per
+provider): an AWS Service Control Policy, a GCP ``gcp.resourceLocations`` organisation
+policy and an Azure "Allowed locations" policy assignment, each allowing exactly the
+location's regions of that provider as the map names them. A guardrail whose attachment
+point (AWS OU or account, GCP folder) is not configured is skipped with a note, never
+silently.
 """
 
 from __future__ import annotations
@@ -46,6 +53,16 @@ _GCP_KEY = re.compile(
     r"/cryptoKeys/(?P<key>[^/]+)$"
 )
 _AWS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):")
+
+GuardrailKind = Literal["service_control_policy", "org_policy", "policy_assignment"]
+AWS_ORG_TARGET_KEY = "residency:awsOrgTargetId"
+"""Stack config key: the OU (``ou-…``) or member account (12 digits) the SCP is attached to."""
+GCP_FOLDER_KEY = "residency:gcpFolderId"
+"""Stack config key: the folder (``123…`` or ``folders/123…``) the org policy is set on."""
+_AWS_OU = re.compile(r"^ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}$")
+_AWS_ACCOUNT = re.compile(r"^[0-9]{12}$")
+_AWS_ROOT = re.compile(r"^r-[0-9a-z]{4,32}$")
+_GCP_FOLDER = re.compile(r"^(?:folders/)?(?P<id>[0-9]{1,20})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +143,41 @@ class ProviderPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardrailPlan:
+    """The cloud's own refusal of every region but the location's, for one provider.
+
+    ``allowed_regions`` are the map's regions of this location and provider, in map order:
+    the backend's region, its in-country ``failover_region``, then any ``compute`` region
+    of the provider. ``target`` is where the guardrail applies: the AWS OU or account id
+    (:data:`AWS_ORG_TARGET_KEY`), the GCP folder ``folders/<id>`` (:data:`GCP_FOLDER_KEY`),
+    or the Azure resource group the stack creates. ``None`` means not configured: the
+    guardrail is skipped and ``note`` says so and how to enable it."""
+
+    provider: CloudProvider
+    kind: GuardrailKind
+    name: str
+    allowed_regions: tuple[str, ...]
+    target: str | None
+    config_key: str | None = None
+    """The stack config key (and CLI option) that supplies ``target``; None for Azure,
+    whose target is the stack's own resource group."""
+    note: str | None = None
+
+    @property
+    def enforced(self) -> bool:
+        """True when the guardrail is rendered (it has a target)."""
+        return self.target is not None
+
+    def summary(self) -> dict[str, Any]:
+        """The guardrail as the stacks and the Terraform export report it (the
+        ``guardrails`` output), so a skipped one is visible after deployment too."""
+        return {"kind": self.kind, "name": self.name, "status":
+                "enforced" if self.enforced else "skipped", "target": self.target,
+                "allowed_regions": list(self.allowed_regions), "config_key": self.config_key,
+                "note": self.note}
+
+
+@dataclass(frozen=True, slots=True)
 class InfraPlan:
     """The plan for one location: one :class:`ProviderPlan` per cloud backend in the map."""
 
@@ -136,6 +188,7 @@ class InfraPlan:
     prefix: str
     data_classes: tuple[str, ...]
     providers: tuple[ProviderPlan, ...] = field(default_factory=tuple)
+    guardrails: tuple[GuardrailPlan, ...] = field(default_factory=tuple)
 
     def provider(self, name: str) -> ProviderPlan:
         """The plan of provider ``name``; :class:`InfraError` when the location has none."""
@@ -146,6 +199,20 @@ class InfraPlan:
             f"location {self.location} has no {name!r} backend in region map "
             f"{self.map_name!r}: add one under locations.{self.location}.backends"
         )
+
+    def guardrail(self, name: str) -> GuardrailPlan:
+        """The location guardrail of provider ``name`` (one per provider of the plan)."""
+        self.provider(name)  # the same error when the location has no such backend
+        return next(g for g in self.guardrails if g.provider == name)
+
+    def notes(self) -> list[str]:
+        """What the plan leaves out and why (skipped guardrails); shown by ``infra plan``,
+        ``infra export`` and logged by the Pulumi program."""
+        return [g.note for g in self.guardrails if g.note and not g.enforced]
+
+    def guardrail_summary(self) -> dict[str, dict[str, Any]]:
+        """Every guardrail by provider, as the ``guardrails`` stack/Terraform output."""
+        return {g.provider: g.summary() for g in self.guardrails}
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain JSON-able data."""
@@ -186,13 +253,20 @@ class InfraPlan:
 
 
 def build_plan(
-    region_map: RegionMap, location: str, *, azure_redundancy: str | None = None
+    region_map: RegionMap, location: str, *, azure_redundancy: str | None = None,
+    aws_org_target: str | None = None, gcp_folder: str | None = None,
 ) -> InfraPlan:
     """The infra plan of ``location`` (a location id of ``region_map``, any case).
 
     ``azure_redundancy`` picks the storage SKU (``ZRS`` by default, or ``LRS``); a
     geo-redundant SKU raises :class:`InfraCrossesBorder`, like any failover region or key
     outside the location's country.
+
+    ``aws_org_target`` (an OU id ``ou-…`` or a 12-digit member account id) and
+    ``gcp_folder`` (``123…`` or ``folders/123…``) are where the AWS Service Control Policy
+    and the GCP resource-locations policy apply; without them those guardrails are skipped
+    with a note. An organisation root is refused: one location's guardrail there would
+    lock every other location out.
     """
     loc_id = location.strip().upper() if isinstance(location, str) else location
     loc = region_map.locations.get(loc_id)
@@ -228,11 +302,104 @@ def build_plan(
             f"location {loc.id} has no cloud backend (aws, gcp or azure) in region map "
             f"{region_map.name!r}: nothing to provision"
         )
+    targets: dict[str, str | None] = {"aws": _aws_org_target(aws_org_target),
+                                      "gcp": _gcp_folder(gcp_folder)}
+    planned = {p.provider for p in providers}
+    for cloud, value in targets.items():
+        if value is not None and cloud not in planned:
+            key = AWS_ORG_TARGET_KEY if cloud == "aws" else GCP_FOLDER_KEY
+            raise InfraError(
+                f"{key} is set but location {loc.id} has no {cloud} backend in region map "
+                f"{region_map.name!r}: there is nothing of {cloud} to guard; unset it"
+            )
+    guardrails = tuple(_guardrail(p, loc, prefix, regions, targets.get(p.provider))
+                       for p in providers)
     return InfraPlan(
         map_name=region_map.name, location=loc.id, country=loc.country,
         regime=regime.id if regime else "none", prefix=prefix, data_classes=data_classes,
-        providers=tuple(providers),
+        providers=tuple(providers), guardrails=guardrails,
     )
+
+
+def _aws_org_target(value: str | None) -> str | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    if _AWS_ROOT.fullmatch(value):
+        raise InfraError(
+            f"{AWS_ORG_TARGET_KEY} {value!r} is the organisation root: one location's "
+            "region-deny SCP there would deny every other location's regions in every "
+            "account; attach it to the location's OU (ou-…) or member account (12 digits)"
+        )
+    if not (_AWS_OU.fullmatch(value) or _AWS_ACCOUNT.fullmatch(value)):
+        raise InfraError(
+            f"{AWS_ORG_TARGET_KEY} {value!r} is neither an OU id (ou-xxxx-xxxxxxxx) nor a "
+            "12-digit AWS account id"
+        )
+    return value
+
+
+def _gcp_folder(value: str | None) -> str | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    m = _GCP_FOLDER.fullmatch(value)
+    if m is None:
+        raise InfraError(
+            f"{GCP_FOLDER_KEY} {value!r} is not a folder id (digits, or folders/<digits>); "
+            "an organisation-level policy would constrain every other location too: set it "
+            "on the location's folder"
+        )
+    return f"folders/{m['id']}"
+
+
+def _allowed_regions(provider: CloudProvider, loc: Location,
+                     regions: dict[str, dict[str, str]]) -> tuple[str, ...]:
+    """The map's regions of ``loc`` for ``provider``: the backend's region, its failover
+    region, then the provider's compute regions; each re-checked to be in the country."""
+    target = loc.backends[provider]
+    found: list[str] = []
+    for region in (target.region, target.failover_region,
+                   *(c.region for c in loc.compute if c.provider == provider)):
+        if region is None or region in found:
+            continue
+        if regions.get(provider, {}).get(region) != loc.country:
+            raise InfraCrossesBorder(
+                f"{provider} region {region!r} of location {loc.id} is not in {loc.country}: "
+                "a location guardrail allows only the location's own regions"
+            )
+        found.append(region)
+    return tuple(found)
+
+
+def _guardrail(p: ProviderPlan, loc: Location, prefix: str,
+               regions: dict[str, dict[str, str]], target: str | None) -> GuardrailPlan:
+    allowed = _allowed_regions(p.provider, loc, regions)
+    where = ", ".join(allowed)
+    if p.provider == "aws":
+        note = None if target else (
+            f"AWS region guardrail for {loc.id} skipped: no OU or account to attach the "
+            f"Service Control Policy to. Set {AWS_ORG_TARGET_KEY} (stack config) or "
+            f"--aws-org-target to an OU id or member account id so AWS itself refuses "
+            f"requests outside {where}."
+        )
+        return GuardrailPlan(provider="aws", kind="service_control_policy",
+                             name=f"{prefix}-{loc.id.lower()}-region-deny",
+                             allowed_regions=allowed, target=target,
+                             config_key=AWS_ORG_TARGET_KEY, note=note)
+    if p.provider == "gcp":
+        note = None if target else (
+            f"GCP resource-locations guardrail for {loc.id} skipped: no folder to set the "
+            f"organisation policy on. Set {GCP_FOLDER_KEY} (stack config) or --gcp-folder "
+            f"to the folder holding the location's projects so Google Cloud itself refuses "
+            f"resources outside {where}."
+        )
+        return GuardrailPlan(provider="gcp", kind="org_policy", name="gcp.resourceLocations",
+                             allowed_regions=allowed, target=target,
+                             config_key=GCP_FOLDER_KEY, note=note)
+    return GuardrailPlan(provider="azure", kind="policy_assignment",
+                         name=_azure_name_dash(f"{prefix}-{loc.id.lower()}-allowed-locations", 64),
+                         allowed_regions=allowed, target=p.resource_group)
 
 
 def _azure_sku(value: str | None, loc_id: str) -> str:
@@ -376,3 +543,7 @@ def _label(value: str) -> str:
 
 def _azure_name(value: str, limit: int) -> str:
     return re.sub(r"[^a-z0-9]", "", value.lower())[:limit]
+
+
+def _azure_name_dash(value: str, limit: int) -> str:
+    return re.sub(r"[^a-z0-9-]", "", value.lower())[:limit].rstrip("-")

@@ -15,12 +15,16 @@ def stack_file_name(plan: InfraPlan) -> str:
 
 
 def stack_config(plan: InfraPlan, map_path: str | None = None) -> dict[str, Any]:
-    """The stack's config: its location, the map (when not the packaged one) and each
-    provider's default region, so even a resource without an explicit region (there is
-    none; the policy module fails one) would stay in the country."""
+    """The stack's config: its location, the map (when not the packaged one), the
+    guardrails' OU/account and folder when the plan has them, and each provider's default
+    region, so even a resource without an explicit region (there is none; the policy
+    module fails one) would stay in the country."""
     config: dict[str, Any] = {"residency:location": plan.location}
     if map_path:
         config["residency:map"] = map_path
+    for g in plan.guardrails:  # only when given: an empty key means "skipped, with a note"
+        if g.config_key and g.target:
+            config[g.config_key] = g.target
     for p in plan.providers:
         if p.provider == "aws":
             config["aws:region"] = p.region

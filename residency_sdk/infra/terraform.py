@@ -3,8 +3,9 @@
 ``main.tf.json`` holds the resources, ``versions.tf.json`` the provider requirements,
 ``variables.tf.json`` what the plan cannot know
 (cloud project and subscription ids), ``outputs.tf.json`` the same ``residency`` output the
-Pulumi stacks export, so ``residency infra outputs`` reads either. Pure Python: the files
-are data built from the plan, the same plan the Pulumi program renders.
+Pulumi stacks export, so ``residency infra outputs`` reads either, and the ``guardrails``
+output (which location guardrails are enforced, which skipped and why). Pure Python: the
+files are data built from the plan, the same plan the Pulumi program renders.
 """
 
 from __future__ import annotations
@@ -13,11 +14,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from residency_sdk.infra.documents import aws_bucket_policy, aws_key_policy
+from residency_sdk.infra.documents import (
+    AZURE_ALLOWED_LOCATIONS_DEFINITION,
+    GCP_RESOURCE_LOCATIONS,
+    aws_bucket_policy,
+    aws_key_policy,
+    aws_region_deny_scp_content,
+    azure_allowed_locations_parameters,
+    gcp_location_values,
+)
 from residency_sdk.infra.plan import (
     SOFT_DELETE_DAYS,
     BucketPlan,
     ExpiryRule,
+    GuardrailPlan,
     InfraPlan,
     ProviderPlan,
     gcs_lifecycle_conditions,
@@ -48,6 +58,7 @@ def render(plan: InfraPlan) -> dict[str, Json]:
             providers["aws"] = [{"region": p.region}]
             data.setdefault("aws_caller_identity", {})["current"] = {}
             backends["aws"] = _aws(p, resources)
+            _aws_guardrail(p, plan.guardrail("aws"), resources)
         elif p.provider == "gcp":
             variables["gcp_project"] = {
                 "type": "string", "description": "Google Cloud project holding the buckets",
@@ -57,6 +68,7 @@ def render(plan: InfraPlan) -> dict[str, Json]:
             data.setdefault("google_storage_project_service_account", {})["gcs"] = {
                 "project": "${var.gcp_project}"}
             backends["gcp"] = _gcp(p, resources)
+            _gcp_guardrail(plan.guardrail("gcp"), resources)
         else:
             variables["azure_subscription_id"] = {
                 "type": "string", "description": "Azure subscription holding the account"}
@@ -67,6 +79,7 @@ def render(plan: InfraPlan) -> dict[str, Json]:
             }]
             data.setdefault("azurerm_client_config", {})["current"] = {}
             backends["azure"] = _azure(p, resources)
+            _azure_guardrail(plan.guardrail("azure"), resources)
     # The `terraform` settings block sits in its own file: Checkov's terraform_json parser
     # cannot read it (3.3.30), and scanning main.tf.json alone must still see everything.
     versions: Json = {"terraform": {
@@ -79,11 +92,17 @@ def render(plan: InfraPlan) -> dict[str, Json]:
         "data": data,
         "resource": resources,
     }
-    outputs = {"output": {"residency": {
-        "description": "Where this location's data lives; `residency infra outputs` reads it",
-        "value": {"location": plan.location, "country": plan.country, "map": plan.map_name,
-                  "regime": plan.regime, "backends": backends},
-    }}}
+    outputs = {"output": {
+        "residency": {
+            "description": "Where this location's data lives; `residency infra outputs` reads it",
+            "value": {"location": plan.location, "country": plan.country, "map": plan.map_name,
+                      "regime": plan.regime, "backends": backends},
+        },
+        "guardrails": {
+            "description": "The clouds' own location guardrails: enforced or skipped (and why)",
+            "value": plan.guardrail_summary(),
+        },
+    }}
     return {"main.tf.json": main, "versions.tf.json": versions,
             "variables.tf.json": {"variable": variables},
             "outputs.tf.json": outputs}
@@ -175,7 +194,33 @@ def _aws_filter(rule: ExpiryRule) -> Json:
     return {"tag": [{"key": rule.tag[0], "value": rule.tag[1]}]}
 
 
+def _aws_guardrail(p: ProviderPlan, g: GuardrailPlan, res: dict[str, dict[str, Json]]) -> None:
+    """Region-deny SCP attached to the location's OU or account (Organizations is global:
+    no `region` argument). Skipped, with the plan's note, when no target is configured."""
+    if g.target is None:
+        return
+    policy = _add(res, "aws_organizations_policy", "region_deny", {
+        "name": g.name, "type": "SERVICE_CONTROL_POLICY",
+        "description": f"residency {p.location}: deny requests outside "
+                       f"{', '.join(g.allowed_regions)} (global services exempt)",
+        "content": aws_region_deny_scp_content(g.allowed_regions), "tags": p.labels})
+    _add(res, "aws_organizations_policy_attachment", "region_deny", {
+        "policy_id": f"${{{policy}.id}}", "target_id": g.target})
+
+
 # --- GCP -------------------------------------------------------------------------------
+
+
+def _gcp_guardrail(g: GuardrailPlan, res: dict[str, dict[str, Json]]) -> None:
+    """`gcp.resourceLocations` on the location's folder, replacing (not merging with) what
+    the folder would inherit, so exactly the location's regions remain."""
+    if g.target is None:
+        return
+    _add(res, "google_org_policy_policy", "resource_locations", {
+        "name": f"{g.target}/policies/{GCP_RESOURCE_LOCATIONS}", "parent": g.target,
+        "spec": [{"inherit_from_parent": False, "rules": [
+            {"values": [{"allowed_values": gcp_location_values(g.allowed_regions)}]}]}]})
+
 
 
 def _gcp(p: ProviderPlan, res: dict[str, dict[str, Json]]) -> Json:
@@ -220,6 +265,21 @@ def _gcp_bucket(p: ProviderPlan, spec: BucketPlan, key: str, grant: str, log_to:
 
 
 # --- Azure -----------------------------------------------------------------------------
+
+
+def _azure_guardrail(g: GuardrailPlan, res: dict[str, dict[str, Json]]) -> None:
+    """The built-in "Allowed locations" policy, assigned at the stack's resource group."""
+    where = ", ".join(g.allowed_regions)
+    _add(res, "azurerm_resource_group_policy_assignment", "allowed_locations", {
+        "name": g.name, "resource_group_id": "${azurerm_resource_group.rg.id}",
+        "policy_definition_id": AZURE_ALLOWED_LOCATIONS_DEFINITION,
+        "display_name": f"residency: allowed locations ({where})",
+        "description": f"Only {where} (the region map's regions for this location) may hold "
+                       "resources of this resource group",
+        "parameters": json.dumps(azure_allowed_locations_parameters(g.allowed_regions)),
+        "enforce": True,
+        "non_compliance_message": [{"content": f"Residency: resources of this group must be "
+                                               f"in {where}"}]})
 
 
 def _azure(p: ProviderPlan, res: dict[str, dict[str, Json]]) -> Json:

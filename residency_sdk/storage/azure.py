@@ -14,11 +14,23 @@
 - Block uploads use ``max_concurrency`` threads and ``chunk_size`` blocks: bounded memory.
 - azure-core's own retries are off (``retry_total=0``); :mod:`residency_sdk.storage.retry`
   is the only retry layer.
-- Credentials: ``RESIDENCY_AZURE_CONNECTION_STRING`` (or ``AZURE_STORAGE_CONNECTION_STRING``)
-  when set; otherwise ``https://<account>.blob.core.windows.net`` (or ``target.endpoint``)
-  with ``DefaultAzureCredential`` when azure-identity is installed. ``target.endpoint``
-  overrides the connection string's BlobEndpoint. ``RESIDENCY_AZURE_API_VERSION`` pins the
-  service API version (needed for Azurite without ``--skipApiVersionCheck``).
+- Endpoint: always ``target.endpoint``, else ``https://<account>.blob.core.windows.net`` of
+  the map's ``account``; a connection string only ever supplies the credential.
+- Credentials: ``target.credentials.azure_connection_string_env`` names the variable
+  holding this location's connection string; ``azure_identity: true`` uses
+  ``DefaultAzureCredential`` (azure-identity). Without either, the process-wide
+  ``RESIDENCY_AZURE_CONNECTION_STRING`` (or ``AZURE_STORAGE_CONNECTION_STRING``) when set,
+  else ``DefaultAzureCredential`` when azure-identity is installed.
+- A connection string whose ``AccountName`` is not the map's ``account``, whose
+  ``BlobEndpoint`` is not the endpoint above, or whose ``EndpointSuffix`` names another
+  Azure cloud makes the adapter refuse to open (:class:`EnvironmentOverride`): one
+  process-wide string must not send every location's blobs to one account.
+- Verify on open: the data plane reports no region, so what is verified is the account:
+  the client talks to the map's account (the endpoint names it, and a shared key or SAS
+  only works for the account it was issued for). ``residency verify`` says the region is
+  unknown.
+- ``RESIDENCY_AZURE_API_VERSION`` pins the service API version (needed for Azurite
+  without ``--skipApiVersionCheck``).
 """
 
 from __future__ import annotations
@@ -48,11 +60,13 @@ from residency_sdk.errors import (
     BackendNotConfigured,
     BucketNotFound,
     EncryptionError,
+    EnvironmentOverride,
     IntegrityError,
     NoSuchBackend,
     ObjectNotFound,
     ReadInterrupted,
     ResidencyError,
+    ResidencyViolation,
     SDKNotInstalled,
     StorageError,
 )
@@ -101,12 +115,20 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _parse_connection_string(text: str) -> dict[str, str]:
+    """The ``Key=Value`` pairs of a connection string, keys lower-cased (Azure reads them
+    case-insensitively)."""
     parts = {}
     for item in text.split(";"):
         if "=" in item:
             name, _, value = item.partition("=")
-            parts[name.strip()] = value.strip()
+            parts[name.strip().lower()] = value.strip()
     return parts
+
+
+# What ``UseDevelopmentStorage=true`` stands for (Azurite's published development account).
+_DEV_ACCOUNT = "devstoreaccount1"
+_DEV_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
+_PUBLIC_SUFFIX = "core.windows.net"
 
 
 class AzureStore(ObjectStore):
@@ -120,9 +142,12 @@ class AzureStore(ObjectStore):
                  multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
                  connection_timeout: float = 5.0, read_timeout: float = 60.0,
-                 raw_request_hook: Callable[[Any], None] | None = None) -> None:
+                 raw_request_hook: Callable[[Any], None] | None = None,
+                 verify_on_open: bool = True) -> None:
         """``raw_request_hook`` sees every outgoing request (azure-core's hook; audits
-        and tests use it to check what each request carried)."""
+        and tests use it to check what each request carried). ``verify_on_open`` is
+        accepted for a constructor like the other cloud adapters'; Azure's check (the
+        account the client talks to) needs no request and always runs."""
         if target.provider != "azure":
             raise NoSuchBackend(f"AzureStore needs an azure target, got "
                                        f"{target.provider!r}")
@@ -149,34 +174,108 @@ class AzureStore(ObjectStore):
         self._container = self._service.get_container_client(target.bucket)
 
     def _connect(self, options: dict[str, Any]) -> tuple[str, BlobServiceClient]:
-        conn = next((os.environ[n] for n in CONNECTION_STRING_ENV if os.environ.get(n)), None)
-        if conn:
-            parts = _parse_connection_string(conn)
-            if self.target.endpoint:
-                parts["BlobEndpoint"] = self.target.endpoint
-            endpoint = parts.get("BlobEndpoint") or (
-                f"https://{parts.get('AccountName', self.target.account)}.blob.core.windows.net")
-            check_endpoint_url(endpoint)
-            rebuilt = ";".join(f"{k}={v}" for k, v in parts.items())
-            return endpoint, BlobServiceClient.from_connection_string(rebuilt, **options)
-        if not self.target.account and not self.target.endpoint:
+        """The endpoint and client of the map's account, with this location's credential."""
+        target = self.target
+        if not target.account and not target.endpoint:
             raise BackendNotConfigured(
                 f"{self.name}: no storage account: set `account` on the azure backend in the "
-                f"region map, or {CONNECTION_STRING_ENV[0]}")
+                "region map (the account is never taken from a connection string)")
         endpoint = check_endpoint_url(
-            self.target.endpoint or f"https://{self.target.account}.blob.core.windows.net")
+            target.endpoint or f"https://{target.account}.blob.core.windows.net")
+        named = _account_of(endpoint)
+        if named and target.account and named.lower() != target.account.lower():
+            raise ResidencyViolation(
+                f"{self.name}: the map's endpoint {_shown(endpoint)} serves storage account "
+                f"{named!r}, not the backend's account {target.account!r}: blobs would land "
+                "in another account than the one provisioned and verified; fix `endpoint` or "
+                "`account` in the region map")
+        account = target.account or named
+        source, conn = self._connection_string(account)
+        if conn is None:
+            try:
+                from azure.identity import DefaultAzureCredential
+            except ImportError:
+                raise SDKNotInstalled(
+                    f"{self.name}: no Azure credentials: install azure-identity for "
+                    "DefaultAzureCredential, or name this location's connection-string "
+                    "variable in the map (credentials.azure_connection_string_env)") from None
+            return endpoint, BlobServiceClient(endpoint, credential=DefaultAzureCredential(),
+                                               **options)
+        pinned = self._pinned(conn, source, endpoint, account)
         try:
-            from azure.identity import DefaultAzureCredential
-        except ImportError:
-            raise SDKNotInstalled(
-                f"{self.name}: no Azure credentials: set {CONNECTION_STRING_ENV[0]} or install "
-                "azure-identity for DefaultAzureCredential") from None
-        return endpoint, BlobServiceClient(endpoint, credential=DefaultAzureCredential(),
-                                           **options)
+            return endpoint, BlobServiceClient.from_connection_string(pinned, **options)
+        except ValueError as exc:  # never echo the string: it holds the key
+            raise BackendNotConfigured(
+                f"{self.name}: the connection string in {source} cannot be used "
+                f"({type(exc).__name__}); give AccountName and AccountKey (or a "
+                "SharedAccessSignature) of the map's account") from None
+
+    def _connection_string(self, account: str | None) -> tuple[str, str | None]:
+        """``(variable, value)`` of the connection string this location uses, or
+        ``("", None)`` for ``DefaultAzureCredential``."""
+        creds = self.target.credentials
+        if creds.azure_connection_string_env:
+            var = creds.azure_connection_string_env
+            value = os.environ.get(var)
+            if not value:
+                raise BackendNotConfigured(
+                    f"{self.name}: the region map names {var} (credentials."
+                    "azure_connection_string_env) for this location's connection string, and "
+                    f"it is not set: set it to the connection string of storage account "
+                    f"{account!r}")
+            return var, value
+        if creds.azure_identity:
+            return "", None  # process-wide connection strings are not this location's
+        for var in CONNECTION_STRING_ENV:
+            if os.environ.get(var):
+                return var, os.environ[var]
+        return "", None
+
+    def _pinned(self, conn: str, source: str, endpoint: str, account: str | None) -> str:
+        """``conn`` reduced to its credential, with the map's endpoint; refuse one that names
+        another account, endpoint or Azure cloud."""
+        parts = _parse_connection_string(conn)
+        dev = parts.get("usedevelopmentstorage", "").lower() == "true"
+        named = _DEV_ACCOUNT if dev else parts.get("accountname")
+        blob = _DEV_ENDPOINT if dev else parts.get("blobendpoint")
+        fix = (f"set {source} to the connection string of account {account!r}"
+               if self.target.credentials.azure_connection_string_env else
+               "give each location its own variable (credentials: {azure_connection_string_"
+               "env: RESIDENCY_AZURE_<LOCATION>_CONNECTION_STRING} on its azure backend) "
+               "holding its own account's connection string, or use azure_identity: true")
+        ours = f"account {account!r} at {_shown(endpoint)}"
+        if named and account and named.lower() != account.lower():
+            raise EnvironmentOverride(
+                f"{self.name}: {source} names storage account {named!r}, but the region map "
+                f"puts this location's container in {ours}. A process-wide connection string "
+                "would send every location's blobs to that one account while the audit log "
+                f"reports the map's region. Refusing to open: {fix}")
+        if blob and _normal_url(blob) != _normal_url(endpoint):
+            raise EnvironmentOverride(
+                f"{self.name}: {source} names blob endpoint {_shown(blob)}, but the region map "
+                f"puts this location's container in {ours}. Refusing to open: remove "
+                f"BlobEndpoint from it, or {fix}")
+        suffix = parts.get("endpointsuffix")
+        if not blob and suffix and not self.target.endpoint and \
+                suffix.lower() != _PUBLIC_SUFFIX:
+            raise EnvironmentOverride(
+                f"{self.name}: {source} names Azure cloud suffix {suffix!r}, but the region map "
+                f"puts this location's container in {ours}. Refusing to open: remove "
+                "EndpointSuffix, or name the endpoint in the region map")
+        if not named and not blob:
+            raise BackendNotConfigured(
+                f"{self.name}: the connection string in {source} names no account "
+                "(AccountName) and no BlobEndpoint")
+        if dev:
+            return conn  # it stands for exactly the endpoint checked above
+        kept = [f"{key}={parts[low]}" for key, low in (
+            ("AccountName", "accountname"), ("AccountKey", "accountkey"),
+            ("SharedAccessSignature", "sharedaccesssignature")) if low in parts]
+        return ";".join([f"BlobEndpoint={endpoint}", *kept])
 
     def __repr__(self) -> str:
         return (f"AzureStore(container={self.target.bucket!r}, region={self.target.region!r}, "
-                f"endpoint={self.endpoint!r})")
+                f"endpoint={_shown(self.endpoint)!r})")
 
     @property
     def name(self) -> str:
@@ -394,3 +493,44 @@ class AzureStore(ObjectStore):
                                 f"{exc.status_code} {code}")
         return StorageError(f"{self.name}: {operation} {key!r} failed: "
                             f"{type(exc).__name__}: {exc}")
+
+
+def _account_of(endpoint: str) -> str | None:
+    """The storage account an endpoint serves, when its form says: the first path segment
+    of a loopback emulator URL, the first label of a ``*.blob.core.*`` host (including
+    ``privatelink``); None for other hosts (a custom domain)."""
+    parts = urlsplit(endpoint)
+    host = (parts.hostname or "").lower()
+    if is_loopback_host(host):
+        segment = parts.path.strip("/").split("/", 1)[0]
+        return segment or None
+    if ".blob.core." in host:
+        return host.split(".", 1)[0]
+    return None
+
+
+def _normal_url(url: str) -> str:
+    """``url`` reduced to what decides where requests go: lower-case scheme and host, port
+    unless the scheme's default, path without a trailing slash."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if port is not None and port != {"https": 443, "http": 80}.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def _shown(url: str) -> str:
+    """``url`` safe to show: scheme, host, port and path; no user, password or query (a
+    SAS)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"

@@ -12,9 +12,20 @@
   uploads of ``chunk_size`` chunks: memory stays at about one chunk.
 - The library's own retries are off (``retry=None`` on every call);
   :mod:`residency_sdk.storage.retry` is the only retry layer.
-- Endpoint: ``target.endpoint`` (``STORAGE_EMULATOR_HOST`` is ignored, so nothing can
-  redirect the SDK silently); loopback endpoints use anonymous credentials, everything
-  else Application Default Credentials and ``GOOGLE_CLOUD_PROJECT``.
+- Endpoint: ``target.endpoint``, else ``https://storage.googleapis.com``, always passed
+  explicitly, so the library's own overrides (``STORAGE_EMULATOR_HOST``,
+  ``API_ENDPOINT_OVERRIDE``) are never used; one set to another endpoint, or
+  ``GOOGLE_API_USE_MTLS_ENDPOINT=always`` (which swaps in the global mTLS host) with a map
+  endpoint, makes the adapter refuse to open (:class:`EnvironmentOverride`).
+- Credentials: loopback endpoints (emulators) are anonymous. Otherwise
+  ``target.credentials.gcp_credentials_file`` (a service-account key file) and
+  ``gcp_project`` when set, else Application Default Credentials and
+  ``GOOGLE_CLOUD_PROJECT``.
+- Verify on open: before the first data operation on a bucket in this process, the
+  bucket's ``location`` (``dataLocations`` for a dual-region) must lie in
+  ``target.country`` (one bucket lookup per bucket and endpoint per process; cached). A
+  multi-region location (``EU``, ``US``) spans countries and is refused. Otherwise every
+  read and write raises :class:`ResidencyViolation`.
 """
 
 from __future__ import annotations
@@ -22,8 +33,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
@@ -41,14 +53,17 @@ from residency_sdk.errors import (
     BackendNotConfigured,
     BucketNotFound,
     EncryptionError,
+    EnvironmentOverride,
     IntegrityError,
     NoSuchBackend,
     ObjectNotFound,
     ResidencyError,
+    ResidencyViolation,
     StorageError,
 )
 from residency_sdk.lifecycle import gcs_custom_time
 from residency_sdk.model import StorageTarget
+from residency_sdk.regions import country_of, region_table
 from residency_sdk.storage._streaming import (
     Digester,
     HashingReader,
@@ -103,7 +118,10 @@ class GCSStore(ObjectStore):
     def __init__(self, target: StorageTarget, *, policy: RetryPolicy = DEFAULT_POLICY,
                  chunk_size: int = DEFAULT_CHUNK_SIZE,
                  multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, verify_on_open: bool = True) -> None:
+        """``verify_on_open=False`` skips the bucket-location check before the first data
+        operation: only for tests that put a fault-injecting server in front of a bucket
+        already checked; the factory never passes it."""
         if target.provider != "gcp":
             raise NoSuchBackend(f"GCSStore needs a gcp target, got {target.provider!r}")
         if chunk_size % (256 * 1024):
@@ -114,26 +132,60 @@ class GCSStore(ObjectStore):
         self.multipart_threshold = multipart_threshold
         self.timeout = timeout
         self.endpoint = check_endpoint_url(target.endpoint) if target.endpoint else None
+        self.api_endpoint: str = self.endpoint or DEFAULT_ENDPOINT
+        """The endpoint the client really talks to (the map's, or the global default)."""
         self.emulated = bool(self.endpoint and is_loopback_host(
             urlsplit(self.endpoint).hostname or ""))
+        _refuse_overrides(self.api_endpoint, self.name, mapped=self.endpoint is not None)
+        creds = target.credentials
+        # Always explicit: with no api_endpoint the library would take STORAGE_EMULATOR_HOST
+        # or API_ENDPOINT_OVERRIDE (read when it was imported) instead.
+        options = ClientOptions(api_endpoint=self.api_endpoint)
         if self.emulated:
             self._client = storage.Client(
-                project=os.environ.get("GOOGLE_CLOUD_PROJECT", "residency-emulator"),
+                project=creds.gcp_project or os.environ.get("GOOGLE_CLOUD_PROJECT",
+                                                            "residency-emulator"),
                 credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                client_options=ClientOptions(api_endpoint=self.endpoint))
+                client_options=options)
         else:
-            options = ClientOptions(api_endpoint=self.endpoint) if self.endpoint else None
+            credentials = self._key_file_credentials()
+            project = creds.gcp_project or (
+                getattr(credentials, "project_id", None) if credentials else None)
             try:
-                self._client = storage.Client(client_options=options)
+                self._client = storage.Client(project=project, credentials=credentials,
+                                              client_options=options)
             except gauth.GoogleAuthError as exc:  # DefaultCredentialsError & co
                 raise AccessDenied(
                     f"{self.name}: no Google credentials ({type(exc).__name__}); configure "
-                    "Application Default Credentials and GOOGLE_CLOUD_PROJECT") from None
+                    "Application Default Credentials and GOOGLE_CLOUD_PROJECT, or name a "
+                    "service-account key file in the map (credentials.gcp_credentials_file)"
+                ) from None
             except OSError as exc:  # credentials found, but no project to bill them to
                 raise BackendNotConfigured(
-                    f"{self.name}: no Google Cloud project ({exc}); set GOOGLE_CLOUD_PROJECT "
-                    "or name one in Application Default Credentials") from None
+                    f"{self.name}: no Google Cloud project ({exc}); set "
+                    "credentials.gcp_project in the map, GOOGLE_CLOUD_PROJECT, or name one "
+                    "in Application Default Credentials") from None
         self._bucket = self._client.bucket(target.bucket)
+        self._verify_on_open = verify_on_open
+        self._verified = False
+
+    def _key_file_credentials(self) -> Any:
+        """The service-account credentials of ``credentials.gcp_credentials_file``, or None
+        (Application Default Credentials)."""
+        path = self.target.credentials.gcp_credentials_file
+        if not path:
+            return None
+        from google.oauth2 import service_account
+
+        try:
+            return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                os.path.expanduser(path))
+        except (OSError, ValueError, KeyError) as exc:
+            # Never echo the file's content: it holds a private key.
+            raise BackendNotConfigured(
+                f"{self.name}: the service-account key file {path!r} named by "
+                f"credentials.gcp_credentials_file cannot be used ({type(exc).__name__}); "
+                "check the path and that it is a service-account JSON key") from None
 
     def __repr__(self) -> str:
         return (f"GCSStore(bucket={self.target.bucket!r}, region={self.target.region!r}, "
@@ -329,16 +381,44 @@ class GCSStore(ObjectStore):
 
     def _call(self, operation: str, key: str, fn: Callable[[], T],
               policy: RetryPolicy | None = None) -> T:
+        if not self._verified and operation not in _UNVERIFIED_OPERATIONS:
+            self._verify()
         return (policy or self.policy).call(
             fn, backend=self.name, operation=operation, transient=is_transient,
             translate=lambda exc: self._translate(exc, operation, key))
 
+    # --- verify on open --------------------------------------------------------------
+
+    def _verify(self) -> None:
+        """Check, once per bucket and endpoint per process, that GCS reports the bucket in
+        the location's country; raise :class:`ResidencyViolation` (every time) if not."""
+        if not self._verify_on_open:
+            self._verified = True
+            return
+        bucket = self.target.bucket
+        reported = _BUCKET_LOCATIONS.get(
+            (_normal_url(self.api_endpoint), bucket),
+            lambda: self._call("verify", bucket, self._bucket_location))
+        _judge_location(self.target, reported, name=self.name, bucket=bucket)
+        self._verified = True
+
+    def _bucket_location(self) -> _Location:
+        found = self._client.get_bucket(self.target.bucket, retry=None, timeout=self.timeout)
+        return _Location(location=str(found.location or ""),
+                         location_type=str(found.location_type or "").lower() or None,
+                         data_locations=tuple(str(r) for r in (found.data_locations or ())))
+
     def _translate(self, exc: BaseException, operation: str, key: str) -> ResidencyError:
+        if operation == "verify" and isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
+            return AccessDenied(
+                f"{self.name}: GCS refused reading bucket {self.target.bucket!r}'s metadata: "
+                "the adapter checks where the bucket is before its first read or write; grant "
+                "storage.buckets.get on the bucket to these credentials")
         if isinstance(exc, gexc.NotFound):
             # Writing or listing never misses an object, so a 404 there is the bucket. (The
             # message cannot tell: the emulator's does not name the bucket, and a bucket's
             # own name may contain "bucket".)
-            if operation in ("put", "list"):
+            if operation in ("put", "list", "verify"):
                 return BucketNotFound(
                     f"{self.name}: bucket {self.target.bucket!r} does not exist; provision it "
                     "with the infra stack for this location")
@@ -366,3 +446,142 @@ class GCSStore(ObjectStore):
                                 f"{exc.message}")
         return StorageError(f"{self.name}: {operation} {key!r} failed: "
                             f"{type(exc).__name__}: {exc}")
+
+
+DEFAULT_ENDPOINT = "https://storage.googleapis.com"
+"""The global JSON API endpoint, used when the map names none."""
+
+# Variables google-cloud-storage reads to replace the endpoint (when none is passed).
+_ENDPOINT_VARIABLES = ("STORAGE_EMULATOR_HOST", "API_ENDPOINT_OVERRIDE")
+_MTLS_VARIABLE = "GOOGLE_API_USE_MTLS_ENDPOINT"
+
+
+def _refuse_overrides(used: str, name: str, *, mapped: bool) -> None:
+    """Raise :class:`EnvironmentOverride` when a variable the library honours names another
+    endpoint than the one the client uses."""
+    ours = "the region map's endpoint for this backend" if mapped else \
+        "the global endpoint (the region map names none)"
+    for var in _ENDPOINT_VARIABLES:
+        value = os.environ.get(var)
+        if value and _normal_url(value) != _normal_url(used):
+            raise EnvironmentOverride(
+                f"{name}: {var} is set to {_shown(value)}, but {ours} is {_shown(used)}. "
+                "google-cloud-storage sends every client without an explicit endpoint there, "
+                "whatever location it serves. Refusing to open: unset it; if this location "
+                "really uses that endpoint, name it in the region map (`endpoint:` on this "
+                "gcp backend)")
+    if mapped and os.environ.get(_MTLS_VARIABLE, "").strip().lower() == "always" and \
+            _normal_url(used) != _normal_url(DEFAULT_ENDPOINT):
+        raise EnvironmentOverride(
+            f"{name}: {_MTLS_VARIABLE}=always makes google-cloud-storage send requests to the "
+            f"global mTLS host https://storage.mtls.googleapis.com instead of {ours}, "
+            f"{_shown(used)}. Refusing to open: unset {_MTLS_VARIABLE} (or set it to "
+            "'never'), or remove the endpoint from the map")
+
+
+def _normal_url(url: str) -> str:
+    """``url`` reduced to what decides where requests go: lower-case scheme and host, port
+    unless the scheme's default, path without a trailing slash."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if port is not None and port != {"https": 443, "http": 80}.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def _shown(url: str) -> str:
+    """``url`` safe to show: scheme, host, port and path; no user, password or query."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
+
+
+# --- verify on open ---------------------------------------------------------------------
+
+# The check itself, and describe_bucket: ``residency verify`` reports a misplaced bucket
+# instead of being refused by it.
+_UNVERIFIED_OPERATIONS = frozenset({"verify", "describe"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Location:
+    """Where GCS says a bucket is."""
+
+    location: str
+    location_type: str | None = None
+    data_locations: tuple[str, ...] = ()
+
+
+class _BucketLocations:
+    """What each bucket reported about its location, asked once per process per
+    (endpoint, bucket); thread-safe. Errors (missing bucket, refused, unreachable) are
+    not cached: the next operation asks again."""
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, str], _Location] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: tuple[str, str], ask: Callable[[], _Location]) -> _Location:
+        answer = self._answers.get(key)
+        if answer is not None:
+            return answer
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one request per bucket, however many threads open it at once
+            answer = self._answers.get(key)
+            if answer is None:
+                answer = ask()
+                self._answers[key] = answer
+        return answer
+
+
+_BUCKET_LOCATIONS = _BucketLocations()
+
+
+def _judge_location(target: StorageTarget, reported: _Location, *, name: str,
+                    bucket: str) -> None:
+    """Raise :class:`ResidencyViolation` unless every region holding the bucket's data lies
+    in ``target.country``.
+
+    The regions are the bucket's ``dataLocations`` when it has them (a configurable
+    dual-region), else its ``location``, each judged by the region table. A multi-region
+    (``EU``, ``US``, ``ASIA``) or predefined dual-region code (``EUR4``, ``NAM4``) is no
+    region of the table: it spans or may span countries, so it fails closed. (The
+    ``locationType`` the service reports only words the message: emulators report
+    ``multi-region`` for everything.)"""
+    regions = list(reported.data_locations) or [reported.location]
+    outside: list[str] = []
+    table = region_table()
+    for region in regions:
+        if region and region.lower() == target.region.lower():
+            continue  # the map's own region, whose country the map compiler checked
+        country = country_of(table, target.provider, region) if region else None
+        if country != target.country:
+            known = country or "no country the region table knows"
+            outside.append(f"{region or '<none>'} ({known})")
+    if not outside:
+        return
+    multi = not reported.data_locations and (
+        reported.location_type == "multi-region" or reported.location.upper() in _MULTI_REGIONS)
+    kind = " multi-region" if multi else (f" {reported.location_type}"
+                                          if reported.location_type else "")
+    spans = ", which spans several countries," if multi else ""
+    raise ResidencyViolation(
+        f"{name}: GCS reports bucket {bucket!r} in{kind} location {reported.location!r}"
+        f"{spans} and {', '.join(outside)} is not in {target.country}, where the region map "
+        f"keeps this location's data ({target.region}). Every read and write of this bucket "
+        f"is refused: point the map at a bucket in {target.region}, or move the data and "
+        "recreate the bucket there (`residency verify` runs the full check)")
+
+
+_MULTI_REGIONS = frozenset({"EU", "US", "ASIA"})

@@ -26,6 +26,9 @@ from residency_sdk.model import Tenant
 MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 TENANTS_ROOT = "tenants"
+SDK_PREFIX = "_residency/"
+"""Where the SDK keeps its own records in a bucket (tenant country records): never a
+tenant's key (those live under ``tenants/``), never swept by retention."""
 
 # Bidirectional embeddings/overrides/isolates and the BOM: they make a key display as
 # something other than what it is.

@@ -13,6 +13,17 @@ user segments never collide with the store's own files), which lets ``a`` and ``
 both exist. Keys are validated with :func:`~residency_sdk.storage.keys.validate_key`, so
 no key can name a path outside the bucket directory.
 
+**No links.** ``root`` is resolved once (``os.path.realpath``) when the store is opened:
+the folder a user names may itself be, or sit under, a symbolic link. Below it nothing is
+followed: every operation opens the root directory and walks down one component at a
+time from the parent's descriptor (``openat`` with ``O_NOFOLLOW | O_DIRECTORY``, ``mkdirat``
+to create), opens files with ``O_NOFOLLOW`` in their directory's descriptor, and renames,
+unlinks and lists relative to descriptors. A link met on the way (a location, bucket,
+keys or key directory, a sidecar, a blob, the lock) raises
+:class:`~residency_sdk.errors.UnsafePath` naming it, before any byte is read or written
+through it; :meth:`LocalStore.list` and :meth:`LocalStore.purge_residue` raise it for a
+link anywhere under the prefix rather than skipping it, so an erasure reports it.
+
 **Atomic writes.** The object is streamed into a temporary file in its own directory,
 fsynced, renamed to a fresh blob name, then the sidecar naming that blob replaces the old
 one with ``os.replace``: the sidecar is the commit point, so a reader sees the old object
@@ -41,10 +52,11 @@ import json
 import os
 import re
 import secrets
+import stat
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -62,6 +74,7 @@ from residency_sdk.errors import (
     InvalidLocalLocation,
     ObjectNotFound,
     StorageError,
+    UnsafePath,
 )
 from residency_sdk.model import StorageTarget
 from residency_sdk.storage.base import ObjectInfo, ObjectStore, ProgressCallback, Residue
@@ -83,25 +96,70 @@ _META = "@meta"
 _BLOB = "@v-"
 _TMP = "@tmp-"
 _LOCK = "@lock"
+_KEYS = ".keys"
 _STALE_TMP_SECONDS = 3600
 _LOCATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _KEY_ID = re.compile(r"^[a-z0-9-]{1,80}$")
 # Errors that mean "this disk cannot serve now" (failover may help), not "bad request".
 _UNAVAILABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EIO,
                 errno.EDQUOT, errno.ENODEV, errno.ENXIO, errno.ESTALE}
+
+# Every path below the root is opened relative to its parent directory's descriptor and
+# never through a symbolic link (O_NOFOLLOW); O_NONBLOCK keeps a planted FIFO from
+# blocking a reader (it has no effect on regular files).
+_O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY: int = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
+_O_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
+_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC
+_FD_WALK = bool(_O_NOFOLLOW and _O_DIRECTORY and os.open in os.supports_dir_fd
+                and os.scandir in os.supports_fd)
+_LINK_HINT = ("remove the link; residency-sdk never follows links in its data root, so "
+              "nothing was read or written through it")
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(fd: int) -> None:
     with contextlib.suppress(OSError):  # not every platform lets a directory be fsynced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(fd)
+
+
+def _read_at(dir_fd: int, name: str, shown: str) -> tuple[bytes, os.stat_result]:
+    """The whole content of the regular file ``name`` in ``dir_fd`` (opened without
+    following a link: a link raises ``OSError(ELOOP)``, which the caller classifies;
+    anything but a regular file, such as a planted FIFO, raises IntegrityError naming
+    ``shown``)."""
+    fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IntegrityError(f"{shown} in the local data root is not a regular file")
+        parts = []
+        left = st.st_size
+        while left > 0:
+            part = os.read(fd, left)
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts), st
+    finally:
+        os.close(fd)
+
+
+def _write_private_at(dir_fd: int, name: str, data: bytes) -> None:
+    fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _escape(segment: str) -> str:
@@ -134,11 +192,14 @@ def _read_full(src: IO[bytes], size: int) -> bytes:
 
 
 class _LocationKey:
-    """The location's AES-256 data key, created on first use under ``<location>/.keys``."""
+    """The location's AES-256 data key, created on first use under ``<location>/.keys``
+    (a directory that must not be a link: the store opens it for the keyring)."""
 
-    def __init__(self, keys_dir: Path, location: str) -> None:
-        self.dir = keys_dir
-        self.location = location
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+        self.dir = store.location_dir / _KEYS  # for messages only
+        self.location = store.location
+        self._parts = (store.location, _KEYS)
         self._keys: dict[str, bytes] = {}
         self._current: str | None = None
         self._lock = threading.Lock()
@@ -146,80 +207,83 @@ class _LocationKey:
     def current(self, *, create: bool) -> tuple[str, bytes] | None:
         with self._lock:
             if self._current is None:
-                pointer = self.dir / "CURRENT"
+                fd = self.store._open_dir(self._parts, create=create)
+                if fd is None:
+                    return None
                 try:
-                    self._current = pointer.read_text(encoding="ascii").strip()
-                except FileNotFoundError:
-                    if not create:
-                        return None
-                    self._current = self._create()
+                    try:
+                        self._current = self._read(fd, "CURRENT").decode("ascii").strip()
+                    except FileNotFoundError:
+                        if not create:
+                            return None
+                        self._current = self._create(fd)
+                finally:
+                    os.close(fd)
             return self._current, self._load(self._current)
 
     def get(self, key_id: str) -> bytes:
         with self._lock:
             return self._load(key_id)
 
+    def _read(self, fd: int, name: str) -> bytes:
+        try:
+            return _read_at(fd, name, "/".join((*self._parts, name)))[0]
+        except OSError as exc:
+            self.store._refuse_link(exc, fd, name, self._parts)
+            raise
+
     def _load(self, key_id: str) -> bytes:
         if key_id in self._keys:
             return self._keys[key_id]
         if not _KEY_ID.fullmatch(key_id):
             raise EncryptionError(f"invalid local key id {key_id!r}")
-        path = self.dir / f"{key_id}.json"
+        name = f"{key_id}.json"
+        path = self.dir / name
+        fd = self.store._open_dir(self._parts, create=False)
         try:
-            if os.name == "posix" and path.stat().st_mode & 0o077:
+            if fd is None:
+                raise FileNotFoundError(errno.ENOENT, "no keys directory", str(self.dir))
+            try:
+                raw, st = _read_at(fd, name, "/".join((*self._parts, name)))
+            except OSError as exc:
+                self.store._refuse_link(exc, fd, name, self._parts)
+                raise
+            if os.name == "posix" and st.st_mode & 0o077:
                 raise EncryptionError(f"key file {path} is readable by other users: run "
                                       f"`chmod 600 {path}`")
-            doc = json.loads(path.read_text(encoding="ascii"))
+            doc = json.loads(raw.decode("ascii"))
             key = base64.b64decode(doc["key"], validate=True)
         except FileNotFoundError:
             raise EncryptionError(f"location key {key_id!r} not found in {self.dir}: objects "
                                   "encrypted with it cannot be read") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise EncryptionError(f"key file {path} is malformed: {exc}") from None
+        finally:
+            if fd is not None:
+                os.close(fd)
         if len(key) != 32:
             raise EncryptionError(f"key file {path} does not hold a 256-bit key")
         self._keys[key_id] = key
         return key
 
-    def _create(self) -> str:
-        _make_private_dirs(self.dir, self.dir.parent.parent)
+    def _create(self, fd: int) -> str:
         key_id = f"local-{self.location.lower()}-{secrets.token_hex(8)}"
         doc = {"key_id": key_id, "algorithm": "AES-256-GCM", "location": self.location,
                "created": _utcnow().isoformat(),
                "key": base64.b64encode(AESGCM.generate_key(bit_length=256)).decode("ascii")}
-        _write_private(self.dir / f"{key_id}.json", json.dumps(doc).encode("ascii"))
+        _write_private_at(fd, f"{key_id}.json", json.dumps(doc).encode("ascii"))
         # Publish the pointer without ever overwriting one another process made first.
-        staged = self.dir / f".CURRENT-{secrets.token_hex(8)}"
-        _write_private(staged, key_id.encode("ascii"))
+        staged = f".CURRENT-{secrets.token_hex(8)}"
+        _write_private_at(fd, staged, key_id.encode("ascii"))
         try:
-            os.link(staged, self.dir / "CURRENT")
+            os.link(staged, "CURRENT", src_dir_fd=fd, dst_dir_fd=fd)
         except FileExistsError:
-            (self.dir / f"{key_id}.json").unlink()
-            key_id = (self.dir / "CURRENT").read_text(encoding="ascii").strip()
+            os.unlink(f"{key_id}.json", dir_fd=fd)
+            key_id = self._read(fd, "CURRENT").decode("ascii").strip()
         finally:
-            staged.unlink()
-        _fsync_dir(self.dir)
+            os.unlink(staged, dir_fd=fd)
+        _fsync(fd)
         return key_id
-
-
-def _make_private_dirs(path: Path, root: Path) -> None:
-    """``mkdir -p`` below ``root`` with every new directory 0700 (key names are private)."""
-    missing = []
-    while not path.is_dir() and path != root:
-        missing.append(path)
-        path = path.parent
-    root.mkdir(parents=True, exist_ok=True)
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            directory.mkdir(mode=0o700)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 class _Header:
@@ -276,10 +340,13 @@ class _DecryptingReader(io.RawIOBase):
         self._key = key
         self._meta = meta
         try:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):  # a planted FIFO or device: never read it
+                raise IntegrityError(f"object {key!r}: stored blob is not a regular file")
+            self._end = st.st_size
             self._header = _Header.read(fh, key)
             self._aead = self._header.cipher(keyring.get(self._header.key_id))
             self._aad = self._header.encode() + key.encode("utf-8")
-            self._end = os.fstat(fh.fileno()).st_size
         except BaseException:
             fh.close()
             raise
@@ -355,30 +422,127 @@ class LocalStore(ObjectStore):
         location = location or target.region.removeprefix("local-").upper()
         if not _LOCATION_NAME.fullmatch(location):
             raise InvalidLocalLocation(f"invalid location name {location!r} for a local store")
+        if not _BUCKET_NAME.fullmatch(target.bucket) or ".." in target.bucket:
+            raise InvalidLocalLocation(f"invalid bucket name {target.bucket!r} for a local "
+                                       "store: one directory name")
         if not 0 < chunk_size <= 64 * 1024 * 1024:
             raise ValueError("chunk_size must be between 1 byte and 64 MiB")
+        if not _FD_WALK:  # pragma: no cover - not POSIX
+            raise InvalidLocalLocation(
+                "the local backend needs openat/O_NOFOLLOW (a POSIX system) to keep its "
+                "paths from following links")
         self.target = target
         self.location = location
-        self.root = Path(root)
+        # Resolved once: the folder the user names may be a link (/data -> /mnt/disk);
+        # nothing below it is ever followed.
+        self.root = Path(os.path.realpath(root))
         self.location_dir = self.root / location
         self.bucket_dir = self.location_dir / target.bucket
         self.chunk_size = chunk_size
-        self._keyring = _LocationKey(self.location_dir / ".keys", location)
+        self._bucket_parts = (location, target.bucket)
+        self._keyring = _LocationKey(self)
         self._thread_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalStore({self.bucket_dir})"
 
-    # --- paths -------------------------------------------------------------------------
+    # --- paths: walked from the root's descriptor, never through a link ----------------
 
-    def _dir_for(self, key: str) -> Path:
-        path = self.bucket_dir.joinpath(*(_escape(s) for s in key.split("/")))
-        if not path.is_relative_to(self.bucket_dir) or path == self.bucket_dir:
-            raise InvalidKey(f"key {key!r} does not stay inside the store")  # pragma: no cover
-        return path
+    @staticmethod
+    def _key_parts(key: str) -> tuple[str, ...]:
+        return tuple(_escape(s) for s in key.split("/"))
 
     def _where(self) -> str:
         return f"local store {self.bucket_dir}"
+
+    def _unsafe(self, parts: Sequence[str]) -> UnsafePath:
+        return UnsafePath(f"{'/'.join(parts)} in the local data root {self.root} is a "
+                          f"symbolic link: {_LINK_HINT}")
+
+    def _refuse_link(self, exc: OSError, dir_fd: int, name: str,
+                     where: Sequence[str]) -> None:
+        """Raise :class:`UnsafePath` if opening ``name`` in ``dir_fd`` failed because it
+        is a symbolic link (``ELOOP``, or ``ENOTDIR`` with ``O_DIRECTORY``)."""
+        if isinstance(exc, FileNotFoundError):
+            return
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise self._unsafe((*where, name)) from None
+
+    def _open_root(self, *, create: bool) -> int | None:
+        for attempt in (0, 1):
+            try:
+                return os.open(self.root, _DIR_FLAGS)
+            except FileNotFoundError:
+                if not create or attempt:
+                    if create:
+                        raise
+                    return None
+            except OSError:
+                if os.path.islink(self.root):
+                    raise UnsafePath(
+                        f"the local data root {self.root} became a symbolic link after the "
+                        f"store resolved it: {_LINK_HINT}") from None
+                raise
+            os.makedirs(self.root, exist_ok=True)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open_at(self, parent: int, name: str, where: tuple[str, ...], *,
+                 create: bool) -> int | None:
+        """The directory ``name`` in ``parent`` (made 0700 if ``create``), never through a
+        link; ``None`` when it is absent and not created (or is a plain file)."""
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+        except OSError as exc:
+            self._refuse_link(exc, parent, name, where)
+            if not create and exc.errno == errno.ENOTDIR:
+                return None  # a stray file where a directory belongs: nothing stored there
+            raise
+        with contextlib.suppress(FileExistsError):  # made concurrently (or a link: below)
+            os.mkdir(name, 0o700, dir_fd=parent)
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            self._refuse_link(exc, parent, name, where)
+            raise
+
+    def _walk_from(self, fd: int, parts: Sequence[str], where: tuple[str, ...], *,
+                   create: bool) -> int | None:
+        """A new descriptor of ``parts`` below the directory ``fd`` (which stays open)."""
+        if not parts:
+            return os.dup(fd)
+        current = fd
+        try:
+            for name in parts:
+                child = self._open_at(current, name, where, create=create)
+                if current != fd:
+                    os.close(current)
+                current = fd
+                if child is None:
+                    return None
+                current = child
+                where = (*where, name)
+            found, current = current, fd
+            return found
+        finally:
+            if current != fd:
+                os.close(current)
+
+    def _open_dir(self, parts: Sequence[str], *, create: bool) -> int | None:
+        """A descriptor of ``<root>/<parts...>``, walked without following a link."""
+        root = self._open_root(create=create)
+        if root is None:
+            return None
+        try:
+            return self._walk_from(root, parts, (), create=create)
+        finally:
+            os.close(root)
 
     def _translate(self, exc: OSError, key: str | None = None) -> StorageError:
         if exc.errno == errno.ENAMETOOLONG:
@@ -391,13 +555,17 @@ class LocalStore(ObjectStore):
         return BackendUnavailable(f"{self._where()} failed: {exc}")
 
     @contextlib.contextmanager
-    def _bucket_lock(self) -> Iterator[None]:
+    def _bucket_lock(self, bucket_fd: int) -> Iterator[None]:
         """Serialise commits and deletes of this bucket (threads and processes)."""
         with self._thread_lock:
             if fcntl is None:  # pragma: no cover - Windows
                 yield
                 return
-            fd = os.open(self.bucket_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(_LOCK, _LOCK_FLAGS, 0o600, dir_fd=bucket_fd)
+            except OSError as exc:
+                self._refuse_link(exc, bucket_fd, _LOCK, self._bucket_parts)
+                raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
@@ -414,52 +582,69 @@ class LocalStore(ObjectStore):
                           else data)
         if isinstance(data, str) or not hasattr(src, "read"):
             raise StorageError("data must be bytes or a binary file object (opened with 'rb')")
-        keydir = self._dir_for(key)
+        parts = self._key_parts(key)
         try:
-            tmp, fh = self._open_temp(keydir)
+            # The location key first: a linked keys directory is refused before any file
+            # of the object exists.
+            current = self._keyring.current(create=True)
+            assert current is not None
+            bucket_fd, keydir_fd, tmp, fh = self._open_temp(parts)
         except OSError as exc:  # a directory pruned under us is not "not found" for a put
             raise self._translate(exc, None if isinstance(exc, FileNotFoundError)
                                   else key) from exc
-        staged = keydir / f"{_TMP}{secrets.token_hex(12)}.meta"
+        staged = f"{_TMP}{secrets.token_hex(12)}.meta"
         try:
-            with fh:
-                key_id, size, digest = self._encrypt_into(fh, src, key, progress)
-                fh.flush()
-                os.fsync(fh.fileno())
-            blob = f"{_BLOB}{secrets.token_hex(12)}"
-            meta = {"format": 1, "key": key, "blob": blob, "size": size, "sha256": digest,
-                    "key_id": key_id, "last_modified": _utcnow().isoformat(),
-                    "metadata": meta_in}
-            _write_private(staged, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
-            self._commit(keydir, tmp, blob, staged)
-        except BaseException as exc:
-            self._discard(keydir, tmp, staged)
-            if isinstance(exc, OSError):  # a vanished directory mid-write is not "not found"
-                raise self._translate(exc, None if isinstance(exc, FileNotFoundError)
-                                      else key) from exc
-            raise
+            try:
+                with fh:
+                    key_id, size, digest = self._encrypt_into(fh, src, key, progress, current)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                blob = f"{_BLOB}{secrets.token_hex(12)}"
+                meta = {"format": 1, "key": key, "blob": blob, "size": size, "sha256": digest,
+                        "key_id": key_id, "last_modified": _utcnow().isoformat(),
+                        "metadata": meta_in}
+                _write_private_at(keydir_fd, staged,
+                                  json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+                self._commit(bucket_fd, keydir_fd, parts, tmp, blob, staged)
+            except BaseException as exc:
+                self._discard(bucket_fd, keydir_fd, parts, tmp, staged)
+                if isinstance(exc, OSError):  # a vanished directory mid-write: not "not found"
+                    raise self._translate(exc, None if isinstance(exc, FileNotFoundError)
+                                          else key) from exc
+                raise
+        finally:
+            os.close(keydir_fd)
+            os.close(bucket_fd)
         return self._info(meta)
 
-    def _open_temp(self, keydir: Path) -> tuple[Path, BinaryIO]:
+    def _open_temp(self, parts: tuple[str, ...]) -> tuple[int, int, str, BinaryIO]:
+        """The bucket's and the key directory's descriptors (made as needed) and a fresh
+        temp file in the latter."""
         # A concurrent delete may prune the (still empty) directories while they are made
         # or before the open; once the temp file exists the directory is not empty and
         # stays. (The load scenario's shared keys hit both windows.)
         for attempt in range(5):
-            tmp = keydir / f"{_TMP}{secrets.token_hex(12)}"
+            bucket_fd = self._open_dir(self._bucket_parts, create=True)
+            assert bucket_fd is not None
+            keydir_fd: int | None = None
             try:
-                _make_private_dirs(keydir, self.root)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileNotFoundError:
-                if attempt == 4:
-                    raise
-                continue
-            return tmp, os.fdopen(fd, "wb")
+                keydir_fd = self._walk_from(bucket_fd, parts, self._bucket_parts, create=True)
+                assert keydir_fd is not None
+                tmp = f"{_TMP}{secrets.token_hex(12)}"
+                fd = os.open(tmp, _CREATE_FLAGS, 0o600, dir_fd=keydir_fd)
+            except BaseException as exc:
+                if keydir_fd is not None:
+                    os.close(keydir_fd)
+                os.close(bucket_fd)
+                if isinstance(exc, FileNotFoundError) and attempt < 4:
+                    continue
+                raise
+            return bucket_fd, keydir_fd, tmp, os.fdopen(fd, "wb")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _encrypt_into(self, out: BinaryIO, src: IO[bytes], key: str,
-                      progress: ProgressCallback | None) -> tuple[str, int, str]:
-        current = self._keyring.current(create=True)
-        assert current is not None
+                      progress: ProgressCallback | None,
+                      current: tuple[str, bytes]) -> tuple[str, int, str]:
         key_id, location_key = current
         header = _Header(key_id, secrets.token_bytes(_SALT), secrets.token_bytes(_NONCE_PREFIX),
                          self.chunk_size)
@@ -490,46 +675,60 @@ class LocalStore(ObjectStore):
         except OSError as exc:  # the caller's data failed, not this store: no failover
             raise StorageError(f"reading the data to store failed: {exc}") from exc
 
-    def _commit(self, keydir: Path, tmp: Path, blob: str, staged_meta: Path) -> None:
-        with self._bucket_lock():
-            old = self._read_meta_file(keydir)
-            os.replace(tmp, keydir / blob)
-            os.replace(staged_meta, keydir / _META)
+    def _commit(self, bucket_fd: int, keydir_fd: int, parts: tuple[str, ...], tmp: str,
+                blob: str, staged_meta: str) -> None:
+        with self._bucket_lock(bucket_fd):
+            old = self._read_meta(keydir_fd, (*self._bucket_parts, *parts))
+            os.replace(tmp, blob, src_dir_fd=keydir_fd, dst_dir_fd=keydir_fd)
+            os.replace(staged_meta, _META, src_dir_fd=keydir_fd, dst_dir_fd=keydir_fd)
             if old is not None and old.get("blob") != blob:
-                self._remove_blob(keydir, old.get("blob"))
-        _fsync_dir(keydir)
+                self._remove_blob(keydir_fd, old.get("blob"))
+        _fsync(keydir_fd)
 
-    def _discard(self, keydir: Path, *files: Path) -> None:
+    def _discard(self, bucket_fd: int, keydir_fd: int, parts: tuple[str, ...],
+                 *names: str) -> None:
         """Remove what a failed put left behind (nothing of it was ever readable)."""
-        for path in files:
+        for name in names:
             with contextlib.suppress(OSError):
-                path.unlink()
-        with contextlib.suppress(OSError), self._bucket_lock():
-            self._prune(keydir)
+                os.unlink(name, dir_fd=keydir_fd)
+        with contextlib.suppress(OSError, UnsafePath), self._bucket_lock(bucket_fd):
+            self._prune(bucket_fd, parts)
 
     @staticmethod
-    def _remove_blob(keydir: Path, blob: object) -> None:
+    def _remove_blob(keydir_fd: int, blob: object) -> None:
         if isinstance(blob, str) and blob.startswith(_BLOB) and "/" not in blob:
             with contextlib.suppress(FileNotFoundError):
-                (keydir / blob).unlink()
+                os.unlink(blob, dir_fd=keydir_fd)
 
     def delete(self, key: str) -> bool:
         key = validate_key(key)
-        keydir = self._dir_for(key)
-        if not keydir.is_dir():
-            return False
+        parts = self._key_parts(key)
         try:
-            with self._bucket_lock():
-                meta = self._read_meta_file(keydir)
-                if meta is None:
+            bucket_fd = self._open_dir(self._bucket_parts, create=False)
+            if bucket_fd is None:
+                return False
+            try:
+                keydir_fd = self._walk_from(bucket_fd, parts, self._bucket_parts,
+                                            create=False)
+                if keydir_fd is None:
                     return False
-                (keydir / _META).unlink()
-                self._remove_blob(keydir, meta.get("blob"))
-                self._sweep(keydir)
-                self._prune(keydir)
+                try:
+                    with self._bucket_lock(bucket_fd):
+                        meta = self._read_meta(keydir_fd, (*self._bucket_parts, *parts))
+                        if meta is None:
+                            return False
+                        os.unlink(_META, dir_fd=keydir_fd)
+                        self._remove_blob(keydir_fd, meta.get("blob"))
+                        self._sweep(keydir_fd)
+                        pruned = self._prune(bucket_fd, parts)
+                    if not pruned:
+                        _fsync(keydir_fd)
+                finally:
+                    os.close(keydir_fd)
+            finally:
+                os.close(bucket_fd)
         except OSError as exc:
             raise self._translate(exc) from exc
-        _fsync_dir(keydir.parent)
         return True
 
     def purge_residue(self, prefix: str, *, keep: frozenset[str] = frozenset()) -> Residue:
@@ -543,79 +742,148 @@ class LocalStore(ObjectStore):
         directory name are data of the tenant too, and :meth:`delete` only sweeps temp
         files older than an hour (it cannot tell a crashed put from a running one). Any
         put still running under ``prefix`` fails, which is what an erasure wants.
+
+        A symbolic link anywhere under ``prefix`` raises :class:`UnsafePath` before
+        anything is removed (the erasure then reports it instead of completing).
         """
         prefix = validate_prefix(prefix)
         if not prefix.endswith("/"):
             raise InvalidKey(f"purge_residue needs a directory prefix ending in '/', got "
                              f"{prefix!r}")
-        start = self._dir_for(prefix.rstrip("/"))
-        if not start.is_dir():
-            return Residue()  # nothing was ever written under the prefix
-        kept_dirs = {self._dir_for(validate_key(k)) for k in keep if k.startswith(prefix)}
-        removed = 0
+        parts = self._key_parts(prefix.rstrip("/"))
+        kept = {self._key_parts(validate_key(k)) for k in keep if k.startswith(prefix)}
         try:
-            with self._bucket_lock():
-                for dirpath, _dirs, files in os.walk(start, topdown=False):
-                    directory = Path(dirpath)
-                    if directory in kept_dirs:
-                        continue  # its own files only: deeper keys are walked on their own
-                    meta = self._read_meta_file(directory) if _META in files else None
-                    committed = meta.get("blob") if meta is not None else None
-                    for name in files:
-                        if name.startswith((_TMP, _BLOB)) and name != committed:
-                            with contextlib.suppress(FileNotFoundError):
-                                os.unlink(directory / name)
-                                removed += 1
-                    with contextlib.suppress(OSError):  # not empty: a committed object
-                        directory.rmdir()
-                self._prune(start.parent)
+            bucket_fd = self._open_dir(self._bucket_parts, create=False)
+            if bucket_fd is None:
+                return Residue()  # nothing was ever written under the prefix
+            try:
+                start = self._walk_from(bucket_fd, parts, self._bucket_parts, create=False)
+                if start is None:
+                    return Residue()
+                try:
+                    where = (*self._bucket_parts, *parts)
+                    self._refuse_links(start, where)
+                    with self._bucket_lock(bucket_fd):
+                        removed = self._purge(start, parts, where, kept)
+                        if not self._prune(bucket_fd, parts) and removed:
+                            _fsync(start)
+                finally:
+                    os.close(start)
+            finally:
+                os.close(bucket_fd)
         except OSError as exc:
             raise self._translate(exc) from exc
-        if removed:
-            _fsync_dir(start.parent if not start.exists() else start)
         return Residue(files_removed=removed)
 
+    def _refuse_links(self, fd: int, where: tuple[str, ...]) -> None:
+        """Raise :class:`UnsafePath` for the first symbolic link below the directory."""
+        with os.scandir(fd) as it:
+            entries = list(it)
+        for entry in entries:
+            if entry.is_symlink():
+                raise self._unsafe((*where, entry.name))
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                child = self._open_at(fd, entry.name, where, create=False)
+                if child is not None:
+                    try:
+                        self._refuse_links(child, (*where, entry.name))
+                    finally:
+                        os.close(child)
+
+    def _purge(self, fd: int, parts: tuple[str, ...], where: tuple[str, ...],
+               kept: set[tuple[str, ...]]) -> int:
+        """Remove the residue below and in the directory ``fd``; the number of files."""
+        with os.scandir(fd) as it:
+            entries = list(it)
+        removed = 0
+        for entry in entries:
+            if entry.is_symlink():  # planted since the check: still never followed
+                raise self._unsafe((*where, entry.name))
+            if entry.is_dir(follow_symlinks=False):
+                child = self._open_at(fd, entry.name, where, create=False)
+                if child is None:
+                    continue
+                try:
+                    removed += self._purge(child, (*parts, entry.name),
+                                           (*where, entry.name), kept)
+                finally:
+                    os.close(child)
+                with contextlib.suppress(OSError):  # not empty: a committed object
+                    os.rmdir(entry.name, dir_fd=fd)
+        if parts in kept:
+            return removed  # its own files only: deeper keys were walked on their own
+        names = {e.name for e in entries if not e.is_dir(follow_symlinks=False)}
+        meta = self._read_meta(fd, where) if _META in names else None
+        committed = meta.get("blob") if meta is not None else None
+        for name in names:
+            if name.startswith((_TMP, _BLOB)) and name != committed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+                    removed += 1
+        return removed
+
     @staticmethod
-    def _sweep(keydir: Path) -> None:
+    def _sweep(keydir_fd: int) -> None:
         """Remove orphaned blobs (a crashed commit) and stale temp files (a crashed put)."""
         cutoff = time.time() - _STALE_TMP_SECONDS
-        for entry in os.scandir(keydir):
+        with os.scandir(keydir_fd) as it:
+            entries = list(it)
+        for entry in entries:
             if entry.name.startswith(_BLOB) or (
-                    entry.name.startswith(_TMP) and entry.stat().st_mtime < cutoff):
+                    entry.name.startswith(_TMP)
+                    and entry.stat(follow_symlinks=False).st_mtime < cutoff):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+                    os.unlink(entry.name, dir_fd=keydir_fd)  # a link itself, never its target
 
-    def _prune(self, keydir: Path) -> None:
-        """Remove now-empty key directories up to (not including) the bucket directory:
-        erased keys must not survive as directory names."""
-        path = keydir
-        while path != self.bucket_dir and path.is_relative_to(self.bucket_dir):
-            try:
-                path.rmdir()
-            except OSError:
-                return
-            path = path.parent
+    def _prune(self, bucket_fd: int, parts: tuple[str, ...]) -> bool:
+        """Remove now-empty key directories from ``parts`` up to (not including) the
+        bucket directory (erased keys must not survive as directory names); fsync the
+        directory that lost the last one. True if any was removed."""
+        chain = [bucket_fd]
+        where: tuple[str, ...] = self._bucket_parts
+        try:
+            for name in parts[:-1]:
+                child = self._open_at(chain[-1], name, where, create=False)
+                if child is None:
+                    return False
+                chain.append(child)
+                where = (*where, name)
+            changed: int | None = None
+            for depth in range(len(parts) - 1, -1, -1):
+                try:
+                    os.rmdir(parts[depth], dir_fd=chain[depth])
+                except OSError:
+                    break
+                changed = chain[depth]
+            if changed is not None:
+                _fsync(changed)
+            return changed is not None
+        finally:
+            for fd in chain[1:]:
+                os.close(fd)
 
     # --- reads -------------------------------------------------------------------------
 
-    def _read_meta_file(self, keydir: Path) -> dict[str, Any] | None:
+    def _read_meta(self, keydir_fd: int, where: tuple[str, ...]) -> dict[str, Any] | None:
         try:
-            raw = (keydir / _META).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+            raw = _read_at(keydir_fd, _META, "/".join((*where, _META)))[0]
+        except FileNotFoundError:
             return None
+        except OSError as exc:
+            self._refuse_link(exc, keydir_fd, _META, where)
+            raise
         try:
             meta = json.loads(raw)
         except ValueError:
-            raise IntegrityError(f"sidecar {keydir / _META} is corrupt") from None
+            raise IntegrityError(f"sidecar {'/'.join((*where, _META))} is corrupt") from None
         if not isinstance(meta, dict):
-            raise IntegrityError(f"sidecar {keydir / _META} is corrupt")
+            raise IntegrityError(f"sidecar {'/'.join((*where, _META))} is corrupt")
         return meta
 
-    def _meta(self, key: str) -> dict[str, Any]:
-        try:
-            meta = self._read_meta_file(self._dir_for(key))
-        except OSError as exc:
-            raise self._translate(exc, key) from exc
+    def _key_meta(self, keydir_fd: int | None, key: str,
+                  where: tuple[str, ...]) -> dict[str, Any]:
+        meta = self._read_meta(keydir_fd, where) if keydir_fd is not None else None
         if meta is None:
             raise ObjectNotFound(key, self._where())
         if meta.get("key") != key:
@@ -632,25 +900,53 @@ class LocalStore(ObjectStore):
         )
 
     def head(self, key: str) -> ObjectInfo:
-        return self._info(self._meta(validate_key(key)))
+        key = validate_key(key)
+        where = (*self._bucket_parts, *self._key_parts(key))
+        try:
+            keydir_fd = self._open_dir(where, create=False)
+            try:
+                meta = self._key_meta(keydir_fd, key, where)
+            finally:
+                if keydir_fd is not None:
+                    os.close(keydir_fd)
+        except OSError as exc:
+            raise self._translate(exc, key) from exc
+        return self._info(meta)
 
     def open(self, key: str) -> BinaryIO:
         key = validate_key(key)
-        keydir = self._dir_for(key)
-        for _ in range(5):
-            meta = self._meta(key)
-            blob = meta.get("blob")
-            if not isinstance(blob, str) or not blob.startswith(_BLOB) or "/" in blob:
-                raise IntegrityError(f"sidecar of {key!r} is corrupt")
-            try:
-                fh = open(keydir / blob, "rb")  # noqa: SIM115 - handed to the reader
-            except FileNotFoundError:
-                continue  # replaced concurrently: read the new sidecar
-            except OSError as exc:
-                raise self._translate(exc, key) from exc
-            raw = _DecryptingReader(fh, key, meta, self._keyring)
-            # Buffered: read(n) returns n bytes until the end, as multipart uploaders expect.
-            return cast(BinaryIO, io.BufferedReader(raw, buffer_size=self.chunk_size))
+        where = (*self._bucket_parts, *self._key_parts(key))
+        try:
+            keydir_fd = self._open_dir(where, create=False)
+        except OSError as exc:
+            raise self._translate(exc, key) from exc
+        try:
+            for _ in range(5):
+                try:
+                    meta = self._key_meta(keydir_fd, key, where)
+                except OSError as exc:
+                    raise self._translate(exc, key) from exc
+                assert keydir_fd is not None
+                blob = meta.get("blob")
+                if not isinstance(blob, str) or not blob.startswith(_BLOB) or "/" in blob:
+                    raise IntegrityError(f"sidecar of {key!r} is corrupt")
+                try:
+                    fd = os.open(blob, _READ_FLAGS, dir_fd=keydir_fd)
+                except FileNotFoundError:
+                    continue  # replaced concurrently: read the new sidecar
+                except OSError as exc:
+                    self._refuse_link(exc, keydir_fd, blob, where)
+                    raise self._translate(exc, key) from exc
+                try:
+                    raw = _DecryptingReader(os.fdopen(fd, "rb"), key, meta, self._keyring)
+                except OSError as exc:
+                    raise self._translate(exc, key) from exc
+                # Buffered: read(n) returns n bytes until the end, as multipart uploaders
+                # expect.
+                return cast(BinaryIO, io.BufferedReader(raw, buffer_size=self.chunk_size))
+        finally:
+            if keydir_fd is not None:
+                os.close(keydir_fd)
         raise IntegrityError(f"object {key!r}: its sidecar names a blob that does not exist")
 
     def get(self, key: str) -> bytes:
@@ -658,36 +954,62 @@ class LocalStore(ObjectStore):
             return reader.read()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """The objects under ``prefix``, in key order. A symbolic link met under the
+        prefix raises :class:`UnsafePath` (it is reported, never skipped or followed)."""
         prefix = validate_prefix(prefix)
         complete = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = self._dir_for(complete) if complete else self.bucket_dir
         base = tuple(complete.split("/")) if complete else ()
+        where = (*self._bucket_parts, *(_escape(s) for s in base))
         try:
-            yield from self._walk(start, base, prefix)
+            start = self._open_dir(where, create=False)
+            if start is None:
+                return
+            try:
+                yield from self._walk(start, base, prefix, where)
+            finally:
+                os.close(start)
         except OSError as exc:
             raise self._translate(exc) from exc
 
-    def _walk(self, directory: Path, segments: tuple[str, ...],
-              prefix: str) -> Iterator[ObjectInfo]:
+    def _walk(self, fd: int, segments: tuple[str, ...], prefix: str,
+              where: tuple[str, ...]) -> Iterator[ObjectInfo]:
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: _unescape(e.name))
+            with os.scandir(fd) as it:
+                entries = sorted(it, key=lambda e: _unescape(e.name))
         except (FileNotFoundError, NotADirectoryError):
             return
-        names = {e.name for e in entries}
         key = "/".join(segments)
-        if segments and _META in names and key.startswith(prefix):
-            meta = self._read_meta_file(directory)
+        mine = bool(segments) and key.startswith(prefix)  # this directory's own files count
+        has_meta = False
+        children = []
+        for entry in entries:
+            name = entry.name
+            if name.startswith("@") and not name.startswith("@@"):  # the store's own files
+                if mine:
+                    if entry.is_symlink():
+                        raise self._unsafe((*where, name))
+                    has_meta = has_meta or name == _META
+                continue
+            child = (*segments, _unescape(name))
+            path = "/".join(child)
+            if not (path.startswith(prefix) or prefix.startswith(path)):
+                continue
+            if entry.is_symlink():
+                raise self._unsafe((*where, name))
+            if entry.is_dir(follow_symlinks=False):
+                children.append((name, child))
+        if has_meta:
+            meta = self._read_meta(fd, where)
             if meta is not None:
                 yield self._info(meta)
-        for entry in entries:
-            if entry.name.startswith("@") and not entry.name.startswith("@@"):
-                continue  # the store's own files
-            if not entry.is_dir(follow_symlinks=False):
-                continue
-            child = (*segments, _unescape(entry.name))
-            path = "/".join(child)
-            if path.startswith(prefix) or prefix.startswith(path):
-                yield from self._walk(Path(entry.path), child, prefix)
+        for name, child in children:
+            child_fd = self._open_at(fd, name, where, create=False)
+            if child_fd is None:
+                continue  # removed meanwhile
+            try:
+                yield from self._walk(child_fd, child, prefix, (*where, name))
+            finally:
+                os.close(child_fd)
 
 
 def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:

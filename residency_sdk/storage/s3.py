@@ -15,8 +15,19 @@
 - botocore's own retries are off (``total_max_attempts=1``); :mod:`residency_sdk.storage.retry`
   is the only retry layer. Seekable sources are rewound for a retry; a non-seekable stream
   gets one attempt, since its bytes cannot be read twice.
-- Endpoints: ``target.endpoint``, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; plain
-  ``http://`` only to loopback. Credentials come from boto3's usual chain.
+- Endpoint: ``target.endpoint``, else the region's standard S3 endpoint; plain ``http://``
+  only to loopback. Endpoints configured outside the map (``AWS_ENDPOINT_URL_S3``,
+  ``AWS_ENDPOINT_URL``, ``endpoint_url`` in the AWS config profile or its ``services``
+  section) are never used (``ignore_configured_endpoint_urls``), and one that differs from
+  the map's makes the adapter refuse to open (:class:`EnvironmentOverride`), so the
+  operator learns that it would have redirected every location.
+- Credentials: ``target.credentials`` (``aws_profile``: a named profile;
+  ``aws_role_arn``: a role assumed through STS, refreshed before it expires), else boto3's
+  usual chain.
+- Verify on open: before the first data operation on a bucket in this process, S3's
+  GetBucketLocation must name a region in ``target.country`` (one request per bucket and
+  endpoint per process; the answer is cached). Otherwise every read and write raises
+  :class:`ResidencyViolation`.
 """
 
 from __future__ import annotations
@@ -25,34 +36,41 @@ import base64
 import builtins
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import boto3
+import botocore.credentials
 import botocore.exceptions
+import botocore.session
 from awscrt.checksums import crc32c
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from s3transfer.manager import TransferManager
 
-from residency_sdk._endpoints import check_endpoint_url
+from residency_sdk._endpoints import check_endpoint_url, is_loopback_host
 from residency_sdk.errors import (
     AccessDenied,
+    BackendNotConfigured,
     BucketNotFound,
     EncryptionError,
+    EnvironmentOverride,
     IntegrityError,
     NoSuchBackend,
     ObjectNotFound,
     ReadInterrupted,
     ResidencyError,
+    ResidencyViolation,
     StorageError,
 )
 from residency_sdk.lifecycle import tags_for
 from residency_sdk.model import StorageTarget
+from residency_sdk.regions import country_of, region_table
 from residency_sdk.storage._streaming import (
     Digester,
     HashingReader,
@@ -116,25 +134,41 @@ class S3Store(ObjectStore):
                  chunk_size: int = DEFAULT_CHUNK_SIZE,
                  multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-                 connect_timeout: float = 5.0, read_timeout: float = 60.0) -> None:
+                 connect_timeout: float = 5.0, read_timeout: float = 60.0,
+                 verify_on_open: bool = True) -> None:
+        """``verify_on_open=False`` skips the bucket-region check before the first data
+        operation: only for tests that put a fault-injecting server in front of a bucket
+        already checked; the factory never passes it."""
         if target.provider != "aws":
             raise NoSuchBackend(f"S3Store needs an aws target, got {target.provider!r}")
         self.target = target
         self.policy = policy
         self.chunk_size = chunk_size
         self.multipart_threshold = multipart_threshold
-        self.endpoint = _endpoint(target)
+        self.endpoint = check_endpoint_url(target.endpoint) if target.endpoint else None
+        s3_options: dict[str, Any] = {"use_accelerate_endpoint": False}  # edge locations
+        if self.endpoint:
+            s3_options["addressing_style"] = "path"
         config = Config(
             region_name=target.region,
             retries={"total_max_attempts": 1, "mode": "standard"},  # retry.py is the one layer
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max(10, max_concurrency * 2),
-            s3={"addressing_style": "path"} if self.endpoint else {},
+            s3=s3_options,
+            # Only the map names endpoints: AWS_ENDPOINT_URL(_S3) and config-file
+            # endpoint_url are never used (and refused below when they differ).
+            ignore_configured_endpoint_urls=True,
         )
-        session = boto3.session.Session()
-        self._client: Any = session.client("s3", region_name=target.region,
-                                           endpoint_url=self.endpoint, config=config)
+        self._session, core = _session(target, self.name)
+        self._client: Any = self._session.client("s3", region_name=target.region,
+                                                 endpoint_url=self.endpoint, config=config)
+        self.endpoint_url: str = str(self._client.meta.endpoint_url)
+        """The endpoint the client really talks to (the map's, or the regional default)."""
+        _refuse_configured_endpoints(core, self.endpoint_url, self.name,
+                                     mapped=self.endpoint is not None)
+        self._verify_on_open = verify_on_open
+        self._verified = False
         self._transfer_config = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=chunk_size,
             max_concurrency=max_concurrency, use_threads=True,
@@ -148,7 +182,7 @@ class S3Store(ObjectStore):
 
     def __repr__(self) -> str:
         return (f"S3Store(bucket={self.target.bucket!r}, region={self.target.region!r}, "
-                f"endpoint={self.endpoint!r})")
+                f"endpoint={_shown(self.endpoint_url)!r})")
 
     @property
     def name(self) -> str:
@@ -511,9 +545,10 @@ class S3Store(ObjectStore):
         if "alias/" not in wanted:
             return False
         if wanted not in self._resolved_keys:
-            kms = boto3.session.Session().client(
+            kms = self._session.client(
                 "kms", region_name=self.target.region, endpoint_url=self.endpoint,
-                config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+                config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                              ignore_configured_endpoint_urls=True))
             try:
                 meta = self._call("describe-key", wanted,
                                   lambda: kms.describe_key(KeyId=wanted)["KeyMetadata"])
@@ -537,9 +572,43 @@ class S3Store(ObjectStore):
 
     def _call(self, operation: str, key: str, fn: Callable[[], T],
               policy: RetryPolicy | None = None) -> T:
+        if not self._verified and operation not in _UNVERIFIED_OPERATIONS:
+            self._verify()
         return (policy or self.policy).call(
             fn, backend=self.name, operation=operation, transient=is_transient,
             translate=lambda exc: self._translate(exc, operation, key))
+
+    # --- verify on open --------------------------------------------------------------
+
+    def _verify(self) -> None:
+        """Check, once per bucket and endpoint per process, that S3 reports the bucket in
+        the location's country; raise :class:`ResidencyViolation` (every time) if not."""
+        if not self._verify_on_open:
+            self._verified = True
+            return
+        bucket = self.target.bucket
+        reported = _BUCKET_REGIONS.get(
+            (_normal_url(self.endpoint_url), bucket),
+            lambda: self._call("verify", bucket, self._bucket_region))
+        _judge_region(self.target, reported, name=self.name, bucket=bucket,
+                      source="GetBucketLocation")
+        self._verified = True
+
+    def _bucket_region(self) -> str:
+        bucket = self.target.bucket
+        try:
+            answer = self._client.get_bucket_location(Bucket=bucket)
+        except botocore.exceptions.ClientError as exc:
+            # Real S3 answers a request signed for the wrong region with the bucket's own
+            # region (PermanentRedirect / AuthorizationHeaderMalformed): that is the answer.
+            region = _region_in_error(exc)
+            if region:
+                return region
+            raise
+        constraint = answer.get("LocationConstraint")
+        # S3 reports us-east-1 as an empty constraint and the legacy "EU" for eu-west-1.
+        return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(
+            constraint, str(constraint))
 
     def _call_unless(self, operation: str, key: str, fn: Callable[[], T],
                      codes: frozenset[str]) -> T | None:
@@ -552,9 +621,27 @@ class S3Store(ObjectStore):
                 return None
             raise
 
+    def _translate_verify(self, exc: botocore.exceptions.ClientError,
+                          code: str) -> ResidencyError:
+        bucket = self.target.bucket
+        if code in _NOT_FOUND or code == "NoSuchBucket":
+            return BucketNotFound(
+                f"{self.name}: bucket {bucket!r} does not exist; provision it with the infra "
+                "stack for this location")
+        if code in _DENIED:
+            return AccessDenied(
+                f"{self.name}: S3 refused GetBucketLocation on {bucket!r} ({code}): the adapter "
+                "checks where the bucket is before its first read or write; grant "
+                "s3:GetBucketLocation on the bucket to these credentials")
+        return StorageError(
+            f"{self.name}: checking the region of bucket {bucket!r} failed ({code}: "
+            f"{exc.response.get('Error', {}).get('Message', '')}); nothing was read or written")
+
     def _translate(self, exc: BaseException, operation: str, key: str) -> ResidencyError:
         if isinstance(exc, botocore.exceptions.ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
+            if operation == "verify":
+                return self._translate_verify(exc, code)
             if code in _NOT_FOUND:
                 return ObjectNotFound(key, self.name)
             if code == "NoSuchBucket":
@@ -586,10 +673,203 @@ class S3Store(ObjectStore):
                             f"{type(exc).__name__}: {exc}")
 
 
-def _endpoint(target: StorageTarget) -> str | None:
-    url = target.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or \
-        os.environ.get("AWS_ENDPOINT_URL")
-    return check_endpoint_url(url) if url else None
+# --- credentials and endpoints per location -------------------------------------------
+
+
+class _LocationCredentials(botocore.credentials.CredentialProvider):  # type: ignore[misc]
+    """First in a session's credential chain: the location's own (assumed-role)
+    credentials, so nothing process-wide (environment, default profile) can replace them."""
+
+    METHOD = "residency-location"
+    CANONICAL_NAME = "residency-location"
+
+    def __init__(self, credentials: botocore.credentials.Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> botocore.credentials.Credentials:
+        return self._credentials
+
+
+def _session(target: StorageTarget, name: str) -> tuple[boto3.session.Session,
+                                                        botocore.session.Session]:
+    """The boto3 session of ``target``'s credential source (and its botocore session, whose
+    config files the endpoint check reads)."""
+    creds = target.credentials
+    core = _core_session(creds.aws_profile, name)
+    base = boto3.session.Session(botocore_session=core)
+    if not creds.aws_role_arn:
+        return base, core
+    role_arn = creds.aws_role_arn
+    # STS is asked in the location's region (or on the loopback emulator the map names),
+    # never at an endpoint configured outside the map.
+    sts_endpoint = target.endpoint if target.endpoint and is_loopback_host(
+        urlsplit(target.endpoint).hostname or "") else None
+
+    def sts_client(service_name: str, **kwargs: Any) -> Any:
+        return base.client(service_name, region_name=target.region, endpoint_url=sts_endpoint,
+                           config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                                         ignore_configured_endpoint_urls=True), **kwargs)
+
+    def refresh() -> dict[str, Any]:
+        source = base.get_credentials()
+        if source is None:
+            raise botocore.exceptions.NoCredentialsError()
+        fetcher = botocore.credentials.AssumeRoleCredentialFetcher(
+            sts_client, source, role_arn, extra_args={"RoleSessionName": "residency-sdk"})
+        fetched: dict[str, Any] = fetcher.fetch_credentials()
+        return fetched
+
+    # Assumed on first use and again shortly before the credentials expire.
+    assumed = botocore.credentials.DeferredRefreshableCredentials(
+        refresh_using=refresh, method="assume-role")
+    core_assumed = _core_session(creds.aws_profile, name)
+    core_assumed.get_component("credential_provider").insert_before(
+        "env", _LocationCredentials(assumed))
+    return boto3.session.Session(botocore_session=core_assumed), core_assumed
+
+
+def _core_session(profile: str | None, name: str) -> botocore.session.Session:
+    try:
+        core = botocore.session.Session(profile=profile)
+        core.get_scoped_config()  # an unknown profile fails here, not at the first request
+    except botocore.exceptions.ProfileNotFound:
+        where = (f"credentials.aws_profile {profile!r} in the region map" if profile else
+                 f"AWS_PROFILE={os.environ.get('AWS_PROFILE')!r}")
+        raise BackendNotConfigured(
+            f"{name}: the AWS profile named by {where} is not in the AWS config files: add "
+            "the profile, or fix the name") from None
+    return core
+
+
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def _configured_endpoints(core: botocore.session.Session, name: str) -> list[tuple[str, str]]:
+    """``(where, url)`` of every S3 endpoint configured outside the region map that boto3
+    would otherwise honour: the environment and the AWS config profile."""
+    found = [(var, os.environ[var]) for var in _ENDPOINT_VARIABLES if os.environ.get(var)]
+    profile = core.profile or "default"
+    try:
+        scoped = core.get_scoped_config()
+        services = scoped.get("services")
+        section = core.full_config.get("services", {}).get(services, {}) if services else {}
+    except botocore.exceptions.BotoCoreError as exc:
+        raise BackendNotConfigured(f"{name}: the AWS config of profile {profile!r} cannot be "
+                                   f"read ({type(exc).__name__}); fix the AWS config file"
+                                   ) from None
+    url = (section.get("s3") or {}).get("endpoint_url") if isinstance(section, dict) else None
+    if url:
+        found.append((f"endpoint_url of s3 in services section {services!r} (AWS profile "
+                      f"{profile!r})", str(url)))
+    if scoped.get("endpoint_url"):
+        found.append((f"endpoint_url in AWS profile {profile!r}", str(scoped["endpoint_url"])))
+    return found
+
+
+def _refuse_configured_endpoints(core: botocore.session.Session, used: str, name: str, *,
+                                 mapped: bool) -> None:
+    """Raise :class:`EnvironmentOverride` when an endpoint configured outside the region
+    map differs from the one the client uses (the map's, or the regional default)."""
+    for where, url in _configured_endpoints(core, name):
+        if _normal_url(url) == _normal_url(used):
+            continue
+        ours = "the region map's endpoint for this backend" if mapped else \
+            "the regional default the region map implies (it names no endpoint)"
+        raise EnvironmentOverride(
+            f"{name}: {where} is set to {_shown(url)}, but {ours} is {_shown(used)}. boto3 "
+            "applies it to every S3 client in the process, so every location's objects would "
+            "go there while the audit log reports the map's region. Refusing to open: unset "
+            "it (or remove it from the AWS config); if this location really uses that "
+            "endpoint, name it in the region map (`endpoint:` on this aws backend)")
+
+
+def _normal_url(url: str) -> str:
+    """``url`` reduced to what decides where requests go: lower-case scheme and host, port
+    unless the scheme's default, path without a trailing slash."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if port is not None and port != {"https": 443, "http": 80}.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def _shown(url: str) -> str:
+    """``url`` safe to show: scheme, host, port and path; no user, password or query."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
+
+
+# --- verify on open ---------------------------------------------------------------------
+
+# Operations that run before (or instead of) the bucket-region check: the check itself,
+# describe_bucket (``residency verify`` reports a misplaced bucket instead of refusing it)
+# and the KMS alias lookup.
+_UNVERIFIED_OPERATIONS = frozenset({"verify", "describe", "describe-key"})
+
+
+class _BucketRegions:
+    """What each bucket reported about its region, asked once per process per
+    (endpoint, bucket); thread-safe. Errors (missing bucket, refused, unreachable) are
+    not cached: the next operation asks again."""
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, str], str] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: tuple[str, str], ask: Callable[[], str]) -> str:
+        answer = self._answers.get(key)
+        if answer is not None:
+            return answer
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one request per bucket, however many threads open it at once
+            answer = self._answers.get(key)
+            if answer is None:
+                answer = ask()
+                self._answers[key] = answer
+        return answer
+
+
+_BUCKET_REGIONS = _BucketRegions()
+
+
+def _judge_region(target: StorageTarget, reported: str, *, name: str, bucket: str,
+                  source: str) -> None:
+    """Raise :class:`ResidencyViolation` unless ``reported`` lies in ``target.country``."""
+    if reported.lower() == target.region.lower():
+        return  # the map's own region, whose country the map compiler checked
+    country = country_of(region_table(), target.provider, reported)
+    if country == target.country:
+        return
+    where = f"in {country}" if country else "in a country the region table does not know"
+    raise ResidencyViolation(
+        f"{name}: {source} reports bucket {bucket!r} in region {reported!r} ({where}), but "
+        f"the region map keeps this location's data in {target.country} ({target.region}). "
+        "Every read and write of this bucket is refused: point the map at a bucket in "
+        f"{target.region}, or move the data and recreate the bucket there (`residency "
+        "verify` runs the full check)")
+
+
+def _region_in_error(exc: botocore.exceptions.ClientError) -> str | None:
+    """The bucket's region S3 states in a redirect / wrong-region answer, if any."""
+    meta = exc.response.get("ResponseMetadata", {})
+    if meta.get("HTTPStatusCode") not in (301, 307, 400):
+        return None
+    region = exc.response.get("Error", {}).get("Region") or \
+        (meta.get("HTTPHeaders") or {}).get("x-amz-bucket-region")
+    return str(region) if region else None
 
 
 def _error_code(exc: BaseException) -> str | None:

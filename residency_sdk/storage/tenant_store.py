@@ -37,6 +37,7 @@ from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
 from residency_sdk.storage import keys
 from residency_sdk.storage.base import ObjectInfo, ObjectStore, ProgressCallback
 from residency_sdk.storage.pool import StorePool
+from residency_sdk.tenants import TenantRegistry
 
 T = TypeVar("T")
 ServedBy = Literal["primary", "failover"]
@@ -119,10 +120,13 @@ class TenantStore:
 
     def __init__(self, policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
                  tenant: Tenant, target: StorageTarget, *, location: str | None = None,
-                 actor: str | None = None, purpose: str | None = None) -> None:
+                 actor: str | None = None, purpose: str | None = None,
+                 registry: TenantRegistry | None = None) -> None:
         self._policy = policy
         self._stores = stores
         self._audit = audit
+        self._registry = registry
+        self._checked = self._bound = registry is None
         self.tenant = tenant
         self.placement = policy.resolve(tenant)
         self.location = location or self.placement.location
@@ -149,6 +153,19 @@ class TenantStore:
 
     def _target(self, role: ServedBy) -> StorageTarget:
         return self.target if role == "primary" or self.failover is None else self.failover
+
+    def guard(self, *, write: bool = False) -> None:
+        """Refuse to touch data while the tenant id is bound to another country (see
+        :mod:`residency_sdk.tenants`); before the first write, bind it to this one."""
+        if not self._checked:
+            assert self._registry is not None
+            self._store("primary")  # a backend that cannot be opened says so first
+            self._registry.check(self.tenant, write=write)
+            self._checked = True
+        if write and not self._bound:
+            assert self._registry is not None
+            self._registry.bind(self.tenant)
+            self._bound = True
 
     def _with_failover(self, op: Callable[[ObjectStore], T],
                        rewind: Callable[[], bool] | None = None) -> tuple[T, ServedBy]:
@@ -203,6 +220,10 @@ class TenantStore:
                            destination_country=decision.destination)
         fields_.update(extra)
         self._audit.emit(AuditEvent(**fields_))
+
+    def _guarded(self, run: Callable[[], T]) -> T:
+        self.guard()
+        return run()
 
     def _audited(self, operation: str, key: str | None, run: Callable[[], tuple[T, ServedBy]],
                  *, data_class: str | None = None,
@@ -300,6 +321,7 @@ class TenantStore:
             dc = self.check_write(data_class)
             user_meta = marks.check_user_metadata(metadata)
             cat = self.check_category(category, user_meta)
+            self.guard(write=True)
             period = (None if cat is None
                       else self._policy.location(self.location).retention[cat].period)
             meta = marks.write_marks(user_meta, data_class=dc, tenant_id=self.tenant.id,
@@ -315,7 +337,8 @@ class TenantStore:
         """The whole object (checksum verified). For large objects use :meth:`open`."""
         stored = keys.tenant_key(self.tenant, key)
         data: bytes = self._audited(
-            "get", key, lambda: self._with_failover(lambda s: s.get(stored)),
+            "get", key, lambda: self._guarded(lambda: self._with_failover(
+                lambda s: s.get(stored))),
             describe=lambda d: ObjectInfo(key=stored, size=len(d)))
         return data
 
@@ -323,14 +346,16 @@ class TenantStore:
         """A streaming reader over the object; the checksum is verified at its end."""
         stored = keys.tenant_key(self.tenant, key)
         reader: BinaryIO = self._audited(
-            "get", key, lambda: self._with_failover(lambda s: s.open(stored)))
+            "get", key, lambda: self._guarded(lambda: self._with_failover(
+                lambda s: s.open(stored))))
         return reader
 
     def head(self, key: str) -> StoredObject:
         """Size, checksum, encryption, metadata and where the object is stored."""
         def run() -> tuple[StoredObject, ServedBy]:
-            info, served = self._with_failover(
-                lambda s: s.head(keys.tenant_key(self.tenant, key)))
+            stored = keys.tenant_key(self.tenant, key)
+            self.guard()
+            info, served = self._with_failover(lambda s: s.head(stored))
             return self._report(info, served), served
 
         return self._audited("head", key, run, describe=lambda i: i)
@@ -338,16 +363,16 @@ class TenantStore:
     def exists(self, key: str) -> bool:
         """True if the tenant has an object under ``key``."""
         stored = keys.tenant_key(self.tenant, key)
-        found: bool = self._audited("head", key,
-                                    lambda: self._with_failover(lambda s: s.exists(stored)))
+        found: bool = self._audited("head", key, lambda: self._guarded(
+            lambda: self._with_failover(lambda s: s.exists(stored))))
         return found
 
     def delete(self, key: str) -> bool:
         """Delete one object; True if it existed. (``Residency.erase`` erases the whole
         tenant, failover backend included.)"""
         stored = keys.tenant_key(self.tenant, key)
-        deleted: bool = self._audited("delete", key,
-                                      lambda: self._with_failover(lambda s: s.delete(stored)))
+        deleted: bool = self._audited("delete", key, lambda: self._guarded(
+            lambda: self._with_failover(lambda s: s.delete(stored))))
         return deleted
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
@@ -361,6 +386,7 @@ class TenantStore:
             return items, next(items, None)
 
         try:
+            self.guard()
             (items, first), served = self._with_failover(first_page)
         except ResidencyError as exc:
             self._emit("list", "error", key=prefix or None, error=exc)
@@ -383,13 +409,15 @@ class TenantStore:
 def open_tenant_store(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
                       tenant: Tenant, *, provider: str | None = None,
                       actor: str | None = None, purpose: str | None = None,
-                      audit_placement: bool = True) -> TenantStore:
+                      audit_placement: bool = True,
+                      registry: TenantRegistry | None = None) -> TenantStore:
     """A :class:`TenantStore` bound to ``tenant``'s placement (see
     ``Residency.storage_for``); the binding is audited as one ``placement`` event (for
     the strictest class; each write is checked for its own class when it happens)."""
     location = policy.location_of(tenant)
     target = location.backend(provider or stores.default_provider(location))
-    store = TenantStore(policy, stores, audit, tenant, target, actor=actor, purpose=purpose)
+    store = TenantStore(policy, stores, audit, tenant, target, actor=actor, purpose=purpose,
+                        registry=registry)
     if audit_placement:
         store.audit_placement(PLACEMENT_CLASS)
     return store
@@ -397,7 +425,8 @@ def open_tenant_store(policy: ResidencyPolicy, stores: StorePool, audit: AuditEm
 
 def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, tenant: Tenant,
              key: str, to: str, data_class: str = "phi", *, actor: str | None = None,
-             purpose: str | None = None, provider: str | None = None) -> StoredObject:
+             purpose: str | None = None, provider: str | None = None,
+             registry: TenantRegistry | None = None) -> StoredObject:
     """Copy one object of ``tenant`` into location ``to`` if the transfer is lawful.
 
     The decision comes first: a blocked transfer raises :class:`TransferBlocked` before any
@@ -405,7 +434,7 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
     class the object was stored as decides.
     """
     source = open_tenant_store(policy, stores, audit, tenant, provider=provider, actor=actor,
-                               purpose=purpose, audit_placement=False)
+                               purpose=purpose, audit_placement=False, registry=registry)
     stored = keys.tenant_key(tenant, key)
     destination = policy.destination(to)
     if destination.id == source.location:
@@ -435,6 +464,7 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
 
     decision = decide(policy.check_data_class(data_class))
     try:
+        source.guard()
         info, _ = source._with_failover(lambda s: s.head(stored))
         dc = _stricter(decision.data_class, marks.data_class_of(info.metadata) or "phi")
         if dc != decision.data_class:

@@ -316,3 +316,72 @@ def test_arbitrary_yaml_text_is_refused_or_loaded(tmp_path_factory, text):
     path.write_text(text, encoding="utf-8")
     with contextlib.suppress(rs.MapError):
         load_region_map(path)
+
+
+# --- the map cannot lie about where a region or an endpoint is (issue 11) -------------
+
+BUILTIN = yaml.safe_load((packaged_maps_dir() / "cloud_regions.yaml").read_text())
+KNOWN = sorted((p, r, c) for p in ("aws", "gcp", "azure") for r, c in BUILTIN[p].items())
+COUNTRIES = sorted({c for _, _, c in KNOWN})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(KNOWN), st.sampled_from(COUNTRIES))
+def test_cloud_regions_never_change_a_builtin_country(known, claimed):
+    provider, region, real = known
+    try:
+        compiled = compile_doc(mutated(cloud_regions={provider: {region: claimed}}))
+    except rs.MapError as exc:
+        assert claimed != real
+        assert f"cloud_regions.{provider}.{region}" in str(exc) and f"is in {real}" in str(exc)
+    else:
+        assert claimed == real and compiled.regions[provider][region] == real
+        assert compiled.unreviewed_regions == ()
+
+
+# (whose domain, form): a form naming a region {r} under that provider's domain
+ENDPOINT_FORMS = [
+    ("aws", "https://s3.{r}.amazonaws.com"),
+    ("aws", "https://s3-fips.dualstack.{r}.amazonaws.com"),
+    ("aws", "https://runtime.sagemaker.{r}.amazonaws.com"),
+    ("gcp", "https://storage.{r}.rep.googleapis.com"),
+    ("gcp", "https://{r}-aiplatform.googleapis.com"),
+    ("azure", "https://x.{r}.inference.ml.azure.com"),
+    ("gcp", "https://storage.googleapis.com"),
+    ("azure", "https://residencyde.blob.core.windows.net"),
+    ("azure", "https://residencyus.blob.core.windows.net"),
+    (None, "https://proxy.{r}.example"),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(location=st.sampled_from(sorted(DEFAULT["locations"])),
+       provider=st.sampled_from(["aws", "gcp", "azure"]),
+       form=st.sampled_from(ENDPOINT_FORMS), named=st.sampled_from(KNOWN),
+       stated=st.sampled_from([None, "DE", "US"]), on_compute=st.booleans())
+def test_no_accepted_endpoint_names_a_region_abroad(location, provider, form, named, stated,
+                                                    on_compute):
+    owner, template = form
+    endpoint = template.format(r=named[1])
+    doc = copy.deepcopy(DEFAULT)
+    loc = doc["locations"][location]
+    entry: dict[str, Any] = {"endpoint": endpoint}
+    if stated:
+        entry |= {"endpoint_country": stated, "endpoint_source": "generated"}
+    if on_compute:
+        region = next(r for p, r, c in KNOWN if p == provider and c == location)
+        loc["compute"] = [{"provider": provider, "region": region, **entry}]
+    else:
+        loc["backends"][provider].update(entry)
+    try:
+        compiled = compile_doc(doc)
+    except rs.MapError as exc:
+        assert str(exc).startswith(f"test-map.yaml at locations.{location}.")
+        return
+    country = compiled.locations[location].country
+    if "{r}" in template and owner == named[0]:  # the host names a region of its owner
+        assert named[2] == country, (endpoint, location)
+    assert stated in (None, country)
+    target = (compiled.locations[location].compute[0] if on_compute
+              else compiled.locations[location].backends[provider])
+    assert target.endpoint_country in (None, country)

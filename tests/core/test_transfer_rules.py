@@ -14,7 +14,11 @@ def res() -> rs.Residency:
 
 def check(res, country, to, data_class, *agreements, source=None):
     tenant = rs.Tenant(id="clinic-1", country=country, agreements=frozenset(agreements))
-    return res.check_transfer(tenant, to, data_class, source=source)
+    if source is None:
+        return res.check_transfer(tenant, to, data_class)
+    # A hypothetical source is a question for the rules (the pure policy); the client
+    # only accepts the source it knows the data to be in (see test_doors_decisions.py).
+    return res.policy.decide(tenant, to, data_class, source)
 
 
 def test_eu_to_us_personal_blocked_without_a_mechanism(res):
@@ -95,12 +99,26 @@ def test_anonymised_crossing_a_border_still_names_its_basis(res):
     assert decision.is_transfer and decision.mechanism == "anonymised"
 
 
-@pytest.mark.parametrize(("origin", "location"), [("DE", "DE"), ("AT", "DE"), ("TR", "DE"),
-                                                  ("NZ", "AU"), ("FR", "FR")])
-def test_a_transfer_to_the_datas_own_location_is_no_transfer(res, origin, location):
+@pytest.mark.parametrize("origin_location", [("DE", "DE"), ("FR", "FR")])
+def test_a_transfer_to_the_datas_own_location_is_no_transfer(res, origin_location):
+    origin, location = origin_location
     decision = check(res, origin, location, "phi")
     assert decision.allowed and not decision.is_transfer
     assert decision.mechanism is None and decision.regimes == ()
+
+
+@pytest.mark.parametrize(("origin", "location", "allowed", "mechanism"), [
+    ("AT", "DE", True, "eea"),          # placement inside the EEA: a transfer, and free
+    ("TR", "DE", False, None),          # KVKK Art. 9: placing it in Germany is the transfer
+    ("NZ", "AU", False, None),          # IPP 12 disclosure to Australia needs a basis
+])
+def test_asking_for_the_locations_own_country_answers_the_placement(res, origin, location,
+                                                                    allowed, mechanism):
+    decision = check(res, origin, location, "phi")
+    assert (decision.allowed, decision.mechanism) == (allowed, mechanism)
+    assert decision.is_transfer and decision.source == origin
+    if not allowed:
+        assert decision.unblock_with  # names the mechanism to sign
 
 
 def test_explicit_consent_never_suffices_for_phi(res):

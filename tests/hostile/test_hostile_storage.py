@@ -28,6 +28,7 @@ from reliability_support import Clock, write_figures
 
 import residency_sdk as rs
 from residency_sdk.cli import app
+from residency_sdk.tenants import RECORDS_PREFIX
 
 EXAMPLES = int(os.environ.get("RESIDENCY_HOSTILE_EXAMPLES") or 150)
 TRAVERSALS = [
@@ -66,7 +67,7 @@ class Tally:
 
 def _check_local_root(root: Path, tenants: set[str]) -> list[str]:
     """Every file outside ``<root>/<loc>/<bucket>/tenants/<accepted id>/`` (or the
-    location's key folder / bucket lock)."""
+    location's key folder / bucket lock, or an accepted tenant's country record)."""
     outside = []
     for dirpath, _, files in os.walk(root):
         for name in files:
@@ -77,6 +78,9 @@ def _check_local_root(root: Path, tenants: set[str]) -> list[str]:
                 continue
             if len(rel) >= 5 and rel[2] == "tenants" and rel[3] in tenants:
                 continue
+            if len(rel) == 6 and rel[2:4] == ("_residency", "tenant-records") \
+                    and rel[4].removesuffix(".json") in tenants:
+                continue  # the accepted tenant's own country record
             outside.append("/".join(rel))
     return outside
 
@@ -163,8 +167,9 @@ def test_facade_s3_emulator_hostile_input(emulators: Any, monkeypatch: pytest.Mo
     before = all_keys()
     run()
     keys = sorted(all_keys() - before)
-    outside = [k for k in keys if not k.startswith("tenants/")
-               or k.split("/")[1] not in tally.accepted_tenants]
+    records = {f"{RECORDS_PREFIX}{t}.json" for t in tally.accepted_tenants}
+    outside = [k for k in keys if k not in records and (not k.startswith("tenants/")
+               or k.split("/")[1] not in tally.accepted_tenants)]
     res.close()
     write_figures("hostile_storage_facade_s3", {
         "inputs_tried": tally.inputs, "typed_errors": tally.refused,

@@ -7,8 +7,9 @@ program, the components and the plan run for real.
 
 from __future__ import annotations
 
+import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def __init__(self) -> None:
         self.resources: list[RegisteredResource] = []
+        self.ids: dict[tuple[str, str], str] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        rid, out = self._fake(args)
+        self.ids[(args.typ, args.name)] = rid
+        return rid, out
+
+    def _fake(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
         self.resources.append(RegisteredResource(args.typ, args.name, inputs))
         out = dict(inputs)
@@ -57,6 +64,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
             rid = f"{inputs['keyRing']}/cryptoKeys/{inputs['name']}"
         elif t == "gcp:storage/bucket:Bucket":
             rid = inputs["name"]
+        elif t == "aws:organizations/policy:Policy":
+            rid = "p-mock0001"
+            out["arn"] = f"arn:aws:organizations::{ACCOUNT}:policy/o-mock/{rid}"
+        elif t == "azure-native:resources:ResourceGroup":
+            out["name"] = inputs["resourceGroupName"]
+            rid = f"/subscriptions/sub/resourceGroups/{out['name']}"
         elif t in AZURE_NAME_INPUT:
             out["name"] = inputs[AZURE_NAME_INPUT[t]]
             rid = f"/subscriptions/sub/resourceGroups/rg/{t}/{out['name']}"
@@ -94,6 +107,13 @@ class StackRun:
     stack: str
     resources: list[RegisteredResource]
     outputs: dict[str, Any]
+    """The ``residency`` stack output."""
+    guardrails: dict[str, Any] = field(default_factory=dict)
+    """The ``guardrails`` stack output."""
+    ids: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The (faked) id of every registered resource, by (type, name)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the program logged as warnings."""
 
     def of_type(self, token: str) -> list[RegisteredResource]:
         return [r for r in self.resources if r.type == token]
@@ -103,6 +123,21 @@ class StackRun:
         assert len(found) == 1, f"{token} {name}: {[r.name for r in self.of_type(token)]}"
         return found[0]
 
+    def only(self, token: str) -> RegisteredResource:
+        """The single resource of type ``token``."""
+        found = self.of_type(token)
+        assert len(found) == 1, f"{token}: {[r.name for r in found]}"
+        return found[0]
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
 
 def run_stack(stack: str, config: dict[str, str] | None = None,
               extra: Any = None) -> StackRun:
@@ -111,17 +146,25 @@ def run_stack(stack: str, config: dict[str, str] | None = None,
     from residency_infra import program
 
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="residency", stack=stack, preview=False)
+    capture = _Capture()
+    logger = logging.getLogger(f"residency-infra-test-{stack}")
+    logger.propagate = False
+    logger.handlers = [capture]
+    pulumi.runtime.set_mocks(mocks, project="residency", stack=stack, preview=False,
+                             logger=logger)
     pulumi.runtime.set_all_config({f"residency:{k}": v for k, v in (config or {}).items()})
     captured: dict[str, Any] = {}
+    guardrails: dict[str, Any] = {}
 
     @pulumi.runtime.test
     def _program() -> pulumi.Output[Any]:
         deployed = program.run()
         if extra is not None:
             extra()
+        guardrails.update(deployed.guardrails)
         out = pulumi.Output.from_input(deployed.exports)
         return out.apply(captured.update)
 
     _program()
-    return StackRun(stack, mocks.resources, captured)
+    return StackRun(stack, mocks.resources, captured, guardrails, dict(mocks.ids),
+                    list(capture.messages))

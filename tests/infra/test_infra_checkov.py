@@ -49,10 +49,16 @@ def failures(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def export_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The export of every location of the default map, all scanned in one Checkov run."""
+    """The export of every location of the default map, with every location guardrail
+    rendered (SCP + attachment, org policy, policy assignment), all scanned in one run."""
     root = tmp_path_factory.mktemp("tf-export")
     for loc in DEFAULT_MAP.locations:
-        write(build_plan(DEFAULT_MAP, loc), root / loc)
+        write(build_plan(DEFAULT_MAP, loc, aws_org_target="ou-ab12-cdefgh34",
+                         gcp_folder="123456789012"), root / loc)
+        resources = json.loads((root / loc / "main.tf.json").read_text())["resource"]
+        assert {"aws_organizations_policy", "aws_organizations_policy_attachment",
+                "google_org_policy_policy", "azurerm_resource_group_policy_assignment"} \
+            <= set(resources)
     return checkov(root, [f"{loc}/main.tf.json" for loc in DEFAULT_MAP.locations])
 
 

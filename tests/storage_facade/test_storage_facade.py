@@ -337,7 +337,11 @@ def _failover_env(harness: Any, tmp_path: Path, *, primary_down: bool = True,
     def opener(target: StorageTarget, location: str) -> ObjectStore:
         store = open_store(target, local_root=harness.local_root, location=location)
         is_failover = target.bucket.endswith("-failover")
-        if (primary_down and not is_failover) or (failover_down and is_failover):
+        # The outage is in the location under test; the others stay up (a tenant's first
+        # write asks every location whether its id is bound elsewhere, and waits for an
+        # answer).
+        if location == FAILOVER_LOCATION[harness.provider] and (
+                (primary_down and not is_failover) or (failover_down and is_failover)):
             return _faulty(store)
         return store
 
@@ -398,7 +402,8 @@ def test_unrewindable_stream_is_not_replayed_to_failover(tmp_path: Path) -> None
 
     def opener(target: StorageTarget, location: str) -> ObjectStore:
         store = open_store(target, local_root=tmp_path / "root", location=location)
-        return store if target.bucket.endswith("-failover") else _faulty(store)
+        down = location == "DE" and not target.bucket.endswith("-failover")
+        return _faulty(store) if down else store
 
     class Pipe(io.RawIOBase):
         def readable(self) -> bool:
@@ -575,7 +580,10 @@ def test_any_key_lands_under_its_own_tenant_or_is_refused(
         assert set(root.rglob("@meta")) == before
         return
     own = (root / "DE" / "residency-de-local-data" / "tenants" / tenant.id).resolve()
-    [new] = set(root.rglob("@meta")) - before
+    record = root / "DE" / "residency-de-local-data" / "_residency" / "tenant-records"
+    created = set(root.rglob("@meta")) - before
+    assert (record / f"{tenant.id}.json" / "@meta") in created  # its country record
+    [new] = {m for m in created if not m.is_relative_to(record)}
     assert new.resolve().is_relative_to(own)
     assert [o.key for o in store.list()] == [store.head(key).key]
     assert store.delete(key) and not own.exists()

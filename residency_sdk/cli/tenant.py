@@ -1,0 +1,76 @@
+"""Tenant commands: ``tenant move`` (the one way to change a tenant's country)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from residency_sdk.cli.common import (
+    JsonOption,
+    MapOption,
+    console,
+    load_residency,
+    print_json,
+    residency_errors,
+)
+from residency_sdk.cli.retention import (
+    DEFAULT_STATE_DIR,
+    AuditOption,
+    LocalRootOption,
+    ProviderOption,
+    StateDirOption,
+)
+from residency_sdk.model import Tenant
+
+tenant_app = typer.Typer(help="Tenants: the binding of a tenant id to its country.",
+                         no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the tenant command group to ``app``."""
+    app.add_typer(tenant_app, name="tenant")
+
+
+@tenant_app.command("move")
+def move(
+    tenant_id: Annotated[str, typer.Option("--tenant", help="The tenant id.")],
+    from_country: Annotated[str, typer.Option("--from", help="Its country today.")],
+    to_country: Annotated[str, typer.Option("--to", help="Its new country.")],
+    mechanism: Annotated[list[str] | None, typer.Option(
+        "--mechanism", "-m", help="A transfer mechanism the tenant has signed (repeatable).",
+    )] = None,
+    provider: ProviderOption = None,
+    local_root: LocalRootOption = None,
+    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    audit: AuditOption = None,
+    actor: Annotated[str, typer.Option("--actor", help="Who asked for the move.")] = "cli",
+    purpose: Annotated[str | None, typer.Option("--purpose", help="Why.")] = None,
+    map_path: MapOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move a tenant to another country: check and audit the transfer, copy and verify
+    every object, rebind the tenant, erase the old location. Exit 1 when refused."""
+    kwargs: dict[str, Any] = {"state_dir": state_dir}
+    if local_root is not None:
+        kwargs["local_root"] = local_root
+    if audit is not None:
+        kwargs["audit"] = str(audit)
+    res = load_residency(map_path, as_json, **kwargs)
+    with residency_errors(as_json):
+        tenant = Tenant(id=tenant_id, country=from_country,
+                        agreements=frozenset(mechanism or ()))
+        receipt = res.move_tenant(tenant, to_country, providers=provider, actor=actor,
+                                  purpose=purpose)
+    doc = {"tenant_id": receipt.tenant_id, "from": receipt.from_country,
+           "to": receipt.to_country, "from_location": receipt.from_location,
+           "to_location": receipt.to_location, "objects": receipt.objects,
+           "bytes": receipt.bytes, "erasure_request": receipt.erasure_request_id}
+    if as_json:
+        print_json({"ok": True, "move": doc})
+        return
+    console.print(f"[bold green]MOVED[/] tenant {receipt.tenant_id}: {receipt.from_country} "
+                  f"({receipt.from_location}) -> {receipt.to_country} ({receipt.to_location}), "
+                  f"{receipt.objects} object(s), {receipt.bytes} bytes copied and verified"
+                  + (f"; old location erased ({receipt.erasure_request_id})"
+                     if receipt.erasure_request_id else ""))

@@ -1,0 +1,370 @@
+"""One tenant, one country: the per-tenant record that binds a tenant id to its country.
+
+The first write for a tenant records, in its location, which country it was written
+under (``_residency/tenant-records/<tenant_id>.json`` in the location's default store).
+Before a tenant store first touches data it looks the tenant id up in every location:
+a record under another country (or in another location) means the same id is being
+opened under a second jurisdiction, which would split its data across two locations, so
+the store refuses with :class:`TenantCountryConflict`. The way to change a tenant's
+country is :func:`move_tenant` (``residency tenant move``): it checks and audits the
+transfer, copies every object, verifies each copy, rebinds the record and erases the old
+location.
+
+A record holds only the tenant id, its country and location, and when it was made: no
+personal data crosses a border when other locations are asked about an id. Lookups are
+cached per process; a location that cannot be asked fails the check closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any, BinaryIO, cast
+
+from residency_sdk.errors import (
+    BackendUnavailable,
+    IntegrityError,
+    ObjectNotFound,
+    PlacementBlocked,
+    ResidencyError,
+    StorageError,
+    TenantCountryConflict,
+    TransferBlocked,
+)
+from residency_sdk.events import AuditEmitter, AuditEvent
+from residency_sdk.marks import CREATED_META, TENANT_META, copied_from
+from residency_sdk.model import StorageTarget, Tenant
+from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
+from residency_sdk.regionmap import Location
+from residency_sdk.storage.base import ObjectStore
+from residency_sdk.storage.keys import SDK_PREFIX, tenant_prefix
+from residency_sdk.storage.pool import StorePool
+
+RECORDS_PREFIX = f"{SDK_PREFIX}tenant-records/"
+_RECORD_VERSION = 1
+_CHUNK = 1024 * 1024
+
+
+def record_key(tenant_id: str) -> str:
+    """Where a tenant's record is kept in its location's default store."""
+    tenant_prefix(tenant_id)  # the same validation as the tenant's data prefix
+    return f"{RECORDS_PREFIX}{tenant_id}.json"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    """The binding of one tenant id to a country and the location its data lives in."""
+
+    tenant_id: str
+    country: str
+    location: str
+    bound_at: str
+
+    def to_bytes(self) -> bytes:
+        """The record's stored form (JSON)."""
+        return json.dumps({"version": _RECORD_VERSION, "tenant_id": self.tenant_id,
+                           "country": self.country, "location": self.location,
+                           "bound_at": self.bound_at}, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> TenantRecord:
+        """Parse a stored record; a malformed one fails closed with the place named."""
+        try:
+            doc = json.loads(data)
+            return cls(tenant_id=str(doc["tenant_id"]), country=str(doc["country"]),
+                       location=str(doc["location"]), bound_at=str(doc["bound_at"]))
+        except (ValueError, KeyError, TypeError):
+            raise StorageError(f"tenant record {where} is unreadable: restore it from "
+                               "backup or remove it once you know the tenant's country") \
+                from None
+
+
+class TenantRegistry:
+    """Finds and writes tenant records through the store pool; one per client."""
+
+    def __init__(self, policy: ResidencyPolicy, stores: StorePool) -> None:
+        self._policy = policy
+        self._stores = stores
+        self._checked: set[tuple[str, str, str]] = set()
+        self._bound: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def _record_stores(self, location: Location) -> list[ObjectStore]:
+        """The location's default store, then its in-country failover (if any)."""
+        target = location.backend(self._stores.default_provider(location))
+        failover = location.failover_for(target)
+        return [self._stores.get(t, location.id) for t in (target, failover) if t is not None]
+
+    def _read(self, location: Location, key: str) -> bytes | None:
+        """The record at ``key`` in ``location``: the primary's, else (primary down) the
+        failover's copy, written beside it at bind time. Both down: fail closed."""
+        first: BackendUnavailable | None = None
+        for store in self._record_stores(location):
+            try:
+                return store.get(key)
+            except ObjectNotFound:
+                return None
+            except BackendUnavailable as exc:
+                if first is not None:
+                    raise BackendUnavailable(
+                        f"tenant records of location {location.id}: primary and in-country "
+                        f"failover backends both failed: {first}; {exc}") from exc
+                first = exc
+        assert first is not None
+        raise first
+
+    def _write(self, location: Location, record: TenantRecord) -> None:
+        """Write ``record`` on the location's default store and its failover, so a
+        lookup during a primary outage still finds it; one of the two must succeed."""
+        key = record_key(record.tenant_id)
+        meta = {CREATED_META: record.bound_at, TENANT_META: record.tenant_id}
+        written, errors = 0, []
+        for store in self._record_stores(location):
+            try:
+                store.put(key, record.to_bytes(), metadata=meta)
+                written += 1
+            except BackendUnavailable as exc:
+                errors.append(exc)
+        if not written:
+            raise errors[0]
+
+    def record_in(self, location: Location, tenant_id: str) -> TenantRecord | None:
+        """The record of ``tenant_id`` kept in ``location``, or None."""
+        key = record_key(tenant_id)
+        data = self._read(location, key)
+        return None if data is None else TenantRecord.from_bytes(data, f"{location.id}:{key}")
+
+    def records(self, tenant_id: str) -> list[TenantRecord]:
+        """Every record of ``tenant_id``, in every location of the map."""
+        return [record for location in self._policy.map.locations.values()
+                if (record := self.record_in(location, tenant_id)) is not None]
+
+    def check(self, tenant: Tenant, *, write: bool = False) -> None:
+        """Refuse ``tenant`` when its id is bound to another country or location.
+
+        The tenant's own location is asked first: a matching record settles it (binding
+        asked every other location, so an id is bound in one location only). Without
+        one, every other location is asked. A location that cannot be asked fails the
+        check closed before a first write (which would bind the id); before a read it is
+        passed over, since a read under the wrong country finds nothing to leak. Cached
+        per process once it passes. Raises :class:`TenantCountryConflict`."""
+        own = self._policy.location_of(tenant)
+        cache_key = (tenant.id, tenant.country, own.id)
+        if cache_key in self._checked:
+            return
+        record = self.record_in(own, tenant.id)
+        if record is None:
+            for location in self._policy.map.locations.values():
+                if location.id == own.id:
+                    continue
+                try:
+                    record = self.record_in(location, tenant.id)
+                except BackendUnavailable as exc:
+                    if write:
+                        raise BackendUnavailable(
+                            f"cannot confirm that tenant {tenant.id!r} is not bound to "
+                            f"another country: location {location.id} did not answer "
+                            f"({exc}); its first write waits until it does") from exc
+                    continue
+                if record is not None:
+                    break
+        if record is not None and (record.country, record.location) != (tenant.country,
+                                                                         own.id):
+            raise TenantCountryConflict(
+                f"tenant {tenant.id!r} is bound to country {record.country} (its data "
+                f"lives in location {record.location}), not {tenant.country} (location "
+                f"{own.id}): one tenant id has one country. Move it with `residency "
+                f"tenant move --tenant {tenant.id} --from {record.country} --to "
+                f"{tenant.country}` (Residency.move_tenant), or use another tenant id")
+        if record is not None or write:
+            with self._lock:
+                self._checked.add(cache_key)
+
+    def bind(self, tenant: Tenant) -> None:
+        """Write ``tenant``'s record in its location unless it is already there (called
+        before the first write of a tenant store)."""
+        location = self._policy.location_of(tenant)
+        if (tenant.id, location.id) in self._bound:
+            return
+        self.check(tenant, write=True)
+        existing = self.record_in(location, tenant.id)
+        if existing is None:
+            self._write(location, TenantRecord(tenant.id, tenant.country, location.id,
+                                               datetime.now(UTC).isoformat()))
+        elif existing.country != tenant.country:
+            raise TenantCountryConflict(
+                f"tenant {tenant.id!r} is bound to country {existing.country}, not "
+                f"{tenant.country}: move it with `residency tenant move` instead")
+        with self._lock:
+            self._bound.add((tenant.id, location.id))
+
+    def rebind(self, tenant: Tenant, old: TenantRecord | None) -> None:
+        """Record ``tenant`` under its (new) country and location, then drop ``old``."""
+        location = self._policy.location_of(tenant)
+        self._write(location, TenantRecord(tenant.id, tenant.country, location.id,
+                                           datetime.now(UTC).isoformat()))
+        if old is not None and old.location != location.id:
+            for store in self._record_stores(self._policy.location(old.location)):
+                store.delete(record_key(tenant.id))
+        with self._lock:
+            self._checked = {c for c in self._checked if c[0] != tenant.id}
+            self._bound = {b for b in self._bound if b[0] != tenant.id}
+
+
+# --- moving a tenant to another country --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MoveReceipt:
+    """What :func:`move_tenant` did: objects and bytes copied (and verified) from the old
+    location to the new, and the erasure request that emptied the old location."""
+
+    tenant_id: str
+    from_country: str
+    to_country: str
+    from_location: str
+    to_location: str
+    objects: int
+    bytes: int
+    erasure_request_id: str | None
+
+
+class _Hashing(io.RawIOBase):
+    """A reader that hashes what passes through it (to verify the copy end to end)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._raw.read(len(buffer))
+        self.sha256.update(chunk)
+        self.size += len(chunk)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _digest(reader: BinaryIO) -> str:
+    sha = hashlib.sha256()
+    with reader:
+        for chunk in iter(lambda: reader.read(_CHUNK), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _copy_verified(source: ObjectStore, dest: ObjectStore, key: str,
+                   from_location: str) -> int:
+    """Copy ``key`` and prove the copy holds the same bytes; return its size."""
+    info = source.head(key)
+    with source.open(key) as raw:
+        hashing = _Hashing(raw)
+        dest.put(key, cast(BinaryIO, io.BufferedReader(hashing, _CHUNK)),
+                 metadata=copied_from(info.metadata, from_location))
+    if _digest(dest.open(key)) != hashing.sha256.hexdigest():
+        dest.delete(key)
+        raise IntegrityError(f"the copy of {key!r} in {dest.target.bucket!r} does not hold the "
+                             "bytes read from the source: nothing was erased; move again")
+    return hashing.size
+
+
+def _listing(store: ObjectStore, prefix: str) -> Iterator[str]:
+    for info in store.list(prefix):
+        yield info.key
+
+
+def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
+                registry: TenantRegistry, tenant: Tenant, to_country: str, *,
+                erase_old: Any, providers: Iterable[str] | None = None,
+                actor: str | None = None, purpose: str | None = None) -> MoveReceipt:
+    """Move ``tenant`` (bound to ``tenant.country``) to ``to_country``.
+
+    The placement of the tenant under its new country must be lawful and, when the data
+    changes location, so must the transfer from the old location to the new one (both
+    audited; a refusal copies nothing). Every object is copied and verified (SHA-256 of
+    what was read against a fresh read of the copy), the record is rebound, then
+    ``erase_old(old_tenant)`` (a tracked erasure of the old location) runs; a crash
+    before it leaves the copies and both records, and moving again finishes the job.
+    ``providers`` narrows the old location's backends copied (default: every backend that
+    may hold its data, as for erasure).
+    """
+    moved = Tenant(id=tenant.id, country=to_country, agreements=tenant.agreements)
+    records = registry.records(tenant.id)
+    current = [r for r in records if r.country == tenant.country]
+    strangers = [r for r in records if r.country not in (tenant.country, moved.country)]
+    if strangers:
+        raise TenantCountryConflict(
+            f"tenant {tenant.id!r} is bound to {strangers[0].country}, not {tenant.country}: "
+            f"move it from {strangers[0].country}")
+    old_location = policy.location_of(tenant)
+    new_location = policy.location_of(moved)
+    placement = policy.placement_decision(moved, PLACEMENT_CLASS)
+    audit.decision("placement", moved, placement, actor=actor, purpose=purpose,
+                   source_location=new_location.id)
+    if not placement.allowed:
+        raise PlacementBlocked(placement, (
+            f"tenant {tenant.id!r} may not be moved to {moved.country}: placing its data in "
+            f"location {new_location.id} is blocked: " + "; ".join(placement.reasons)))
+    copied = size = 0
+    if new_location.id != old_location.id:
+        decision = policy.decide(tenant, new_location.country, PLACEMENT_CLASS,
+                                 source=old_location.country)
+        audit.decision("transfer_check", tenant, decision, actor=actor, purpose=purpose)
+        if not decision.allowed:
+            raise TransferBlocked(decision)
+        prefix = tenant_prefix(tenant)
+        chosen = (tuple(providers) if providers is not None
+                  else stores.data_providers(old_location))
+        for provider in chosen:
+            source = stores.get(old_location.backend(provider), old_location.id)
+            dest_target = _destination(stores, new_location, provider)
+            dest = stores.get(dest_target, new_location.id)
+            for key in _listing(source, prefix):
+                try:
+                    n = _copy_verified(source, dest, key, old_location.id)
+                except ResidencyError as exc:
+                    _emit_copy(audit, tenant, old_location, new_location, dest_target, key,
+                               None, exc, actor, purpose)
+                    raise
+                _emit_copy(audit, tenant, old_location, new_location, dest_target, key, n,
+                           None, actor, purpose)
+                copied += 1
+                size += n
+    registry.rebind(moved, current[0] if current else None)
+    request_id = None
+    if new_location.id != old_location.id:
+        receipt = erase_old(tenant)
+        request_id = receipt.request_id
+    return MoveReceipt(tenant.id, tenant.country, moved.country, old_location.id,
+                       new_location.id, copied, size, request_id)
+
+
+def _destination(stores: StorePool, location: Location, provider: str) -> StorageTarget:
+    if provider in location.backends:
+        return location.backends[provider]
+    return location.backend(stores.default_provider(location))
+
+
+def _emit_copy(audit: AuditEmitter, tenant: Tenant, old: Location, new: Location,
+               target: StorageTarget, key: str, size: int | None,
+               error: ResidencyError | None, actor: str | None, purpose: str | None) -> None:
+    if not audit.hooks:
+        return
+    audit.emit(AuditEvent(
+        operation="transfer", outcome="ok" if error is None else "error", actor=actor,
+        purpose=purpose or f"tenant_move:{tenant.id}", tenant_id=tenant.id,
+        tenant_country=tenant.country, source_location=old.id,
+        destination_location=new.id, destination_country=new.country, is_transfer=True,
+        provider=target.provider, region=target.region, bucket=target.bucket,
+        object_key=key[len(tenant_prefix(tenant)):], size=size,
+        error=None if error is None else f"{type(error).__name__}: {error}"))
+
