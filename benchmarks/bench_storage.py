@@ -106,7 +106,11 @@ def provision(provider: str, endpoint: str, port: int) -> StorageTarget:
 
         client = storage.Client(project="bench", credentials=AnonymousCredentials(),
                                 client_options=ClientOptions(api_endpoint=endpoint))
-        client.create_bucket("bench-gcp")
+        bucket = client.create_bucket("bench-gcp")
+        # The emulator reads every bucket back as US; the adapter verifies the location on
+        # open, so give the bucket the region a real DE bucket would report.
+        bucket._patch_property("location", "EUROPE-WEST3")
+        bucket.patch()
         return StorageTarget(provider="gcp", region="europe-west3", bucket="bench-gcp",
                              country="DE", endpoint=endpoint,
                              kms_key="projects/p/locations/europe-west3/keyRings/r/cryptoKeys/k")

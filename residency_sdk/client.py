@@ -128,7 +128,16 @@ class Residency(PlacementTable):
         is audited (allowed and blocked alike).
         """
         if source is not None:
-            source = self._known_source(tenant, to, source)
+            try:
+                source = self._known_source(tenant, to, source)
+            except InvalidSource as exc:
+                if self.audit.hooks:
+                    self.audit.emit(AuditEvent(
+                        operation="transfer_check", outcome="blocked", actor=actor,
+                        purpose=purpose, tenant_id=tenant.id, tenant_country=tenant.country,
+                        data_class=str(data_class)[:64], is_transfer=True,
+                        reasons=(str(exc),), error=f"InvalidSource: {exc}"))
+                raise
         try:
             # The policy's cache, read inline: a repeated question costs no extra call.
             # The tuple is ResidencyPolicy.decision_key's (a test holds the two equal).

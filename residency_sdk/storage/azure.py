@@ -275,7 +275,7 @@ class AzureStore(ObjectStore):
 
     def __repr__(self) -> str:
         return (f"AzureStore(container={self.target.bucket!r}, region={self.target.region!r}, "
-                f"endpoint={_shown(self.endpoint)!r})")
+                f"endpoint={_shown(getattr(self, 'endpoint', None) or '') or None!r})")
 
     @property
     def name(self) -> str:
@@ -527,6 +527,8 @@ def _normal_url(url: str) -> str:
 def _shown(url: str) -> str:
     """``url`` safe to show: scheme, host, port and path; no user, password or query (a
     SAS)."""
+    if not url:
+        return ""
     try:
         parts = urlsplit(url.strip())
         port = parts.port

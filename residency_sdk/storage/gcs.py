@@ -496,6 +496,8 @@ def _normal_url(url: str) -> str:
 
 def _shown(url: str) -> str:
     """``url`` safe to show: scheme, host, port and path; no user, password or query."""
+    if not url:
+        return ""
     try:
         parts = urlsplit(url.strip())
         port = parts.port

@@ -182,7 +182,7 @@ class S3Store(ObjectStore):
 
     def __repr__(self) -> str:
         return (f"S3Store(bucket={self.target.bucket!r}, region={self.target.region!r}, "
-                f"endpoint={_shown(self.endpoint_url)!r})")
+                f"endpoint={_shown(getattr(self, 'endpoint_url', None) or '') or None!r})")
 
     @property
     def name(self) -> str:
@@ -545,8 +545,12 @@ class S3Store(ObjectStore):
         if "alias/" not in wanted:
             return False
         if wanted not in self._resolved_keys:
+            # An emulator serves KMS on its S3 endpoint; a real S3 endpoint does not, so
+            # KMS is then asked at the region's own KMS endpoint.
+            kms_endpoint = self.endpoint if self.endpoint and is_loopback_host(
+                urlsplit(self.endpoint).hostname or "") else None
             kms = self._session.client(
-                "kms", region_name=self.target.region, endpoint_url=self.endpoint,
+                "kms", region_name=self.target.region, endpoint_url=kms_endpoint,
                 config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
                               ignore_configured_endpoint_urls=True))
             try:
@@ -801,6 +805,8 @@ def _normal_url(url: str) -> str:
 
 def _shown(url: str) -> str:
     """``url`` safe to show: scheme, host, port and path; no user, password or query."""
+    if not url:
+        return ""
     try:
         parts = urlsplit(url.strip())
         port = parts.port

@@ -43,8 +43,10 @@ def test_a_caller_asserted_source_is_refused(source: str) -> None:
     with pytest.raises(rs.InvalidSource, match=f"(?i)source {source!r}.*location DE"):
         res.check_transfer(clinic, "US", "phi", source=source)
     with pytest.raises(rs.InvalidSource):
-        res.require_transfer(clinic, "US", "phi", source=source)
-    assert events == []  # nothing was decided, so nothing was cleared
+        res.require_transfer(clinic, "US", "phi", source=source, actor="app")
+    # Refused loudly and audited, never as an allowed decision.
+    assert [(e.operation, e.outcome) for e in events] == [("transfer_check", "blocked")] * 2
+    assert events[1].actor == "app" and "InvalidSource" in (events[1].error or "")
 
 
 def test_restating_the_known_source_decides_as_without_it() -> None:

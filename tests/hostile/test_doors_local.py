@@ -214,10 +214,17 @@ def test_list_reports_a_planted_link_instead_of_skipping_it(env: Env, kind: str)
 
 
 @pytest.mark.parametrize("into", ["us", "outside"])
-def test_erasure_with_a_planted_link_is_not_completed(env: Env, into: str) -> None:
+@pytest.mark.parametrize("planted", ["under the tenant", "as the tenant"])
+def test_erasure_with_a_planted_link_is_not_completed(env: Env, into: str,
+                                                      planted: str) -> None:
     env.de.put("a", b"1", data_class="phi")
     env.de.put("b/c", b"2", data_class="phi")
-    link = env.de_bucket / "tenants" / "clinic-1" / "linked"
+    tenant_dir = env.de_bucket / "tenants" / "clinic-1"
+    if planted == "as the tenant":  # the DE tenant's whole folder points elsewhere
+        shutil.rmtree(tenant_dir)
+        link = tenant_dir
+    else:
+        link = tenant_dir / "linked"
     target = env.us_bucket / "tenants" / US_TENANT.id if into == "us" else env.outside
     link.symlink_to(target, target_is_directory=True)
     before = snapshot(target)
@@ -237,7 +244,8 @@ def test_erasure_with_a_planted_link_is_not_completed(env: Env, into: str) -> No
     # Once the link is removed, the same request finishes.
     link.unlink()
     assert env.res.erase(DE_TENANT).complete
-    assert not (env.de_bucket / "tenants" / "clinic-1").exists()
+    assert not tenant_dir.exists()
+    assert snapshot(target) == before
 
 
 @pytest.mark.parametrize("into", ["us", "outside"])

@@ -347,3 +347,47 @@ def test_file_name_limits_become_invalid_key(store: LocalStore) -> None:
     with pytest.raises(InvalidKey, match="too long"):
         store.put("@" + "a" * 254, b"v")
     assert store.put("a" * 255, b"v").size == 1
+
+
+# --- links in the data root (issue 11, hole 4; the doors are in tests/hostile) -----------
+
+
+def test_a_linked_data_root_is_resolved_once_and_used(tmp_path: Path,
+                                                      target: StorageTarget) -> None:
+    # A root that is itself a link (/data -> /mnt/disk) is common: resolved when opened.
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "data").symlink_to(tmp_path / "disk", target_is_directory=True)
+    store = LocalStore(target, tmp_path / "data")
+    assert store.root == (tmp_path / "disk").resolve()
+    store.put("a/b", b"v")
+    assert store.get("a/b") == b"v" and [i.key for i in store.list()] == ["a/b"]
+    assert (tmp_path / "disk" / "DE" / target.bucket / "a" / "b" / "@meta").is_file()
+
+
+def test_a_data_root_swapped_for_a_link_after_opening_is_refused(
+        tmp_path: Path, target: StorageTarget) -> None:
+    from residency_sdk.errors import UnsafePath
+
+    store = LocalStore(target, tmp_path / "root")
+    store.put("k", b"v")
+    (tmp_path / "root").rename(tmp_path / "moved")
+    (tmp_path / "root").symlink_to(tmp_path / "moved", target_is_directory=True)
+    with pytest.raises(UnsafePath, match="became a symbolic link"):
+        store.get("k")
+    with pytest.raises(UnsafePath):
+        store.put("k2", b"v")
+    assert not (tmp_path / "moved" / "DE" / target.bucket / "k2").exists()
+
+
+def test_stray_files_in_the_tree_are_not_objects_and_never_block(store: LocalStore) -> None:
+    store.put("a/b", b"v")
+    # A plain file where a key directory belongs: nothing is stored there.
+    (store.bucket_dir / "c").write_bytes(b"stray")
+    assert not store.exists("c/d") and store.delete("c/d") is False
+    assert [i.key for i in store.list()] == ["a/b"]
+    # A FIFO planted as a sidecar is refused at once, not waited on.
+    keydir = store.bucket_dir / "a" / "b"
+    (keydir / "@meta").unlink()
+    os.mkfifo(keydir / "@meta")
+    with pytest.raises(IntegrityError, match="not a regular file"):
+        store.head("a/b")
