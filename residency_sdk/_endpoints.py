@@ -252,3 +252,32 @@ def regions_named_by_host(endpoint: str, known: Mapping[str, Iterable[str]],
             elif provider != "aws":
                 named.update((provider, r) for r in regions if label.startswith(f"{r}-"))
     return sorted(named)
+
+
+def normal_url(url: str) -> str:
+    """``url`` reduced to what decides where requests go: lower-case scheme and host, port
+    unless the scheme's default, path without a trailing slash."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if port is not None and port != {"https": 443, "http": 80}.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def shown_url(url: str) -> str:
+    """``url`` safe to show: scheme, host, port and path; no user, password or query (a
+    SAS token)."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"

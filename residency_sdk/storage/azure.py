@@ -54,7 +54,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
-from residency_sdk._endpoints import check_endpoint_url, is_loopback_host
+from residency_sdk._endpoints import check_endpoint_url, is_loopback_host, normal_url, shown_url
 from residency_sdk.errors import (
     AccessDenied,
     BackendNotConfigured,
@@ -185,7 +185,7 @@ class AzureStore(ObjectStore):
         named = _account_of(endpoint)
         if named and target.account and named.lower() != target.account.lower():
             raise ResidencyViolation(
-                f"{self.name}: the map's endpoint {_shown(endpoint)} serves storage account "
+                f"{self.name}: the map's endpoint {shown_url(endpoint)} serves storage account "
                 f"{named!r}, not the backend's account {target.account!r}: blobs would land "
                 "in another account than the one provisioned and verified; fix `endpoint` or "
                 "`account` in the region map")
@@ -243,16 +243,16 @@ class AzureStore(ObjectStore):
                "give each location its own variable (credentials: {azure_connection_string_"
                "env: RESIDENCY_AZURE_<LOCATION>_CONNECTION_STRING} on its azure backend) "
                "holding its own account's connection string, or use azure_identity: true")
-        ours = f"account {account!r} at {_shown(endpoint)}"
+        ours = f"account {account!r} at {shown_url(endpoint)}"
         if named and account and named.lower() != account.lower():
             raise EnvironmentOverride(
                 f"{self.name}: {source} names storage account {named!r}, but the region map "
                 f"puts this location's container in {ours}. A process-wide connection string "
                 "would send every location's blobs to that one account while the audit log "
                 f"reports the map's region. Refusing to open: {fix}")
-        if blob and _normal_url(blob) != _normal_url(endpoint):
+        if blob and normal_url(blob) != normal_url(endpoint):
             raise EnvironmentOverride(
-                f"{self.name}: {source} names blob endpoint {_shown(blob)}, but the region map "
+                f"{self.name}: {source} names blob endpoint {shown_url(blob)}, but the region map "
                 f"puts this location's container in {ours}. Refusing to open: remove "
                 f"BlobEndpoint from it, or {fix}")
         suffix = parts.get("endpointsuffix")
@@ -275,7 +275,7 @@ class AzureStore(ObjectStore):
 
     def __repr__(self) -> str:
         return (f"AzureStore(container={self.target.bucket!r}, region={self.target.region!r}, "
-                f"endpoint={_shown(getattr(self, 'endpoint', None) or '') or None!r})")
+                f"endpoint={shown_url(getattr(self, 'endpoint', None) or '') or None!r})")
 
     @property
     def name(self) -> str:
@@ -509,30 +509,3 @@ def _account_of(endpoint: str) -> str | None:
     return None
 
 
-def _normal_url(url: str) -> str:
-    """``url`` reduced to what decides where requests go: lower-case scheme and host, port
-    unless the scheme's default, path without a trailing slash."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return url.strip()
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if port is not None and port != {"https": 443, "http": 80}.get(scheme):
-        host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path.rstrip('/')}"
-
-
-def _shown(url: str) -> str:
-    """``url`` safe to show: scheme, host, port and path; no user, password or query (a
-    SAS)."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return "<unparseable URL>"
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"

@@ -47,7 +47,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from residency_sdk._endpoints import check_endpoint_url, is_loopback_host
+from residency_sdk._endpoints import check_endpoint_url, is_loopback_host, normal_url, shown_url
 from residency_sdk.errors import (
     AccessDenied,
     BackendNotConfigured,
@@ -397,7 +397,7 @@ class GCSStore(ObjectStore):
             return
         bucket = self.target.bucket
         reported = _BUCKET_LOCATIONS.get(
-            (_normal_url(self.api_endpoint), bucket),
+            (normal_url(self.api_endpoint), bucket),
             lambda: self._call("verify", bucket, self._bucket_location))
         _judge_location(self.target, reported, name=self.name, bucket=bucket)
         self._verified = True
@@ -463,48 +463,22 @@ def _refuse_overrides(used: str, name: str, *, mapped: bool) -> None:
         "the global endpoint (the region map names none)"
     for var in _ENDPOINT_VARIABLES:
         value = os.environ.get(var)
-        if value and _normal_url(value) != _normal_url(used):
+        if value and normal_url(value) != normal_url(used):
             raise EnvironmentOverride(
-                f"{name}: {var} is set to {_shown(value)}, but {ours} is {_shown(used)}. "
+                f"{name}: {var} is set to {shown_url(value)}, but {ours} is {shown_url(used)}. "
                 "google-cloud-storage sends every client without an explicit endpoint there, "
                 "whatever location it serves. Refusing to open: unset it; if this location "
                 "really uses that endpoint, name it in the region map (`endpoint:` on this "
                 "gcp backend)")
     if mapped and os.environ.get(_MTLS_VARIABLE, "").strip().lower() == "always" and \
-            _normal_url(used) != _normal_url(DEFAULT_ENDPOINT):
+            normal_url(used) != normal_url(DEFAULT_ENDPOINT):
         raise EnvironmentOverride(
             f"{name}: {_MTLS_VARIABLE}=always makes google-cloud-storage send requests to the "
             f"global mTLS host https://storage.mtls.googleapis.com instead of {ours}, "
-            f"{_shown(used)}. Refusing to open: unset {_MTLS_VARIABLE} (or set it to "
+            f"{shown_url(used)}. Refusing to open: unset {_MTLS_VARIABLE} (or set it to "
             "'never'), or remove the endpoint from the map")
 
 
-def _normal_url(url: str) -> str:
-    """``url`` reduced to what decides where requests go: lower-case scheme and host, port
-    unless the scheme's default, path without a trailing slash."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return url.strip()
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if port is not None and port != {"https": 443, "http": 80}.get(scheme):
-        host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path.rstrip('/')}"
-
-
-def _shown(url: str) -> str:
-    """``url`` safe to show: scheme, host, port and path; no user, password or query."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return "<unparseable URL>"
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
 
 
 # --- verify on open ---------------------------------------------------------------------

@@ -53,7 +53,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from s3transfer.manager import TransferManager
 
-from residency_sdk._endpoints import check_endpoint_url, is_loopback_host
+from residency_sdk._endpoints import check_endpoint_url, is_loopback_host, normal_url, shown_url
 from residency_sdk.errors import (
     AccessDenied,
     BackendNotConfigured,
@@ -182,7 +182,7 @@ class S3Store(ObjectStore):
 
     def __repr__(self) -> str:
         return (f"S3Store(bucket={self.target.bucket!r}, region={self.target.region!r}, "
-                f"endpoint={_shown(getattr(self, 'endpoint_url', None) or '') or None!r})")
+                f"endpoint={shown_url(getattr(self, 'endpoint_url', None) or '') or None!r})")
 
     @property
     def name(self) -> str:
@@ -592,7 +592,7 @@ class S3Store(ObjectStore):
             return
         bucket = self.target.bucket
         reported = _BUCKET_REGIONS.get(
-            (_normal_url(self.endpoint_url), bucket),
+            (normal_url(self.endpoint_url), bucket),
             lambda: self._call("verify", bucket, self._bucket_region))
         _judge_region(self.target, reported, name=self.name, bucket=bucket,
                       source="GetBucketLocation")
@@ -776,44 +776,18 @@ def _refuse_configured_endpoints(core: botocore.session.Session, used: str, name
     """Raise :class:`EnvironmentOverride` when an endpoint configured outside the region
     map differs from the one the client uses (the map's, or the regional default)."""
     for where, url in _configured_endpoints(core, name):
-        if _normal_url(url) == _normal_url(used):
+        if normal_url(url) == normal_url(used):
             continue
         ours = "the region map's endpoint for this backend" if mapped else \
             "the regional default the region map implies (it names no endpoint)"
         raise EnvironmentOverride(
-            f"{name}: {where} is set to {_shown(url)}, but {ours} is {_shown(used)}. boto3 "
+            f"{name}: {where} is set to {shown_url(url)}, but {ours} is {shown_url(used)}. boto3 "
             "applies it to every S3 client in the process, so every location's objects would "
             "go there while the audit log reports the map's region. Refusing to open: unset "
             "it (or remove it from the AWS config); if this location really uses that "
             "endpoint, name it in the region map (`endpoint:` on this aws backend)")
 
 
-def _normal_url(url: str) -> str:
-    """``url`` reduced to what decides where requests go: lower-case scheme and host, port
-    unless the scheme's default, path without a trailing slash."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return url.strip()
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if port is not None and port != {"https": 443, "http": 80}.get(scheme):
-        host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path.rstrip('/')}"
-
-
-def _shown(url: str) -> str:
-    """``url`` safe to show: scheme, host, port and path; no user, password or query."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return "<unparseable URL>"
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
 
 
 # --- verify on open ---------------------------------------------------------------------
