@@ -230,6 +230,9 @@ def to_html(report: AuditReport) -> str:
         + _num(r["events"]) + _num(r["blocked"])
         + _num(r["bytes_written"], human_bytes(r["bytes_written"])) + "</tr>"
         for r in report.tenants]
+    stated = [
+        "<tr>" + _td(e["path"]) + _td(e["endpoint"]) + _td(e["country"]) + _td(e["source"])
+        + "</tr>" for e in report.stated_endpoints]
     notes = "".join(f'<p class="meta">{escape(n)}</p>' for n in report.notes)
     csp = (f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
            f"script-src 'sha256-{_SCRIPT_HASH}'")
@@ -262,6 +265,9 @@ generated {escape(report.generated_at)}</div>
 <h2>Tenants</h2>
 {_table("Tenants", ["tenant", "country", "data held in", "went to", "events", "blocked",
         "bytes written"], tenants, "No tenant events in this window.")}
+<h2>Endpoints located on the region map's word</h2>
+{_table("Endpoints located on the region map's word", ["map entry", "endpoint", "country",
+        "source"], stated, "None: every endpoint is an in-region form of its provider.")}
 <script>{_SCRIPT}</script>
 </body></html>
 """

@@ -95,6 +95,12 @@ def to_markdown(report: AuditReport) -> str:
                   [[r["tenant_id"], r["country"], r["held_in"], r["went_to"], r["events"],
                     r["blocked"], human_bytes(r["bytes_written"])] for r in report.tenants]) \
         if report.tenants else ["No tenant events in this window."]
+    out += ["", "## Endpoints located on the region map's word", ""]
+    out += _table(["map entry", "endpoint", "country", "source"],
+                  [[e["path"], e["endpoint"], e["country"], e["source"]]
+                   for e in report.stated_endpoints]) \
+        if report.stated_endpoints else ["None: every endpoint is an in-region form of its "
+                                         "provider (or a local emulator)."]
     return "\n".join(out) + "\n"
 
 
@@ -123,4 +129,7 @@ def to_csv(report: AuditReport) -> str:
     for r in report.tenants:
         w.writerow({"section": "tenant", **r, "bytes": r["bytes_written"],
                     "held_in": ";".join(r["held_in"]), "went_to": ";".join(r["went_to"])})
+    for e in report.stated_endpoints:
+        w.writerow({"section": "stated_endpoint", "kind": e["path"], "country": e["country"],
+                    "location": e["endpoint"], "detail": e["source"]})
     return buf.getvalue()

@@ -80,6 +80,9 @@ class AuditReport:
     violation_counts: dict[str, int]
     tenants: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    stated_endpoints: list[dict[str, str]] = field(default_factory=list)
+    """Endpoints the region map places by its own word (``endpoint_country`` and
+    ``endpoint_source``) rather than by a provider's in-region form: an auditor's to check."""
 
     @property
     def violation_total(self) -> int:
@@ -100,6 +103,7 @@ class AuditReport:
             "operations": self.operations, "flows": self.flows, "blocked": self.blocked,
             "violation_counts": self.violation_counts, "violations": self.violations,
             "tenants": self.tenants, "notes": self.notes,
+            "stated_endpoints": self.stated_endpoints,
         }
 
 
@@ -166,7 +170,10 @@ def build_report(log_path: str | Path, *, since: str | datetime | date | None = 
                      "report was built: events were removed")
     return AuditReport(
         log_path=str(log_path), generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        since=lo, until=hi, map_name=region_map.name, chain=chain, notes=notes, **sections)
+        since=lo, until=hi, map_name=region_map.name, chain=chain, notes=notes,
+        stated_endpoints=[{"path": e.path, "endpoint": e.endpoint, "country": e.country,
+                           "source": e.source} for e in region_map.stated_endpoints],
+        **sections)
 
 
 def _backends(region_map: RegionMap) -> list[tuple[str, str, str, int]]:

@@ -218,3 +218,29 @@ def test_report_of_an_empty_log(tmp_path: Path) -> None:
     report = build_report(path)
     assert report.ok and report.totals["events"] == 0 and report.flows == []
     assert "No cross-border flow" in to_markdown(report)
+
+
+def test_endpoints_placed_by_the_maps_word_are_shown_to_the_auditor(tmp_path: Path) -> None:
+    """Issue 11: an endpoint accepted on ``endpoint_country`` + ``endpoint_source`` rather
+    than as a provider's in-region form is listed, with its source, in every format."""
+    from residency_sdk.regionmap import load_region_map
+
+    log = tmp_path / "audit.db"
+    write_fixture_log(log)
+    overlay = tmp_path / "map.yaml"
+    overlay.write_text(
+        "extends: default\nname: stated\nlocations:\n  DE:\n    backends:\n      aws:\n"
+        "        endpoint: https://s3-proxy.clinic-net.example\n"
+        "        endpoint_country: DE\n"
+        "        endpoint_source: 'Contract 17, annex 2: proxy hosted in Frankfurt'\n")
+    report = build_report(log, region_map=load_region_map(overlay))
+    [entry] = [e for e in report.stated_endpoints if e["path"].startswith("locations.DE.back")]
+    assert entry["country"] == "DE" and "Contract 17" in entry["source"]
+    assert "s3-proxy.clinic-net.example" in entry["endpoint"]
+    assert "Contract 17, annex 2" in to_markdown(report)
+    assert "Contract 17, annex 2" in render(report, "html")
+    assert any(e["path"] == entry["path"] for e in json.loads(render(report, "json"))
+               ["stated_endpoints"])
+    rows = [r for r in csv.DictReader(io.StringIO(to_csv(report)))
+            if r["section"] == "stated_endpoint"]
+    assert any("Contract 17" in r["detail"] for r in rows)
