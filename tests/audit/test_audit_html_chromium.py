@@ -87,7 +87,8 @@ def test_chromium_renders_diagram_and_tables(report_html: str, tmp_path: Path) -
     assert widths["DE → GB"] / widths["CH → US"] == pytest.approx(8, rel=0.01)
     tables = [a for t, a in tags if t == "table"]
     assert [a.get("aria-label") for a in tables] == [
-        "Cross-border flows", "Blocked attempts", "Violations", "Tenants"]
+        "Cross-border flows", "Blocked attempts", "Violations", "Tenants",
+        "Endpoints located on the region map's word"]
     assert dom.count('class="violation"') == 5
 
 
