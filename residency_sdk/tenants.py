@@ -21,7 +21,7 @@ import hashlib
 import io
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, BinaryIO, cast
@@ -277,11 +277,6 @@ def _copy_verified(source: ObjectStore, dest: ObjectStore, key: str,
     return hashing.size
 
 
-def _listing(store: ObjectStore, prefix: str) -> Iterator[str]:
-    for info in store.list(prefix):
-        yield info.key
-
-
 def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
                 registry: TenantRegistry, tenant: Tenant, to_country: str, *,
                 erase_old: Any, providers: Iterable[str] | None = None,
@@ -328,7 +323,7 @@ def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
             source = stores.get(old_location.backend(provider), old_location.id)
             dest_target = _destination(stores, new_location, provider)
             dest = stores.get(dest_target, new_location.id)
-            for key in _listing(source, prefix):
+            for key in (info.key for info in source.list(prefix)):
                 try:
                     n = _copy_verified(source, dest, key, old_location.id)
                 except ResidencyError as exc:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar
@@ -64,6 +63,7 @@ from residency_sdk.errors import (
 from residency_sdk.lifecycle import gcs_custom_time
 from residency_sdk.model import StorageTarget
 from residency_sdk.regions import country_of, region_table
+from residency_sdk.storage._once import AskedOnce
 from residency_sdk.storage._streaming import (
     Digester,
     HashingReader,
@@ -497,31 +497,9 @@ class _Location:
     data_locations: tuple[str, ...] = ()
 
 
-class _BucketLocations:
-    """What each bucket reported about its location, asked once per process per
-    (endpoint, bucket); thread-safe. Errors (missing bucket, refused, unreachable) are
-    not cached: the next operation asks again."""
-
-    def __init__(self) -> None:
-        self._answers: dict[tuple[str, str], _Location] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def get(self, key: tuple[str, str], ask: Callable[[], _Location]) -> _Location:
-        answer = self._answers.get(key)
-        if answer is not None:
-            return answer
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # one request per bucket, however many threads open it at once
-            answer = self._answers.get(key)
-            if answer is None:
-                answer = ask()
-                self._answers[key] = answer
-        return answer
 
 
-_BUCKET_LOCATIONS = _BucketLocations()
+_BUCKET_LOCATIONS: AskedOnce[_Location] = AskedOnce()
 
 
 def _judge_location(target: StorageTarget, reported: _Location, *, name: str,

@@ -36,7 +36,6 @@ import base64
 import builtins
 import contextlib
 import os
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -71,6 +70,7 @@ from residency_sdk.errors import (
 from residency_sdk.lifecycle import tags_for
 from residency_sdk.model import StorageTarget
 from residency_sdk.regions import country_of, region_table
+from residency_sdk.storage._once import AskedOnce
 from residency_sdk.storage._streaming import (
     Digester,
     HashingReader,
@@ -798,31 +798,9 @@ def _refuse_configured_endpoints(core: botocore.session.Session, used: str, name
 _UNVERIFIED_OPERATIONS = frozenset({"verify", "describe", "describe-key"})
 
 
-class _BucketRegions:
-    """What each bucket reported about its region, asked once per process per
-    (endpoint, bucket); thread-safe. Errors (missing bucket, refused, unreachable) are
-    not cached: the next operation asks again."""
-
-    def __init__(self) -> None:
-        self._answers: dict[tuple[str, str], str] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def get(self, key: tuple[str, str], ask: Callable[[], str]) -> str:
-        answer = self._answers.get(key)
-        if answer is not None:
-            return answer
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # one request per bucket, however many threads open it at once
-            answer = self._answers.get(key)
-            if answer is None:
-                answer = ask()
-                self._answers[key] = answer
-        return answer
 
 
-_BUCKET_REGIONS = _BucketRegions()
+_BUCKET_REGIONS: AskedOnce[str] = AskedOnce()
 
 
 def _judge_region(target: StorageTarget, reported: str, *, name: str, bucket: str,
