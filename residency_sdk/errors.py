@@ -308,3 +308,11 @@ class AuditFormatError(AuditError, InputError):
 
 class AuditLogClosed(AuditError):
     """An append or flush on an audit log that was already closed."""
+
+
+class AuditUnavailable(AuditError):
+    """The audit trail cannot record an event (disk full, database down, log rolled back).
+
+    Raised before the data operation starts when its intent event cannot be made durable:
+    the operation did not happen. The message names the sink and what to fix.
+    """

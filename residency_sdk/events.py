@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +19,9 @@ from residency_sdk._version import __version__
 if TYPE_CHECKING:
     from residency_sdk.model import Decision, Tenant
 
-EVENT_SCHEMA = "residency.audit/v1"
+EVENT_SCHEMA = "residency.audit/v2"
+"""v2 added ``intent`` outcomes, ``intent_id`` and the ``audit_off`` operation; v1 events
+still parse (every v2 field has a default)."""
 
 Operation = Literal[
     "placement",
@@ -33,8 +35,11 @@ Operation = Literal[
     "transfer",
     "erase",
     "retention_delete",
+    "audit_off",
 ]
-Outcome = Literal["allowed", "blocked", "ok", "error"]
+Outcome = Literal["allowed", "blocked", "ok", "error", "intent"]
+"""``intent``: written (durably) before a data operation starts; the event with the
+outcome names it in ``intent_id``. An intent without an outcome is "outcome unknown"."""
 
 
 def _now() -> datetime:
@@ -71,6 +76,8 @@ class AuditEvent(BaseModel):
     regimes: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
     error: str | None = None
+    intent_id: str | None = None
+    """On an outcome event: the ``event_id`` of the intent it completes."""
     sdk_version: str = __version__
 
     def to_json(self) -> str:
@@ -79,7 +86,32 @@ class AuditEvent(BaseModel):
 
 
 AuditHook = Callable[[AuditEvent], None]
-"""A callable receiving every audit event; the audit log's ``append`` is one."""
+"""A callable receiving every audit event (a log pipeline, a test's list). It is called
+synchronously; when it returns the event is as recorded as that hook can make it."""
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """A durable, ordered audit trail (:class:`~residency_sdk.audit.AuditLog` on SQLite
+    or PostgreSQL, or a router sending each location's events to its own log).
+
+    ``append(event, durable=True)`` returns once the event is durable (group-committed
+    with whatever other threads appended meanwhile); ``durable=False`` queues it in order
+    and returns at once: it becomes durable with the next commit, at the latest with the
+    next durable append or :meth:`flush`, which is how decisions stay fast while a data
+    operation's intent, appended after them, still implies they are on disk. A sink that
+    cannot record raises :class:`~residency_sdk.errors.AuditUnavailable` (from this
+    append, or from every later one until it recovers).
+    """
+
+    def append(self, event: AuditEvent, *, durable: bool = True) -> None:
+        """Record ``event`` (durable on return unless ``durable=False``)."""
+
+    def flush(self) -> None:
+        """Make every queued event durable."""
+
+    def close(self) -> None:
+        """Flush and release the sink."""
 
 
 class AuditEmitter:

@@ -21,19 +21,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from residency_sdk.errors import AuditFormatError, AuditKeyError
 
-CHECKPOINT_SCHEMA = "residency.audit.checkpoint/v1"
+CHECKPOINT_SCHEMA = "residency.audit.checkpoint/v2"
 
 
 class Checkpoint(BaseModel):
-    """The head hash of one audit log at one time (schema ``residency.audit.checkpoint/v1``)."""
+    """The head of one audit log at one time (schema ``residency.audit.checkpoint/v2``).
+
+    ``seq`` 0 is the genesis (a log anchored at creation can never be passed off as
+    empty); ``counter`` is the head's commit counter, which only grows; ``key_id`` names
+    the HMAC key (never the key) of a keyed log.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     schema_: str = Field(default=CHECKPOINT_SCHEMA, alias="schema")
     log_id: str
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=0)
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    counter: int = Field(default=0, ge=0)
     created: str
+    key_id: str | None = None
     seal: str | None = None
 
     def body(self) -> bytes:
