@@ -25,12 +25,14 @@ from residency_sdk.errors import (
     AuditFormatError,
     AuditKeyError,
     AuditLogClosed,
+    AuditUnavailable,
     BAARequired,
     BackendNotConfigured,
     BackendUnavailable,
     BucketNotFound,
     CapabilityUnavailable,
     ChainBroken,
+    ChainRefused,
     EncryptionError,
     EnvironmentOverride,
     ErasureBlocked,
@@ -66,7 +68,7 @@ from residency_sdk.errors import (
     UnknownRetentionCategory,
     UnsafePath,
 )
-from residency_sdk.events import AuditEmitter, AuditEvent, AuditHook
+from residency_sdk.events import AuditEmitter, AuditEvent, AuditHook, AuditSink
 from residency_sdk.marks import CATEGORY_META, LEGAL_HOLD_META
 from residency_sdk.model import (
     ComputeTarget,
@@ -98,6 +100,8 @@ __all__ = [
     "AuditLog",
     "AuditLogClosed",
     "AuditReport",
+    "AuditSink",
+    "AuditUnavailable",
     "BAARequired",
     "BackendErasure",
     "BackendNotConfigured",
@@ -107,6 +111,7 @@ __all__ = [
     "BucketNotFound",
     "CapabilityUnavailable",
     "ChainBroken",
+    "ChainRefused",
     "ComputeTarget",
     "Decision",
     "DeploymentReport",

@@ -10,15 +10,24 @@ retention, handing each of those the narrow pieces it needs (the policy, the
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from residency_sdk.countries import normalise_country
 from residency_sdk.erasure import ErasureReceipt, ErasureTracker
-from residency_sdk.errors import ErasureError, InvalidSource, TransferBlocked
-from residency_sdk.events import AuditEmitter, AuditEvent, AuditHook
+from residency_sdk.errors import (
+    AuditUnavailable,
+    ErasureError,
+    InvalidSource,
+    ResidencyError,
+    TransferBlocked,
+)
+from residency_sdk.events import AuditEmitter, AuditEvent, AuditHook, AuditSink, is_sink
 from residency_sdk.model import Decision, StorageTarget, Tenant
 from residency_sdk.policy import PLACEMENT_CLASS, PlacementTable, ResidencyPolicy
 from residency_sdk.regionmap import RegionMap, Role
@@ -35,8 +44,21 @@ from residency_sdk.storage.tenant_store import (
 )
 from residency_sdk.tenants import MoveReceipt, TenantRegistry, move_tenant
 
+if TYPE_CHECKING:
+    from residency_sdk.audit.anchors import Anchor
+    from residency_sdk.regionmap import AuditTarget
+
 STATE_DIR_NAME = ".residency-state"
 """The default state folder's name, under ``local_root``."""
+AUDIT_ENV = "RESIDENCY_AUDIT"
+"""The audit sink (a path or a ``postgresql://`` URL) when ``Residency.load`` gets none."""
+AUDIT_ANCHORS_ENV = "RESIDENCY_AUDIT_ANCHORS"
+"""Anchors (comma-separated specs) of the audit sink opened from the argument, the
+environment or the default file."""
+STATE_DIR_ENV = "RESIDENCY_STATE_DIR"
+"""The state folder when neither ``state_dir`` nor ``local_root`` is given."""
+AUDIT_FILE_NAME = "audit.db"
+"""The default audit log's name, in the state folder."""
 
 
 class Residency(PlacementTable):
@@ -51,7 +73,11 @@ class Residency(PlacementTable):
                  rules: TransferRules | None = None,
                  audit_hooks: Iterable[AuditHook] = (), *, local_root: str | Path | None = None,
                  storage: StoreOpener | None = None,
-                 state_dir: str | Path | None = None) -> None:
+                 state_dir: str | Path | None = None,
+                 audit_sinks: Iterable[AuditSink] = ()) -> None:
+        """The low-level form: audits only to the ``audit_hooks`` (callables) and
+        ``audit_sinks`` given, nothing by default. Applications use :meth:`load`, which
+        opens the audit trail (see there)."""
         if isinstance(region_map, ResidencyPolicy):
             self.policy = region_map
         else:
@@ -60,8 +86,9 @@ class Residency(PlacementTable):
                                 "needed with a region map (or pass a ResidencyPolicy)")
             self.policy = ResidencyPolicy(region_map, rules)
         """The pure policy: region map and transfer rules."""
-        self.audit = AuditEmitter(audit_hooks)
+        self.audit = AuditEmitter(audit_hooks, audit_sinks)
         """Where every audit event goes."""
+        self._owned_sinks: list[AuditSink] = []
         # resolve() and resolve_country() (from PlacementTable) read the policy's table.
         self.map = self.policy.map
         """The compiled region map."""
@@ -69,7 +96,7 @@ class Residency(PlacementTable):
         self._known_decisions = self.policy.decision_cache
         self.stores = StorePool(local_root, storage)
         """Opens and shares the adapters of every backend."""
-        self.tenants = TenantRegistry(self.policy, self.stores)
+        self.tenants = TenantRegistry(self.policy, self.stores, self.audit)
         """Binds each tenant id to one country (see :mod:`residency_sdk.tenants`)."""
         self.local_root = self.stores.local_root
         self.state_dir: Path | None = (
@@ -82,11 +109,34 @@ class Residency(PlacementTable):
     def load(cls, path: str | Path | None = None, *, audit: Any = None,
              audit_hooks: Iterable[AuditHook] = (), local_root: str | Path | None = None,
              storage: StoreOpener | None = None,
-             state_dir: str | Path | None = None) -> Residency:
-        """Load a region map (the packaged default when ``path`` is None).
+             state_dir: str | Path | None = None,
+             audit_off_reason: str | None = None) -> Residency:
+        """Load a region map (the packaged default when ``path`` is None), with the audit
+        trail on.
 
-        ``audit`` may be a path to an audit database (``"audit.db"``) or an object with an
-        ``append(event)`` method; every decision and data operation is then recorded.
+        Every decision and data operation is recorded in an audit sink, chosen by
+        ``audit``:
+
+        - an :class:`~residency_sdk.events.AuditSink` (an ``AuditLog``), or any object with
+          an ``append(event)`` method;
+        - a path to an audit log file, or a ``postgresql://`` URL;
+        - None (the default): ``$RESIDENCY_AUDIT`` (a path or URL), else the file
+          ``audit.db`` in the state folder: ``state_dir``, else
+          ``<local_root>/.residency-state``, else ``$RESIDENCY_STATE_DIR``, else
+          ``${XDG_STATE_HOME:-~/.local/state}/residency-sdk``;
+        - ``False``: nothing is recorded from now on, and the sink that would have been
+          used records that, once (an ``audit_off`` event with the user, pid, host, time
+          and ``audit_off_reason``), so the report of any later log shows the unaudited
+          period.
+
+        A sink opened here gets the anchors of ``$RESIDENCY_AUDIT_ANCHORS`` (comma-
+        separated: a folder, ``s3://``, ``gs://`` or ``azure://`` URLs). When the region
+        map gives locations their own ``audit:`` sink, events about their tenants go
+        there (and stay in the location), the rest to the map's top-level ``audit:`` or
+        the sink above. The sinks are opened now, so a misconfigured one fails here
+        (:class:`AuditUnavailable`, or the sink's own error), and :meth:`close` closes
+        them. ``audit_hooks`` (callables) receive every event as well.
+
         ``local_root`` makes every location store objects in its ``local`` backend under
         that folder (the embedded default, no cloud needed); ``storage`` replaces how
         stores are opened (``(target, location_id) -> ObjectStore``, for example
@@ -95,11 +145,22 @@ class Residency(PlacementTable):
         ``<local_root>/.residency-state``; see :meth:`erase`).
         """
         policy = ResidencyPolicy.load(path)
-        hooks = list(audit_hooks)
-        if audit is not None:
-            hooks.append(_audit_sink(audit))
-        return cls(policy, audit_hooks=hooks, local_root=local_root, storage=storage,
-                   state_dir=state_dir)
+        folder = state_folder(state_dir, local_root)
+        if audit is False:
+            record_audit_off(policy, folder, audit_off_reason)
+            sinks: list[AuditSink] = []
+            owned: list[AuditSink] = []
+        else:
+            sink, owned = open_audit(policy, None if audit is True else audit, folder)
+            sinks = [sink]
+        try:
+            res = cls(policy, audit_hooks=audit_hooks, local_root=local_root,
+                      storage=storage, state_dir=state_dir, audit_sinks=sinks)
+        except BaseException:
+            _close_all(owned)
+            raise
+        res._owned_sinks = owned
+        return res
 
     # --- the policy, for reading -------------------------------------------------------
 
@@ -131,7 +192,7 @@ class Residency(PlacementTable):
             try:
                 source = self._known_source(tenant, to, source)
             except InvalidSource as exc:
-                if self.audit.hooks:
+                if self.audit.enabled:
                     self.audit.emit(AuditEvent(
                         operation="transfer_check", outcome="blocked", actor=actor,
                         purpose=purpose, tenant_id=tenant.id, tenant_country=tenant.country,
@@ -147,7 +208,7 @@ class Residency(PlacementTable):
             decision = None
         if decision is None:
             decision = self.policy.decide(tenant, to, data_class, source)
-        if self.audit.hooks:
+        if self.audit.enabled:
             self.audit.decision("transfer_check", tenant, decision, actor=actor,
                                 purpose=purpose)
         return decision
@@ -257,8 +318,18 @@ class Residency(PlacementTable):
         return self.stores.get(target, location)
 
     def close(self) -> None:
-        """Close every storage client this Residency opened."""
-        self.stores.close()
+        """Close every storage client this Residency opened, and the audit sinks
+        :meth:`load` opened (their queued events are made durable first); sinks passed
+        in are flushed, not closed."""
+        try:
+            self.stores.close()
+        finally:
+            owned, self._owned_sinks = self._owned_sinks, []
+            try:
+                _each_sink([s for s in self.audit.sinks
+                            if not any(s is o for o in owned)], "flush")
+            finally:
+                _close_all(owned)
 
     # --- long-running operations -------------------------------------------------------
 
@@ -320,20 +391,236 @@ class Residency(PlacementTable):
         """The callables that receive every audit event."""
         return self.audit.hooks
 
-    def add_audit_hook(self, hook: AuditHook) -> None:
-        """Send every later audit event to ``hook`` as well."""
+    @property
+    def audit_sinks(self) -> tuple[AuditSink, ...]:
+        """The audit sinks that receive every audit event (the one :meth:`load` opened,
+        or a :class:`~residency_sdk.audit.route.LocationRouter` over several)."""
+        return self.audit.sinks
+
+    def add_audit_hook(self, hook: AuditHook | AuditSink) -> None:
+        """Send every later audit event to ``hook`` (a callable or an
+        :class:`AuditSink`) as well."""
         self.audit.add(hook)
 
-    def emit(self, event: AuditEvent) -> None:
-        """Deliver ``event`` to every audit hook. A failing hook propagates: an operation
-        that cannot be audited must not pass silently."""
-        self.audit.emit(event)
+    def emit(self, event: AuditEvent, *, durable: bool = False) -> None:
+        """Deliver ``event`` to every audit sink and hook. A failure raises
+        :class:`AuditUnavailable`: an operation that cannot be audited must not pass
+        silently."""
+        self.audit.emit(event, durable=durable)
 
 
-def _audit_sink(audit: Any) -> AuditHook:
-    if hasattr(audit, "append"):
-        return audit.append  # type: ignore[no-any-return]
+# --- opening the audit trail ---------------------------------------------------------
+
+
+def state_folder(state_dir: str | Path | None = None,
+                 local_root: str | Path | None = None) -> Path:
+    """Where the default audit log lives: ``state_dir``, else
+    ``<local_root>/.residency-state``, else ``$RESIDENCY_STATE_DIR``, else
+    ``${XDG_STATE_HOME:-~/.local/state}/residency-sdk``."""
+    if state_dir is not None:
+        return Path(state_dir)
+    if local_root is not None:
+        return Path(local_root) / STATE_DIR_NAME
+    env = os.environ.get(STATE_DIR_ENV)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg and Path(xdg).is_absolute():  # the XDG spec ignores relative values
+        return Path(xdg) / "residency-sdk"
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry (a bare container)
+        raise AuditUnavailable(
+            f"no state folder for the default audit log: set {STATE_DIR_ENV} (or "
+            f"{AUDIT_ENV} to a log file or postgresql:// URL), or pass audit=..., "
+            "state_dir= or local_root= to Residency.load") from None
+    return home / ".local" / "state" / "residency-sdk"
+
+
+class _HookSink:
+    """An object with only ``append(event)`` (a JSON Lines sink, a list) as a sink."""
+
+    def __init__(self, target: Any) -> None:
+        self._append = target.append
+        self.name = describe(target)
+
+    def append(self, event: AuditEvent, *, durable: bool = True) -> None:
+        self._append(event)
+
+    def flush(self) -> None:
+        """Nothing is queued: each append is as recorded as the object makes it."""
+
+    def close(self) -> None:
+        """Left to whoever created the object."""
+
+
+def describe(target: Any) -> str:
+    """A sink named for messages (a path or a redacted URL, never a password)."""
+    from residency_sdk._endpoints import redact_url
+
+    name = getattr(target, "name", None)
+    if isinstance(name, str) and name:
+        return redact_url(name)
+    path = getattr(target, "path", None)
+    return str(path) if path is not None else type(target).__name__
+
+
+def _anchors(specs: Iterable[str], where: str) -> list[Anchor]:
+    specs = [s.strip() for s in specs if s.strip()]
+    if not specs:
+        return []
+    from residency_sdk.audit.anchors import open_anchor  # only when anchors are used
+
+    anchors = []
+    for spec in specs:
+        try:
+            anchors.append(open_anchor(spec))
+        except ResidencyError:
+            raise
+        except Exception as exc:
+            raise AuditUnavailable(f"cannot open audit anchor {spec!r} ({where}): "
+                                   f"{type(exc).__name__}: {exc}") from None
+    return anchors
+
+
+def _open_log(spec: str | Path, anchors: list[Anchor], where: str) -> AuditSink:
+    """Open the audit log at ``spec`` (a path or a PostgreSQL URL)."""
+    from residency_sdk._endpoints import redact_url
     from residency_sdk.audit import AuditLog  # imported lazily: SQLite setup on demand
 
-    log = AuditLog(audit)
-    return log.append
+    shown = redact_url(str(spec))
+    try:
+        if anchors:
+            log: AuditSink = AuditLog(spec, anchors=anchors)
+        else:
+            log = AuditLog(spec)
+    except ResidencyError:
+        raise
+    except Exception as exc:  # a driver or OS error: named, never raw
+        raise AuditUnavailable(
+            f"cannot open the audit log {shown} ({where}): {type(exc).__name__}: {exc}; "
+            f"fix the path or URL (or choose another with audit=... / {AUDIT_ENV})") from None
+    return log
+
+
+def _is_location(spec: Any) -> bool:
+    return isinstance(spec, (str, Path, os.PathLike))
+
+
+def open_audit(policy: ResidencyPolicy, audit: Any,
+               folder: Path) -> tuple[AuditSink, list[AuditSink]]:
+    """The audit sink ``Residency.load`` writes to, and the sinks it opened (to close).
+
+    ``audit`` as :meth:`Residency.load` takes it (not False). With per-location sinks in
+    the map, the result is a :class:`~residency_sdk.audit.route.LocationRouter`."""
+    opened: list[AuditSink] = []
+    try:
+        default = _default_sink(policy, audit, folder, opened)
+        by_location = policy.map.audit_by_location
+        if not by_location:
+            return default, opened
+        from residency_sdk.audit.route import LocationRouter, locator
+
+        logs: dict[str, AuditSink] = {}
+        sinks: dict[str, AuditSink] = {}
+        for location, target in by_location.items():
+            if target.sink not in logs:
+                logs[target.sink] = _open_target(target, f"location {location}", opened)
+            sinks[location] = logs[target.sink]
+        return LocationRouter(sinks, default, locator(policy)), opened
+    except BaseException:
+        _close_all(opened)
+        raise
+
+
+def _open_target(target: AuditTarget, where: str, opened: list[AuditSink]) -> AuditSink:
+    log = _open_log(target.sink, _anchors(target.anchors, where), where)
+    opened.append(log)
+    return log
+
+
+def _default_sink(policy: ResidencyPolicy, audit: Any, folder: Path,
+                  opened: list[AuditSink]) -> AuditSink:
+    """The sink named by ``audit``, else ``$RESIDENCY_AUDIT``, else the map's top-level
+    ``audit:``, else ``<state folder>/audit.db``."""
+    env_anchors = os.environ.get(AUDIT_ANCHORS_ENV, "").split(",")
+    if audit is not None and not _is_location(audit):
+        if is_sink(audit):
+            return audit  # type: ignore[no-any-return]
+        if callable(getattr(audit, "append", None)):
+            return _HookSink(audit)
+        raise AuditUnavailable(
+            f"audit={audit!r} is not an audit sink: pass a path, a postgresql:// URL, an "
+            "AuditLog (or any object with append(event)), None for the default, or False")
+    if audit is not None:
+        spec, where = audit, "audit="
+    elif os.environ.get(AUDIT_ENV, "").strip():
+        spec, where = os.environ[AUDIT_ENV].strip(), f"${AUDIT_ENV}"
+    elif policy.map.audit is not None:
+        return _open_target(policy.map.audit, "the region map's audit:", opened)
+    else:
+        spec, where = folder / AUDIT_FILE_NAME, "the default audit log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditUnavailable(
+                f"cannot create the state folder {folder} for the default audit log "
+                f"({exc.strerror or exc}): set {STATE_DIR_ENV} to a writable folder, "
+                f"{AUDIT_ENV} to a log file or postgresql:// URL, or pass audit=...") \
+                from None
+    log = _open_log(spec, _anchors(env_anchors, f"${AUDIT_ANCHORS_ENV}"), where)
+    opened.append(log)
+    return log
+
+
+def audit_off_event(reason: str | None) -> AuditEvent:
+    """The ``audit_off`` event: who switched auditing off, where, when and why."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in the environment or the passwd database
+        user = f"uid {os.getuid()}"
+    return AuditEvent(
+        operation="audit_off", outcome="ok", actor=user, purpose="audit_off",
+        reasons=(f"audit switched off: {reason or 'Residency.load(audit=False)'}",
+                 f"pid {os.getpid()}", f"host {socket.gethostname()}"))
+
+
+def record_audit_off(policy: ResidencyPolicy, folder: Path, reason: str | None) -> None:
+    """Append, durably, one ``audit_off`` event to the sink(s) ``Residency.load`` would
+    have used; :class:`AuditUnavailable` when even that cannot be written."""
+    event = audit_off_event(reason)
+    sink, opened = open_audit(policy, None, folder)
+    try:
+        from residency_sdk.audit.route import LocationRouter
+
+        targets = sink.all_sinks() if isinstance(sink, LocationRouter) else [sink]
+        for target in targets:  # every location's trail shows the unaudited period
+            try:
+                target.append(event, durable=True)
+            except AuditUnavailable:
+                raise
+            except Exception as exc:
+                raise AuditUnavailable(
+                    f"audit=False: the audit_off event could not be recorded in "
+                    f"{describe(target)} ({type(exc).__name__}: {exc}); running unaudited "
+                    "needs that record: fix the sink") from None
+    finally:
+        _close_all(opened)
+
+
+def _each_sink(sinks: Iterable[AuditSink], method: str) -> None:
+    first: BaseException | None = None
+    for sink in sinks:
+        try:
+            getattr(sink, method)()
+        except Exception as exc:  # every sink gets its turn; the first failure is raised
+            first = first or exc
+    if first is not None:
+        if isinstance(first, ResidencyError):
+            raise first
+        raise AuditUnavailable(f"audit sink could not {method}: "
+                               f"{type(first).__name__}: {first}") from first
+
+
+def _close_all(sinks: Iterable[AuditSink]) -> None:
+    _each_sink(sinks, "close")

@@ -19,6 +19,11 @@ backend of the tenant's location (each provider's primary and in-country failove
    record it in the audit trail as an ``erase`` event whose ``checksum`` is the receipt's
    SHA-256, so :func:`verify_receipt` can prove the stored receipt is the audited one.
 
+Every backend's erasure is written ahead in the audit trail: an ``erase`` intent is
+durable before the backend is touched, the per-backend result is its outcome (if the
+intent cannot be recorded, nothing is deleted and :class:`AuditUnavailable` is raised,
+the request staying open).
+
 State is one JSON file per request under ``<state_dir>/erasure/``, rewritten atomically
 after each backend and every few deletions, so re-running an interrupted erasure finishes
 it: verified backends are skipped, the others are listed and emptied again (deletion is
@@ -296,6 +301,9 @@ class ErasureTracker:
                        progress: BackendProgress, target: StorageTarget) -> None:
         prefix = tenant_prefix(tenant)
         now = self.clock()
+        # Written ahead: nothing on this backend is touched until the intent is durable.
+        intent = self.audit.intent(self._backend_event(request, tenant, progress, target,
+                                                       "intent"))
         progress.error = None
         progress.unreachable = False
         held: dict[str, str] = {}
@@ -340,7 +348,7 @@ class ErasureTracker:
             progress.status = "failed"
             progress.error = f"{type(exc).__name__}: {exc}"
             progress.unreachable = isinstance(exc, BackendUnavailable)
-            self._emit_backend(request, tenant, progress, target, "error")
+            self._emit_backend(request, tenant, progress, target, "error", intent)
             return
         progress.held = sorted(f"{k} ({why})" for k, why in held.items())
         progress.remaining = len(remaining)
@@ -354,22 +362,32 @@ class ErasureTracker:
             progress.status = "verified"
             progress.verified_at = self.clock()
         self._emit_backend(request, tenant, progress, target,
-                           "ok" if progress.status == "verified" else "error")
+                           "ok" if progress.status == "verified" else "error", intent)
 
     def _emit_backend(self, request: ErasureRequest, tenant: Tenant, progress: BackendProgress,
-                      target: StorageTarget, outcome: Literal["ok", "error"]) -> None:
-        self.audit.emit(AuditEvent(
+                      target: StorageTarget, outcome: Literal["ok", "error"],
+                      intent: AuditEvent) -> None:
+        self.audit.emit(self._backend_event(request, tenant, progress, target, outcome,
+                                            intent_id=intent.event_id))
+
+    def _backend_event(self, request: ErasureRequest, tenant: Tenant,
+                       progress: BackendProgress, target: StorageTarget,
+                       outcome: Literal["ok", "error", "intent"],
+                       intent_id: str | None = None) -> AuditEvent:
+        return AuditEvent(
             operation="erase", outcome=outcome, actor=self.actor or request.actor,
             purpose=f"erasure:{request.id}", tenant_id=tenant.id,
             tenant_country=tenant.country, source_location=request.location,
             provider=target.provider, region=target.region, bucket=target.bucket,
             served_by="failover" if progress.role == "failover" else "primary",
-            size=progress.bytes,
-            reasons=(f"{progress.backend}: {progress.deleted} objects, "
-                     f"{progress.versions_deleted} old versions deleted, "
-                     f"{len(progress.held)} held, status {progress.status}",
+            size=None if outcome == "intent" else progress.bytes,
+            reasons=((f"{progress.backend}: erasure starting (attempt {request.attempts})"
+                      if outcome == "intent" else
+                      f"{progress.backend}: {progress.deleted} objects, "
+                      f"{progress.versions_deleted} old versions deleted, "
+                      f"{len(progress.held)} held, status {progress.status}"),
                      *_why(request)),
-            error=progress.error))
+            error=progress.error if outcome != "intent" else None, intent_id=intent_id)
 
     def _complete(self, request: ErasureRequest, tenant: Tenant) -> None:
         finished = self.clock()
@@ -396,7 +414,8 @@ class ErasureTracker:
                      f"{sum(b.deleted for b in request.backends.values())} objects deleted "
                      f"from {len(request.backends)} backend(s), verified empty",
                      *_why(request)))
-        self.audit.emit(event)
+        # Durable before the request is marked complete: the receipt names this event.
+        self.audit.emit(event, durable=True)
         request.receipt = receipt
         request.receipt_sha256 = digest
         request.receipt_event_id = event.event_id

@@ -316,3 +316,13 @@ class AuditUnavailable(AuditError):
     Raised before the data operation starts when its intent event cannot be made durable:
     the operation did not happen. The message names the sink and what to fix.
     """
+
+
+class ChainRefused(ChainBroken, AuditUnavailable):
+    """The writer refuses to append to a log whose stored chain is not the one it extends:
+    the head record is missing (the log was emptied), older than one this writer saw
+    (rolled back), or not the last event (truncated, or rows added behind its back).
+
+    Both a :class:`ChainBroken` (``seq`` and ``kind`` say what) and an
+    :class:`AuditUnavailable` (the event was not recorded, so the operation must not run).
+    """

@@ -47,6 +47,7 @@ from residency_sdk.regions import (
 _GROUP_NAME = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION_CODE = re.compile(r"^[a-z][a-z0-9-]{1,48}[a-z0-9]$")
+_ANCHOR_SCHEMES = ("s3", "gs", "azure", "file")
 
 
 # --- the document (what a YAML file may say) -----------------------------------------
@@ -126,6 +127,20 @@ class ComputeSpec(_Doc):
         default=None, description="How you know the endpoint serves from endpoint_country")
 
 
+class AuditSinkSpec(_Doc):
+    """Where audit events are kept: per location (events about its tenants stay in it)
+    or, at the top level, for events about no tenant and locations without their own."""
+
+    sink: str = Field(
+        min_length=1, description="An audit log file (relative paths resolve against the "
+        "map's folder) or a postgresql:// URL without a password (give it through "
+        "PGPASSWORD or ~/.pgpass)")
+    anchors: list[str] = Field(
+        default=[], description="Where sealed checkpoints are published: a folder, "
+        "s3://bucket/prefix?region=R, gs://bucket/prefix or azure://container/prefix?"
+        "account_url=U (the location's audit bucket with object lock)")
+
+
 class LocationSpec(_Doc):
     """A residency location: a country where data lives, with its backends."""
 
@@ -135,6 +150,7 @@ class LocationSpec(_Doc):
     backends: dict[Provider, BackendSpec] = Field(min_length=1)
     compute: list[ComputeSpec] = []
     retention: dict[str, RetentionSpec] = {}
+    audit: AuditSinkSpec | None = None
 
 
 class RouteSpec(_Doc):
@@ -169,6 +185,9 @@ class RegionMapDocument(_Doc):
     routes: dict[str, str | RouteSpec] = {}
     locations: dict[str, LocationSpec] = {}
     retention: dict[str, RetentionSpec] = {}
+    audit: AuditSinkSpec | None = Field(
+        default=None, description="The default audit sink: events about no tenant, and "
+        "about tenants of locations without an `audit` section of their own")
     cloud_regions: dict[Provider, dict[str, str]] = Field(
         default={}, description="Regions the built-in table lacks, as provider: {region: "
         "COUNTRY}. They are flagged as unreviewed (`map validate --strict` refuses them); "
@@ -199,6 +218,15 @@ Role = Literal["primary", "failover"]
 
 
 @dataclass(frozen=True, slots=True)
+class AuditTarget:
+    """A validated audit sink of the map: ``sink`` is an absolute file path or a
+    ``postgresql://`` URL; ``anchors`` the anchor specs its checkpoints go to."""
+
+    sink: str
+    anchors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Location:
     """A validated residency location.
 
@@ -214,6 +242,8 @@ class Location:
     compute: tuple[ComputeTarget, ...]
     retention: dict[str, RetentionSpec]
     failovers: dict[str, StorageTarget]
+    audit: AuditTarget | None = None
+    """The location's own audit sink (None: the map's default sink)."""
 
     @property
     def default_storage(self) -> StorageTarget:
@@ -290,6 +320,14 @@ class RegionMap:
     unreviewed_regions: tuple[UnreviewedRegion, ...] = ()
     stated_endpoints: tuple[StatedEndpoint, ...] = ()
     emulator_endpoints: tuple[EmulatorEndpoint, ...] = ()
+    audit: AuditTarget | None = None
+    """The map's default audit sink (top-level ``audit:``), or None."""
+
+    @property
+    def audit_by_location(self) -> dict[str, AuditTarget]:
+        """The locations that keep their audit events in a sink of their own."""
+        return {lid: loc.audit for lid, loc in self.locations.items()
+                if loc.audit is not None}
 
     def route_for(self, country: str) -> Route | None:
         """The route for an already normalised country code, or None."""
@@ -350,6 +388,7 @@ def compile_region_map(raw: Any, *, file: str, base_dir: Path) -> RegionMap:
     except RecursionError:
         raise MapError("document nesting is too deep", file=file) from None
     checker = _Checker(doc, file)
+    default_audit = checker.audit_target(doc.audit, "audit")
     groups = checker.expand_groups()
     regions, unreviewed = checker.region_table()
     locations = checker.build_locations(regions)
@@ -363,7 +402,7 @@ def compile_region_map(raw: Any, *, file: str, base_dir: Path) -> RegionMap:
         name=doc.name, file=file, document=doc, groups=groups, locations=locations,
         routes=routes, rules_file=rules_file, regions=regions,
         unreviewed_regions=unreviewed, stated_endpoints=tuple(checker.stated),
-        emulator_endpoints=tuple(checker.emulators),
+        emulator_endpoints=tuple(checker.emulators), audit=default_audit,
     )
 
 
@@ -390,6 +429,45 @@ class _Checker:
 
     def fail(self, message: str, path: str, value: Any = None) -> MapError:
         return MapError(message, file=self.file, path=path, value=value)
+
+    # audit sinks ----------------------------------------------------------------------
+    def audit_target(self, spec: AuditSinkSpec | None, path: str) -> AuditTarget | None:
+        """Check an ``audit:`` section; relative sink paths resolve against the map's
+        folder, so the sink does not move with the working directory."""
+        if spec is None:
+            return None
+        sink = spec.sink.strip()
+        scheme = urlsplit(sink).scheme.lower() if "://" in sink else ""
+        if scheme in ("postgresql", "postgres"):
+            if urlsplit(sink).password:
+                raise self.fail(
+                    "a region map must not hold a database password: remove it from the "
+                    "URL and give it through PGPASSWORD or ~/.pgpass", f"{path}.sink",
+                    redact_url(sink))
+        elif scheme:
+            raise self.fail("an audit sink is a file path or a postgresql:// URL",
+                            f"{path}.sink", redact_url(sink))
+        elif not sink:
+            raise self.fail("an audit sink path must not be empty", f"{path}.sink", sink)
+        else:
+            sink = str((Path(self.file).parent / sink).resolve()
+                       if not Path(sink).is_absolute() else Path(sink))
+        anchors = []
+        for i, anchor in enumerate(spec.anchors):
+            text = anchor.strip()
+            kind = urlsplit(text).scheme.lower() if "://" in text else ""
+            if not text or (kind and kind not in _ANCHOR_SCHEMES):
+                raise self.fail(
+                    "an anchor is a folder, or an s3://, gs:// or azure:// bucket URL",
+                    f"{path}.anchors.{i}", redact_url(text) if text else anchor)
+            if urlsplit(text).password or (kind and urlsplit(text).username):
+                raise self.fail("an anchor URL must not hold credentials (they come from "
+                                "the provider's usual credential chain)",
+                                f"{path}.anchors.{i}", redact_url(text))
+            if not kind and not Path(text).is_absolute():
+                text = str((Path(self.file).parent / text).resolve())
+            anchors.append(text)
+        return AuditTarget(sink, tuple(anchors))
 
     # groups ---------------------------------------------------------------------------
     def expand_groups(self) -> dict[str, frozenset[str]]:
@@ -492,6 +570,7 @@ class _Checker:
                 id=loc_id, name=spec.name, country=country,
                 default_provider=spec.default_provider, backends=backends,
                 compute=tuple(compute), retention=retention, failovers=failovers,
+                audit=self.audit_target(spec.audit, f"{base}.audit"),
             )
         return locations
 

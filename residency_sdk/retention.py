@@ -27,8 +27,10 @@ resumable state) is the shared sweep engine, :mod:`residency_sdk.sweep`; this mo
 keeps only the retention policy. A sweep is paginated (the adapters list page by page),
 resumable (a checkpoint file in a state directory records, per backend, the last key
 examined; an interrupted sweep skips finished backends and keys already examined),
-audited (one ``retention_delete`` event per deletion), has a dry run, and takes a clock
-so tests control time.
+audited (each deletion's ``retention_delete`` intent is durable before the deletion, its
+outcome follows; if the audit trail cannot record, the sweep stops with
+:class:`AuditUnavailable` and deletes nothing more), has a dry run, and takes a clock so
+tests control time.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from residency_sdk import marks
-from residency_sdk.errors import ResidencyError, RetentionError
+from residency_sdk.errors import AuditUnavailable, ResidencyError, RetentionError
 from residency_sdk.events import AuditEmitter, AuditEvent
 from residency_sdk.model import StorageTarget
 from residency_sdk.policy import ResidencyPolicy
@@ -54,6 +56,7 @@ from residency_sdk.sweep import (
     DEFAULT_WORKERS,
     BackendRecord,
     Clock,
+    DeleteDone,
     ItemResult,
     Verdict,
     Workers,
@@ -310,6 +313,8 @@ class RetentionSweep:
                         self._account(report, state, outcome)
                         state.last_key = listed.key
                     self._save_checkpoint(report)
+        except AuditUnavailable:
+            raise  # nothing more may be deleted unaudited, on any backend
         except ResidencyError as exc:
             state.error = f"{type(exc).__name__}: {exc}"
             return
@@ -337,8 +342,7 @@ class RetentionSweep:
         """Decide one object's fate and act on it (runs in a worker thread)."""
         result = examine(store, listed.key, now, dry_run=self.dry_run,
                          judge=lambda info: self._judge(info, listed, now),
-                         audit=lambda info, verdict, error: self._emit(
-                             store, info, verdict, error))
+                         audit=lambda info, verdict: self._intent(store, info, verdict))
         return _item(result)
 
     def _judge(self, info: ObjectInfo, listed: ObjectInfo, now: datetime) -> Verdict:
@@ -362,18 +366,26 @@ class RetentionSweep:
                        f"category {category!r} retention {_period(spec)} expired at "
                        f"{expires.isoformat()} (created {created.isoformat()})", category)
 
-    def _emit(self, store: ObjectStore, info: ObjectInfo, verdict: Verdict,
-              error: ResidencyError | None) -> None:
+    def _intent(self, store: ObjectStore, info: ObjectInfo, verdict: Verdict) -> DeleteDone:
+        """Record the deletion's intent durably; return what records its outcome."""
         target = store.target
-        self.audit.emit(AuditEvent(
-            operation="retention_delete", outcome="ok" if error is None else "error",
-            actor=self.actor, purpose=f"retention:{verdict.category}",
-            tenant_id=marks.tenant_of(info.metadata, info.key),
-            data_class=marks.data_class_of(info.metadata), source_location=self.location,
-            provider=target.provider, region=target.region, bucket=target.bucket,
-            object_key=info.key, size=info.size, checksum=info.checksum,
-            reasons=(verdict.detail or "",),
-            error=None if error is None else f"{type(error).__name__}: {error}"))
+        intent = None
+        if self.audit.enabled:
+            intent = self.audit.intent(AuditEvent(
+                operation="retention_delete", outcome="intent",
+                actor=self.actor, purpose=f"retention:{verdict.category}",
+                tenant_id=marks.tenant_of(info.metadata, info.key),
+                data_class=marks.data_class_of(info.metadata),
+                source_location=self.location, provider=target.provider,
+                region=target.region, bucket=target.bucket, object_key=info.key,
+                size=info.size, checksum=info.checksum, reasons=(verdict.detail or "",)))
+
+        def done(error: ResidencyError | None) -> None:
+            self.audit.outcome(
+                intent, outcome="ok" if error is None else "error",
+                error=None if error is None else f"{type(error).__name__}: {error}")
+
+        return done
 
 
 _IDENTITY = frozenset({"backend", "provider", "region", "bucket", "role", "error"})

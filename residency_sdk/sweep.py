@@ -3,9 +3,10 @@
 A sweep walks every backend of a location (each provider's primary and in-country
 failover), examines objects page by page with a bounded number of worker threads, and
 for each one runs the same step: read its head, ask the caller's policy whether it goes,
-honour a legal hold (the metadata marker, or the provider's own lock), delete, and report
-the deletion to the caller's audit hook. Progress is kept per backend and saved as JSON
-state so an interrupted sweep resumes.
+honour a legal hold (the metadata marker, or the provider's own lock), and delete, written
+ahead: the caller's audit hook records the intent (durably) before the deletion and the
+outcome after; if the intent cannot be recorded nothing is deleted. Progress is kept per
+backend and saved as JSON state so an interrupted sweep resumes.
 
 What differs between the two sweeps stays in their own modules: which objects a sweep
 selects and when (:mod:`residency_sdk.retention`: expired categories;
@@ -125,8 +126,12 @@ class ItemResult:
         return self.info.size if self.info is not None else 0
 
 
-AuditHook = Callable[[ObjectInfo, Verdict, ResidencyError | None], None]
-"""Called after each deletion attempt: the object, the verdict, the error (None: ok)."""
+DeleteDone = Callable[[ResidencyError | None], None]
+"""Records how a deletion ended: its error, or None when it succeeded."""
+AuditHook = Callable[[ObjectInfo, Verdict], DeleteDone]
+"""Called before each deletion with the object and the verdict: it records the intent
+durably (raising, e.g. :class:`AuditUnavailable`, stops the deletion and the sweep) and
+returns the function the engine calls after the deletion."""
 
 
 def hold_reason(store: ObjectStore, info: ObjectInfo, now: datetime) -> str | None:
@@ -138,8 +143,9 @@ def hold_reason(store: ObjectStore, info: ObjectInfo, now: datetime) -> str | No
 def examine(store: ObjectStore, key: str, now: datetime, *,
             judge: Callable[[ObjectInfo], Verdict] = lambda _info: DELETE,
             dry_run: bool = False, audit: AuditHook | None = None) -> ItemResult:
-    """The one step every sweep runs on one object: head, judge, hold check, delete,
-    audit. Deletion happens only after the hold check; runs in a worker thread."""
+    """The one step every sweep runs on one object: head, judge, hold check, audit the
+    intent, delete, audit the outcome. Deletion happens only after the hold check and the
+    durable intent; runs in a worker thread."""
     try:
         info = store.head(key)
     except ObjectNotFound:
@@ -157,14 +163,15 @@ def examine(store: ObjectStore, key: str, now: datetime, *,
         return ItemResult(key, "held", verdict, info, held)
     if dry_run:
         return ItemResult(key, "would_delete", verdict, info, verdict.detail)
+    done = audit(info, verdict) if audit is not None else None  # raises: nothing deleted
     try:
         store.delete(key)
     except ResidencyError as exc:
-        if audit is not None:
-            audit(info, verdict, exc)
+        if done is not None:
+            done(exc)
         return ItemResult(key, "error", verdict, info, str(exc), exc)
-    if audit is not None:
-        audit(info, verdict, None)
+    if done is not None:
+        done(None)
     return ItemResult(key, "deleted", verdict, info, verdict.detail)
 
 

@@ -12,7 +12,9 @@ location.
 
 A record holds only the tenant id, its country and location, and when it was made: no
 personal data crosses a border when other locations are asked about an id. Lookups are
-cached per process; a location that cannot be asked fails the check closed.
+cached per process; a location that cannot be asked fails the check closed. Writing or
+removing a record is audited ahead of time like any data operation (``put``/``delete``
+events with purpose ``tenant_record``), and so is every copy a move makes.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import hashlib
 import io
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, Literal, TypeVar, cast
 
 from residency_sdk.errors import (
+    AuditUnavailable,
     BackendUnavailable,
     IntegrityError,
     ObjectNotFound,
@@ -45,7 +48,10 @@ from residency_sdk.storage.base import ObjectStore
 from residency_sdk.storage.keys import SDK_PREFIX, tenant_prefix
 from residency_sdk.storage.pool import StorePool
 
+T = TypeVar("T")
 RECORDS_PREFIX = f"{SDK_PREFIX}tenant-records/"
+RECORD_PURPOSE = "tenant_record"
+"""The purpose of the audit events of tenant record writes."""
 _RECORD_VERSION = 1
 _CHUNK = 1024 * 1024
 
@@ -85,11 +91,14 @@ class TenantRecord:
 
 
 class TenantRegistry:
-    """Finds and writes tenant records through the store pool; one per client."""
+    """Finds and writes tenant records through the store pool; one per client. Record
+    writes are audited through ``audit`` (written ahead, like every data operation)."""
 
-    def __init__(self, policy: ResidencyPolicy, stores: StorePool) -> None:
+    def __init__(self, policy: ResidencyPolicy, stores: StorePool,
+                 audit: AuditEmitter | None = None) -> None:
         self._policy = policy
         self._stores = stores
+        self._audit = audit
         self._checked: set[tuple[str, str, str]] = set()
         self._bound: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -118,20 +127,45 @@ class TenantRegistry:
         assert first is not None
         raise first
 
-    def _write(self, location: Location, record: TenantRecord) -> None:
+    def _audited(self, operation: Literal["put", "delete"], location: Location,
+                 tenant: Tenant, actor: str | None, run: Callable[[], T]) -> T:
+        """Run a record write with its intent durable first and its outcome after."""
+        audit = self._audit
+        if audit is None or not audit.enabled:
+            return run()
+        target = location.backend(self._stores.default_provider(location))
+        intent = audit.intent(AuditEvent(
+            operation=operation, outcome="intent", actor=actor, purpose=RECORD_PURPOSE,
+            tenant_id=tenant.id, tenant_country=tenant.country, data_class="personal",
+            source_location=location.id, provider=target.provider, region=target.region,
+            bucket=target.bucket, object_key=record_key(tenant.id)))
+        try:
+            result = run()
+        except Exception as exc:
+            audit.outcome(intent, outcome="error", error=f"{type(exc).__name__}: {exc}")
+            raise
+        audit.outcome(intent, outcome="ok")
+        return result
+
+    def _write(self, location: Location, record: TenantRecord, tenant: Tenant,
+               actor: str | None = None) -> None:
         """Write ``record`` on the location's default store and its failover, so a
         lookup during a primary outage still finds it; one of the two must succeed."""
         key = record_key(record.tenant_id)
         meta = {CREATED_META: record.bound_at, TENANT_META: record.tenant_id}
-        written, errors = 0, []
-        for store in self._record_stores(location):
-            try:
-                store.put(key, record.to_bytes(), metadata=meta)
-                written += 1
-            except BackendUnavailable as exc:
-                errors.append(exc)
-        if not written:
-            raise errors[0]
+
+        def write() -> None:
+            written, errors = 0, []
+            for store in self._record_stores(location):
+                try:
+                    store.put(key, record.to_bytes(), metadata=meta)
+                    written += 1
+                except BackendUnavailable as exc:
+                    errors.append(exc)
+            if not written:
+                raise errors[0]
+
+        self._audited("put", location, tenant, actor, write)
 
     def record_in(self, location: Location, tenant_id: str) -> TenantRecord | None:
         """The record of ``tenant_id`` kept in ``location``, or None."""
@@ -185,9 +219,9 @@ class TenantRegistry:
             with self._lock:
                 self._checked.add(cache_key)
 
-    def bind(self, tenant: Tenant) -> None:
+    def bind(self, tenant: Tenant, *, actor: str | None = None) -> None:
         """Write ``tenant``'s record in its location unless it is already there (called
-        before the first write of a tenant store)."""
+        before the first write of a tenant store; audited as ``actor``)."""
         location = self._policy.location_of(tenant)
         if (tenant.id, location.id) in self._bound:
             return
@@ -195,7 +229,7 @@ class TenantRegistry:
         existing = self.record_in(location, tenant.id)
         if existing is None:
             self._write(location, TenantRecord(tenant.id, tenant.country, location.id,
-                                               datetime.now(UTC).isoformat()))
+                                               datetime.now(UTC).isoformat()), tenant, actor)
         elif existing.country != tenant.country:
             raise TenantCountryConflict(
                 f"tenant {tenant.id!r} is bound to country {existing.country}, not "
@@ -203,14 +237,22 @@ class TenantRegistry:
         with self._lock:
             self._bound.add((tenant.id, location.id))
 
-    def rebind(self, tenant: Tenant, old: TenantRecord | None) -> None:
+    def rebind(self, tenant: Tenant, old: TenantRecord | None, *,
+               actor: str | None = None) -> None:
         """Record ``tenant`` under its (new) country and location, then drop ``old``."""
         location = self._policy.location_of(tenant)
         self._write(location, TenantRecord(tenant.id, tenant.country, location.id,
-                                           datetime.now(UTC).isoformat()))
+                                           datetime.now(UTC).isoformat()), tenant, actor)
         if old is not None and old.location != location.id:
-            for store in self._record_stores(self._policy.location(old.location)):
-                store.delete(record_key(tenant.id))
+            old_location = self._policy.location(old.location)
+            stores = self._record_stores(old_location)
+
+            def drop() -> None:
+                for store in stores:
+                    store.delete(record_key(tenant.id))
+
+            self._audited("delete", old_location,
+                          Tenant(id=tenant.id, country=old.country), actor, drop)
         with self._lock:
             self._checked = {c for c in self._checked if c[0] != tenant.id}
             self._bound = {b for b in self._bound if b[0] != tenant.id}
@@ -324,17 +366,21 @@ def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
             dest_target = _destination(stores, new_location, provider)
             dest = stores.get(dest_target, new_location.id)
             for key in (info.key for info in source.list(prefix)):
+                # Written ahead: the copy starts only once its intent is durable.
+                intent = _intent_copy(audit, tenant, old_location, new_location,
+                                      dest_target, key, actor, purpose)
                 try:
                     n = _copy_verified(source, dest, key, old_location.id)
-                except ResidencyError as exc:
-                    _emit_copy(audit, tenant, old_location, new_location, dest_target, key,
-                               None, exc, actor, purpose)
+                except AuditUnavailable:
                     raise
-                _emit_copy(audit, tenant, old_location, new_location, dest_target, key, n,
-                           None, actor, purpose)
+                except ResidencyError as exc:
+                    audit.outcome(intent, outcome="error",
+                                  error=f"{type(exc).__name__}: {exc}")
+                    raise
+                audit.outcome(intent, outcome="ok", size=n)
                 copied += 1
                 size += n
-    registry.rebind(moved, current[0] if current else None)
+    registry.rebind(moved, current[0] if current else None, actor=actor)
     request_id = None
     if new_location.id != old_location.id:
         receipt = erase_old(tenant)
@@ -349,17 +395,18 @@ def _destination(stores: StorePool, location: Location, provider: str) -> Storag
     return location.backend(stores.default_provider(location))
 
 
-def _emit_copy(audit: AuditEmitter, tenant: Tenant, old: Location, new: Location,
-               target: StorageTarget, key: str, size: int | None,
-               error: ResidencyError | None, actor: str | None, purpose: str | None) -> None:
-    if not audit.hooks:
-        return
-    audit.emit(AuditEvent(
-        operation="transfer", outcome="ok" if error is None else "error", actor=actor,
+def _intent_copy(audit: AuditEmitter, tenant: Tenant, old: Location, new: Location,
+                 target: StorageTarget, key: str, actor: str | None,
+                 purpose: str | None) -> AuditEvent | None:
+    """The durable intent of one copy of a move (None when nothing listens); its
+    outcome (``ok`` with the size, or ``error``) follows through ``audit.outcome``."""
+    if not audit.enabled:
+        return None
+    return audit.intent(AuditEvent(
+        operation="transfer", outcome="intent", actor=actor,
         purpose=purpose or f"tenant_move:{tenant.id}", tenant_id=tenant.id,
         tenant_country=tenant.country, source_location=old.id,
         destination_location=new.id, destination_country=new.country, is_transfer=True,
         provider=target.provider, region=target.region, bucket=target.bucket,
-        object_key=key[len(tenant_prefix(tenant)):], size=size,
-        error=None if error is None else f"{type(error).__name__}: {error}"))
+        object_key=key[len(tenant_prefix(tenant)):]))
 

@@ -4,8 +4,10 @@
 #   .emulators/       Azurite, the Azure Blob emulator (npm)
 #   .checkov-venv/    Checkov, isolated because it pins versions the Pulumi providers dislike
 #   chromium          Debian's headless browser, for the HTML report test (apt, when root)
+#   postgresql        Debian's PostgreSQL server, for the shared audit sink (apt, when root)
 # moto server (S3/KMS) and gcp-storage-emulator come with the test extra. The suite starts
-# every emulator itself on 127.0.0.1 and stops it by PID. Extra arguments go to pytest.
+# every emulator, and its own PostgreSQL cluster, itself on 127.0.0.1 and stops it by PID.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,15 @@ if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
       >/dev/null) || echo "warning: could not install chromium" >&2
+  fi
+fi
+
+# The suite runs its own throwaway cluster (tests/pgserver.py); the package's default
+# cluster is not used. Found through pg_config or /usr/lib/postgresql/*/bin.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql \
+      >/dev/null) || echo "warning: could not install postgresql" >&2
   fi
 fi
 

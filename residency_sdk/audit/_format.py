@@ -1,10 +1,11 @@
 """Small formatting helpers shared by every rendering of the audit report (Markdown, CSV,
-HTML, the terminal): sizes in binary units and the one line on the chain's state.
+HTML, the terminal): sizes in binary units, the one line on the chain's state, and what
+an unaudited period recorded.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from residency_sdk.audit.report import AuditReport
@@ -21,11 +22,31 @@ def human_bytes(n: int | None) -> str:
 
 
 def chain_status(report: AuditReport) -> str:
-    """One line on the chain: verified (and how) or where it broke."""
-    c = report.chain
-    if c.broken is not None:
-        return (f"BROKEN at event {c.broken.seq} ({c.broken.kind}): {c.broken.message}; "
+    """One line on the chain: verified (and how), UNVERIFIED (a keyed log read without its
+    key), or where it broke."""
+    state, c = report.chain_state, report.chain
+    if state.status == "broken":
+        where = (f" at event {c.broken.seq}" if c.broken is not None and c.broken.seq > 0
+                 else "")
+        line = (f"BROKEN{where} ({state.kind}): {state.message}; "
                 f"events 1..{c.verified_through} verify")
-    how = ("HMAC-SHA-256 checked" if c.hmac_checked else
-           "SHA-256 only, HMAC not checked: no key" if c.keyed else "SHA-256, not keyed")
-    return f"verified: {c.events:,} events, head {c.head_hash[:16]}… ({how})"
+        if state.outside_chain_rows and state.kind != "outside_chain":
+            line += f"; {state.outside_chain_rows} row(s) stored outside the chain"
+        return line
+    if state.status == "unverified":
+        return f"UNVERIFIED: {state.message}"
+    return f"{state.status}: {state.message}"
+
+
+def chain_mark(report: AuditReport) -> str:
+    """✅ verified, ⚠️ unverified, ❌ broken."""
+    return {"verified": "✅", "unverified": "⚠️"}.get(report.chain_state.status, "❌")
+
+
+def recorded(period: dict[str, Any]) -> str:
+    """What an ``audit_off`` event recorded about the process (purpose, reasons such as
+    its pid and host, error), as one line."""
+    purpose = period.get("purpose")
+    parts = [None if purpose == "audit_off" else purpose, *period.get("reasons", []),
+             period.get("error")]
+    return "; ".join(str(p) for p in parts if p) or "(nothing recorded)"

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from residency_sdk.audit._format import chain_status, human_bytes
+from residency_sdk.audit._format import chain_status, human_bytes, recorded
+from residency_sdk.audit.combine import (
+    LOCATION_HEADERS,
+    CombinedReport,
+    chains_line,
+    location_rows,
+)
 from residency_sdk.audit.report import AuditReport
 
 _SCRIPT = """
@@ -51,6 +57,7 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .banner { padding: 10px 14px; border-radius: 6px; margin: 8px 0; font-weight: 600; }
 .banner.ok { background: #dafbe1; color: var(--ok); border: 1px solid #aceebb; }
 .banner.bad { background: #ffebe9; color: var(--bad); border: 1px solid #ffcecb; }
+.banner.warn { background: #fff8c5; color: #7d4e00; border: 1px solid #eed888; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 12px 0; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 120px; }
 .card b { display: block; font-size: 20px; } .card span { color: var(--muted); font-size: 12px; }
@@ -61,7 +68,7 @@ th { background: #f6f8fa; cursor: pointer; user-select: none; white-space: nowra
 th[aria-sort=ascending]::after { content: " \\25B2"; }
 th[aria-sort=descending]::after { content: " \\25BC"; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
-tr.violation td { background: #fff5f5; }
+tr.violation td, tr.unaudited td { background: #fff5f5; }
 .none { color: var(--muted); font-style: italic; }
 .missing { color: var(--bad); font-weight: 600; }
 svg text { font: 12px system-ui, sans-serif; fill: var(--ink); }
@@ -200,8 +207,9 @@ def flow_svg(flows: list[dict[str, Any]]) -> str:
 def to_html(report: AuditReport) -> str:
     """The report as one self-contained HTML document."""
     t = report.totals
-    chain_cls = "ok" if report.chain.ok else "bad"
+    chain_cls = "ok" if report.chain_state.ok else "bad"
     viol_cls = "ok" if report.violation_total == 0 else "bad"
+    off, unknown = t["unaudited_periods"], t["outcome_unknown"]
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(report.violation_counts.items()))
     cards = "".join(
         f'<div class="card"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
@@ -209,7 +217,8 @@ def to_html(report: AuditReport) -> str:
             ("events", f"{t['events']:,}"), ("tenants", f"{t['tenants']:,}"),
             ("cross-border allowed", f"{t['cross_border_allowed']:,}"),
             ("cross-border volume", human_bytes(t["cross_border_bytes"])),
-            ("blocked", f"{t['blocked']:,}"), ("violations", f"{report.violation_total:,}")))
+            ("blocked", f"{t['blocked']:,}"), ("violations", f"{report.violation_total:,}"),
+            ("outcome unknown", f"{unknown:,}"), ("unaudited periods", f"{off:,}")))
     flows = [
         "<tr>" + _td(f["origin"]) + _td(f["location"]) + _td(f["destination"])
         + _td(f["data_class"])
@@ -230,6 +239,22 @@ def to_html(report: AuditReport) -> str:
         + _num(r["events"]) + _num(r["blocked"])
         + _num(r["bytes_written"], human_bytes(r["bytes_written"])) + "</tr>"
         for r in report.tenants]
+    unaudited = [
+        '<tr class="unaudited">' + _num(u["seq"]) + _td(u["time"]) + _td(u["actor"])
+        + _td(u["location"]) + _td(recorded(u)) + "</tr>" for u in report.unaudited_periods]
+    unknowns = [
+        "<tr>" + _num(u["seq"]) + _td(u["time"]) + _td(u["actor"]) + _td(u["tenant_id"])
+        + _td(u["operation"]) + _td(u["object_key"]) + "</tr>" for u in report.outcome_unknown]
+    off_banner = (
+        f'<div class="banner bad" id="unaudited-status">Unaudited periods: {off:,}: audit '
+        "was switched off in this log; what those processes did next is not recorded</div>"
+        if off else '<div class="banner ok" id="unaudited-status">Unaudited periods: none '
+        "(audit was never switched off in this log)</div>")
+    unknown_banner = (
+        f'<div class="banner warn" id="outcome-unknown-status">Outcome unknown: {unknown:,} '
+        "operation(s) started with no recorded outcome</div>" if unknown else "")
+    where = (f" · location <code>{escape(report.location)}</code>" if report.location
+             else "")
     stated = [
         "<tr>" + _td(e["path"]) + _td(e["endpoint"]) + _td(e["country"]) + _td(e["source"])
         + "</tr>" for e in report.stated_endpoints]
@@ -244,13 +269,19 @@ def to_html(report: AuditReport) -> str:
 <title>Transfer-audit report</title><style>{_STYLE}</style></head>
 <body>
 <h1>Transfer-audit report</h1>
-<div class="meta">Log <code>{escape(report.log_path)}</code> · window {escape(window)} ·
+<div class="meta">Log <code>{escape(report.log_path)}</code>{where} · window {escape(window)} ·
 region map <code>{escape(str(report.map_name))}</code> ·
 generated {escape(report.generated_at)}</div>
-<div class="banner {chain_cls}" id="chain-status">Chain {escape(chain_status(report))}</div>
+<div class="banner {chain_cls}" id="chain-status" data-status="{report.chain_state.status}">
+Chain {escape(chain_status(report))}</div>
+{off_banner}
+{unknown_banner}
 <div class="banner {viol_cls}" id="violation-status">Violations: {report.violation_total:,}
 ({escape(counts)})</div>
 {notes}<div class="cards">{cards}</div>
+<h2>Unaudited periods</h2>
+{_table("Unaudited periods", ["event", "when", "who", "location", "recorded"], unaudited,
+        "None: audit was never switched off in this log.")}
 <h2>Cross-border flows</h2>
 {flow_svg(report.flows)}
 {_table("Cross-border flows", ["origin", "location", "destination", "data class", "mechanism",
@@ -259,6 +290,9 @@ generated {escape(report.generated_at)}</div>
 <h2>Blocked attempts</h2>
 {_table("Blocked attempts", ["who", "tenant", "origin", "to", "data class", "operation", "why",
         "events", "last seen"], blocked, "No blocked attempt in this window.")}
+<h2>Outcome unknown</h2>
+{_table("Outcome unknown", ["event", "time", "who", "tenant", "operation", "key"], unknowns,
+        "None: every operation started has its outcome.")}
 <h2>Violations</h2>
 {_table("Violations", ["event", "kind", "time", "tenant", "who", "detail"], violations,
         "No violation.")}
@@ -268,6 +302,65 @@ generated {escape(report.generated_at)}</div>
 <h2>Endpoints located on the region map's word</h2>
 {_table("Endpoints located on the region map's word", ["map entry", "endpoint", "country",
         "source"], stated, "None: every endpoint is an in-region form of its provider.")}
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+
+
+def combined_to_html(report: CombinedReport) -> str:
+    """The combined (several locations, aggregates only) report as one self-contained
+    HTML document."""
+    t = report.totals
+    off, unknown = t["unaudited_periods"], t["outcome_unknown"]
+    chain_cls = "ok" if report.chains_ok else "bad"
+    viol_cls = "ok" if report.violation_total == 0 else "bad"
+    counts = ", ".join(f"{k}: {v}" for k, v in report.violation_counts.items())
+    numeric = {"events", "blocked", "cross-border allowed", "unaudited periods",
+               "outcome unknown", "violations"}
+    locations = [
+        "<tr>" + "".join(_num(v) if h in numeric else _td(v)
+                         for h, v in zip(LOCATION_HEADERS, row, strict=True)) + "</tr>"
+        for row in location_rows(report)]
+    operations = [
+        "<tr>" + _td(o["operation"]) + _td(o["outcome"]) + _num(o["events"])
+        + _num(o["bytes"], human_bytes(o["bytes"])) + "</tr>" for o in report.operations]
+    flows = [
+        "<tr>" + _td(f["origin"]) + _td(f["location"]) + _td(f["destination"])
+        + _td(f["data_class"])
+        + (_td(f["mechanism"]) if f["mechanism"] else '<td class="missing">none</td>')
+        + _num(f["events"]) + _num(f["bytes"], human_bytes(f["bytes"]))
+        + _td(f["first_seen"]) + _td(f["last_seen"]) + "</tr>" for f in report.flows]
+    kinds = ["<tr>" + _td(k) + _num(v) + "</tr>" for k, v in report.violation_counts.items()]
+    notes = "".join(f'<p class="meta">{escape(n)}</p>' for n in report.notes)
+    csp = (f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+           f"script-src 'sha256-{_SCRIPT_HASH}'")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Combined transfer-audit report</title><style>{_STYLE}</style></head>
+<body>
+<h1>Combined transfer-audit report</h1>
+<div class="meta">{len(report.inputs)} location report(s) ·
+generated {escape(report.generated_at)}</div>
+<div class="banner {chain_cls}" id="chain-status">Chains: {escape(chains_line(report))}</div>
+<div class="banner {'bad' if off else 'ok'}" id="unaudited-status">Unaudited periods:
+{off:,}</div>
+<div class="banner {'warn' if unknown else 'ok'}" id="outcome-unknown-status">Outcome
+unknown: {unknown:,}</div>
+<div class="banner {viol_cls}" id="violation-status">Violations: {report.violation_total:,}
+({escape(counts)})</div>
+{notes}
+<h2>Locations</h2>
+{_table("Locations", LOCATION_HEADERS, locations, "No report.")}
+<h2>Operations</h2>
+{_table("Operations", ["operation", "outcome", "events", "bytes"], operations, "None.")}
+<h2>Cross-border flows</h2>
+{flow_svg(report.flows)}
+{_table("Cross-border flows", ["origin", "location", "destination", "data class", "mechanism",
+        "events", "bytes", "first seen", "last seen"], flows, "No cross-border flow.")}
+<h2>Violations by kind</h2>
+{_table("Violations by kind", ["kind", "events"], kinds, "None.")}
 <script>{_SCRIPT}</script>
 </body></html>
 """

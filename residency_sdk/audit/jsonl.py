@@ -7,8 +7,9 @@ Each line is one event with its own chain fields, so the file verifies on its ow
 The ``event`` object is the canonical JSON byte for byte (it is always the last member),
 so a pipeline can index it as JSON while :func:`verify_jsonl` hashes the exact text.
 Appends from several threads and processes are serialised with an exclusive ``flock``.
-A JSON Lines file has no separate head record: protect its tail with checkpoints of the
-SQLite log or your pipeline's own retention.
+A JSON Lines file has no identity (its first line's ``prev_hash`` is 64 zeros) and no
+head record: it is a copy for a pipeline, not the evidence. Protect it with the pipeline's
+own retention, and keep the SQLite or PostgreSQL log (with anchors) as the record.
 """
 
 from __future__ import annotations
@@ -22,8 +23,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from residency_sdk.audit.chain import GENESIS, canonical, coerce_key, link_hash, link_mac
-from residency_sdk.audit.verify import ChainBreak, Row, VerifyResult, check_rows
+from residency_sdk.audit.chain import (
+    GENESIS,
+    HMAC_KEY_ENV,
+    canonical,
+    coerce_key,
+    link_hash,
+    link_mac,
+)
+from residency_sdk.audit.store import Row
+from residency_sdk.audit.verify import (
+    ChainBreak,
+    VerifyResult,
+    check_rows,
+    unknown_note,
+    unknown_outcomes,
+)
 from residency_sdk.errors import AuditFormatError, AuditLogClosed
 from residency_sdk.events import AuditEvent
 
@@ -45,8 +60,9 @@ class JsonlSink:
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = open(self.path, "a+b")  # noqa: SIM115 - kept open
 
-    def append(self, event: AuditEvent) -> None:
-        """Add ``event`` as one line, chained to the file's last line."""
+    def append(self, event: AuditEvent, *, durable: bool = True) -> None:
+        """Add ``event`` as one line, chained to the file's last line (fsynced unless
+        ``durable=False`` or the sink was opened with ``fsync=False``)."""
         payload = canonical(event)
         with self._lock:
             if self._file is None:
@@ -63,10 +79,17 @@ class JsonlSink:
                 f.seek(0, os.SEEK_END)
                 f.write(f"{head[:-1]}{_EVENT_MARK}{payload}}}\n".encode())
                 f.flush()
-                if self._fsync:
+                if self._fsync and durable:
                     os.fsync(f.fileno())
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def flush(self) -> None:
+        """Make every line written so far durable (fsync)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
 
     def close(self) -> None:
         """Close the file."""
@@ -136,6 +159,15 @@ def verify_jsonl(path: str | Path, *, hmac_key: bytes | str | None = None,
     with p.open(encoding="utf-8", newline="") as fh:
         walk = check_rows(_rows(fh, line_breaks), key)
     broken = walk.broken or (line_breaks[0] if line_breaks else None)
-    return VerifyResult(path=str(p), keyed=key is not None, hmac_checked=key is not None,
+    keyed = key is not None or walk.macs_seen
+    notes: list[str] = []
+    if keyed and key is None:
+        notes.append(f"UNVERIFIED: the file's lines carry HMACs that were not checked; set "
+                     f"{HMAC_KEY_ENV} to its key")
+    unknown = unknown_outcomes(walk)
+    note = unknown_note(unknown)
+    if note:
+        notes.append(note)
+    return VerifyResult(path=str(p), keyed=keyed, hmac_checked=key is not None,
                         events=walk.count, head_seq=walk.last_seq, head_hash=walk.last_hash,
-                        broken=broken)
+                        broken=broken, notes=tuple(notes), outcome_unknown=unknown)

@@ -12,8 +12,9 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from residency_sdk.audit._format import chain_status, human_bytes
-from residency_sdk.audit.html import to_html
+from residency_sdk.audit._format import chain_mark, chain_status, human_bytes, recorded
+from residency_sdk.audit.combine import COMBINED_FORMATS, CombinedReport, combined_markdown
+from residency_sdk.audit.html import combined_to_html, to_html
 from residency_sdk.audit.report import AuditReport
 from residency_sdk.errors import AuditFormatError
 
@@ -31,6 +32,19 @@ def render(report: AuditReport, fmt: str) -> str:
     if fmt == "html":
         return to_html(report)
     raise AuditFormatError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def render_combined(report: CombinedReport, fmt: str) -> str:
+    """The combined report of several locations (aggregates only) as ``md``, ``html`` or
+    ``json``."""
+    if fmt == "json":
+        return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    if fmt == "md":
+        return combined_markdown(report)
+    if fmt == "html":
+        return combined_to_html(report)
+    raise AuditFormatError(
+        f"unknown combined report format {fmt!r}: use one of {', '.join(COMBINED_FORMATS)}")
 
 
 def _cell(value: Any) -> str:
@@ -53,23 +67,37 @@ def to_markdown(report: AuditReport) -> str:
     """GitHub-flavoured Markdown, for pull requests and terminals."""
     t = report.totals
     window = f"{report.since or 'start'} → {report.until or 'now'}"
-    mark = "✅" if report.chain.ok else "❌"
+    where = f" · location {report.location}" if report.location else ""
     vmark = "✅" if report.violation_total == 0 else "❌"
+    off, unknown = t["unaudited_periods"], t["outcome_unknown"]
     out = [
         "# Transfer-audit report", "",
-        f"Log `{report.log_path}` · window {window} · region map `{report.map_name}` · "
+        f"Log `{report.log_path}`{where} · window {window} · region map `{report.map_name}` · "
         f"generated {report.generated_at}", "",
-        f"**Chain {mark}** {chain_status(report)}", "",
+        f"**Chain {chain_mark(report)}** {chain_status(report)}", "",
+        (f"**Unaudited periods ❌ {off}**: audit was switched off {off} time(s) in this log; "
+         "what those processes did next is not recorded (see below)" if off else
+         "**Unaudited periods ✅ 0**: audit was never switched off in this log"), "",
+        (f"**Outcome unknown ⚠️ {unknown}**: operation(s) started with no recorded outcome"
+         if unknown else "**Outcome unknown ✅ 0**"), "",
         f"**Violations {vmark} {report.violation_total}** " + ", ".join(
             f"{k}: {v}" for k, v in sorted(report.violation_counts.items())), "",
     ]
     out += [f"> {note}" for note in report.notes] + ([""] if report.notes else [])
+    if report.unaudited_periods:
+        out += ["## Unaudited periods", "",
+                "Audit was switched off here (the whole log, whatever the window or location "
+                "asked for): from that moment that process's operations went unrecorded.", ""]
+        out += _table(["event", "when", "who", "location", "recorded"],
+                      [[u["seq"], u["time"], u["actor"], u["location"], recorded(u)]
+                       for u in report.unaudited_periods])
+        out += [""]
     out += ["## Summary", "", *_table(
         ["events", "tenants", "cross-border allowed", "cross-border bytes", "blocked",
-         "first seen", "last seen"],
+         "outcome unknown", "unaudited periods", "first seen", "last seen"],
         [[t["events"], t["tenants"], t["cross_border_allowed"],
-          human_bytes(t["cross_border_bytes"]), t["blocked"], t["first_seen"],
-          t["last_seen"]]]), ""]
+          human_bytes(t["cross_border_bytes"]), t["blocked"], unknown, off,
+          t["first_seen"], t["last_seen"]]]), ""]
     out += ["## Cross-border flows", ""]
     out += _table(["origin", "location", "destination", "data class", "mechanism", "events",
                    "bytes", "first seen", "last seen"],
@@ -84,6 +112,11 @@ def to_markdown(report: AuditReport) -> str:
                     b["operation"], "; ".join(b["reasons"]), b["events"], b["last_seen"]]
                    for b in report.blocked]) \
         if report.blocked else ["No blocked attempt in this window."]
+    out += ["", "## Outcome unknown", ""]
+    out += _table(["event", "time", "who", "tenant", "operation", "key"],
+                  [[u["seq"], u["time"], u["actor"], u["tenant_id"], u["operation"],
+                    u["object_key"]] for u in report.outcome_unknown]) \
+        if report.outcome_unknown else ["None: every operation started has its outcome."]
     out += ["", "## Violations", ""]
     out += _table(["event", "kind", "time", "tenant", "who", "detail"],
                   [[v["seq"], v["kind"], v["time"], v["tenant_id"], v["actor"], v["detail"]]
@@ -107,23 +140,32 @@ def to_markdown(report: AuditReport) -> str:
 _CSV_COLUMNS = (
     "section", "kind", "seq", "time", "origin", "location", "destination", "tenant_id",
     "country", "actor", "data_class", "operation", "mechanism", "events", "bytes",
-    "first_seen", "last_seen", "held_in", "went_to", "blocked", "detail",
+    "first_seen", "last_seen", "held_in", "went_to", "blocked", "detail", "object_key",
 )
 
 
 def to_csv(report: AuditReport) -> str:
-    """One CSV for tooling: a ``section`` column (chain, flow, blocked, violation, tenant)."""
+    """One CSV for tooling: a ``section`` column (chain, unaudited, flow, blocked,
+    outcome_unknown, violation, tenant, stated_endpoint); the chain row's ``kind`` is its
+    status (``verified``, ``broken``, ``unverified``)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     c = report.chain
-    w.writerow({"section": "chain", "kind": "ok" if c.ok else c.broken and c.broken.kind,
+    w.writerow({"section": "chain", "kind": report.chain_state.status,
                 "seq": c.broken.seq if c.broken else c.head_seq, "events": c.events,
-                "detail": chain_status(report)})
+                "location": report.location, "detail": chain_status(report)})
+    for u in report.unaudited_periods:
+        w.writerow({"section": "unaudited", "kind": "audit_off", "seq": u["seq"],
+                    "time": u["time"], "actor": u["actor"], "location": u["location"],
+                    "tenant_id": u["tenant_id"], "detail": recorded(u)})
     for f in report.flows:
         w.writerow({"section": "flow", **f, "operation": ";".join(f["operations"])})
     for b in report.blocked:
         w.writerow({"section": "blocked", **b, "detail": "; ".join(b["reasons"])})
+    for u in report.outcome_unknown:
+        w.writerow({"section": "outcome_unknown", "kind": "intent", **u,
+                    "detail": f"intent {u['event_id']} has no outcome"})
     for v in report.violations:
         w.writerow({"section": "violation", **v, "operation": v["op"]})
     for r in report.tenants:

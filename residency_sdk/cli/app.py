@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from residency_sdk.cli import audit as audit_cli
-from residency_sdk.cli import core, demo
+from residency_sdk.cli import common, core, demo
 from residency_sdk.cli import infra as infra_cli
 from residency_sdk.cli import retention as retention_cli
 from residency_sdk.cli import storage as storage_cli
@@ -19,6 +19,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    # Remember the running command's context: Residency objects the command loads are
+    # closed (their audit logs flushed) when it ends, however it ends.
+    common.COMMAND.set(ctx)
+
+
 core.register(app)
 demo.register(app)
 audit_cli.register(app)

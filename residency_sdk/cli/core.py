@@ -12,8 +12,10 @@ from rich.table import Table
 
 from residency_sdk.cli.common import (
     EXIT_BLOCKED,
+    AuditOption,
     JsonOption,
     MapOption,
+    NoAuditOption,
     console,
     fail,
     load_residency,
@@ -54,9 +56,13 @@ def resolve(
     ] = None,
     map_path: MapOption = None,
     as_json: JsonOption = False,
+    audit: AuditOption = None,
+    no_audit: NoAuditOption = False,
 ) -> None:
-    """Show where a tenant of COUNTRY keeps its data and what placement itself needs."""
-    res = load_residency(map_path, as_json)
+    """Show where a tenant of COUNTRY keeps its data and what placement itself needs.
+
+    The placement decision is audited."""
+    res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit)
     with residency_errors(as_json):
         tenant = Tenant(id="cli", country=country, agreements=frozenset(agreement or ()))
         placement = res.resolve(tenant)
@@ -94,9 +100,13 @@ def transfer_check(
     ] = None,
     map_path: MapOption = None,
     as_json: JsonOption = False,
+    audit: AuditOption = None,
+    no_audit: NoAuditOption = False,
 ) -> None:
-    """Decide whether a tenant's data may move to another country. Exit 1 when blocked."""
-    res = load_residency(map_path, as_json)
+    """Decide whether a tenant's data may move to another country. Exit 1 when blocked.
+
+    The decision is audited."""
+    res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit)
     with residency_errors(as_json):
         tenant = Tenant(id="cli", country=country, agreements=frozenset(mechanism or ()))
         decision = res.check_transfer(tenant, to, data_class, source=source)
@@ -176,7 +186,7 @@ def map_validate(
 @map_app.command("show")
 def map_show(map_path: MapOption = None, as_json: JsonOption = False) -> None:
     """Print the routes and locations of a region map."""
-    res = load_residency(map_path, as_json)
+    res = load_residency(map_path, as_json, audited=False)  # decides nothing
     region_map = res.map
     if as_json:
         print_json({

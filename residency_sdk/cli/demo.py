@@ -16,7 +16,14 @@ import typer
 from rich import box
 from rich.table import Table
 
-from residency_sdk.cli.common import JsonOption, MapOption, console, load_residency, print_json
+from residency_sdk.cli.common import (
+    AuditOption,
+    JsonOption,
+    MapOption,
+    console,
+    load_residency,
+    print_json,
+)
 from residency_sdk.client import Residency
 from residency_sdk.errors import PlacementBlocked, TransferBlocked
 from residency_sdk.model import Tenant
@@ -70,14 +77,16 @@ WorkdirOption = Annotated[
 
 
 def demo(map_path: MapOption = None, workdir: WorkdirOption = None,
-         as_json: JsonOption = False) -> None:
+         as_json: JsonOption = False, audit_sink: AuditOption = None) -> None:
     """Route sample clinics, store their data in-country, attempt transfers and print the
-    transfer-audit report (local encrypted storage, no cloud account needed)."""
+    transfer-audit report (local encrypted storage, no cloud account needed).
+
+    Audited to WORKDIR/audit.db, or the log given with --audit."""
     from residency_sdk.cli.audit import show_report
 
     root = workdir or Path(tempfile.mkdtemp(prefix="residency-demo-"))
     root.mkdir(parents=True, exist_ok=True)
-    audit_log = root / "audit.db"
+    audit_log: Any = audit_sink if audit_sink is not None else root / "audit.db"
     res = load_residency(map_path, as_json, audit=audit_log, local_root=root / "data")
     summary = DemoSummary()
     try:
@@ -168,7 +177,9 @@ def show_storage(res: Residency, summary: DemoSummary, *, quiet: bool, root: Pat
     """
     from residency_sdk.storage.keys import tenant_key
 
-    local = Residency(res.policy, audit_hooks=res.audit_hooks, local_root=root)
+    # The same audit trail as `res` (its sinks stay open: `res` owns and closes them).
+    local = Residency(res.policy, audit_hooks=res.audit_hooks, audit_sinks=res.audit_sinks,
+                      local_root=root)
     by_id = {t.id: t for t in SAMPLE_TENANTS}
     section: dict[str, Any] = {"root": str(root), "objects": [], "refused": [],
                                "transfers": []}

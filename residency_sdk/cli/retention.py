@@ -13,8 +13,10 @@ from rich.table import Table
 
 from residency_sdk.cli.common import (
     EXIT_BLOCKED,
+    AuditOption,
     JsonOption,
     MapOption,
+    NoAuditOption,
     console,
     fail,
     load_residency,
@@ -40,10 +42,6 @@ StateDirOption = Annotated[
     typer.Option("--state-dir", help="Where sweep checkpoints and erasure requests are kept.",
                  file_okay=False),
 ]
-AuditOption = Annotated[
-    Path | None,
-    typer.Option("--audit", help="Audit log (SQLite) receiving every deletion.", dir_okay=False),
-]
 ProviderOption = Annotated[
     list[str] | None,
     typer.Option("--provider", "-p", help="Only this provider's backends (repeatable)."),
@@ -58,13 +56,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(map_path: Path | None, as_json: bool, local_root: Path | None,
-          audit: Path | None) -> Residency:
+          audit: str | None, no_audit: bool = False, *, audited: bool = True) -> Residency:
     kwargs: dict[str, Any] = {}
     if local_root is not None:
         kwargs["local_root"] = local_root
-    if audit is not None:
-        kwargs["audit"] = str(audit)
-    return load_residency(map_path, as_json, **kwargs)
+    return load_residency(map_path, as_json, audit=audit, no_audit=no_audit,
+                          audited=audited, **kwargs)
 
 
 # --- retention ---------------------------------------------------------------------------
@@ -82,10 +79,13 @@ def sweep(
     local_root: LocalRootOption = None,
     state_dir: StateDirOption = DEFAULT_STATE_DIR,
     audit: AuditOption = None,
+    no_audit: NoAuditOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete what has outlived its retention period on every backend of a location."""
-    res = _load(map_path, as_json, local_root, audit)
+    """Delete what has outlived its retention period on every backend of a location.
+
+    Every deletion is audited ahead of time."""
+    res = _load(map_path, as_json, local_root, audit, no_audit)
     reports: list[SweepReport] = []
     with residency_errors(as_json):
         locations = [loc.strip().upper() for loc in location] if location \
@@ -156,10 +156,12 @@ def erasure_request(
     map_path: MapOption = None,
     local_root: LocalRootOption = None,
     state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    audit: AuditOption = None,
+    no_audit: NoAuditOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Record an erasure request for a tenant, with its deadline."""
-    res = _load(map_path, as_json, local_root, None)
+    res = _load(map_path, as_json, local_root, audit, no_audit)
     with residency_errors(as_json):
         when = None
         if terminated is not None:
@@ -188,10 +190,13 @@ def erasure_run(
     local_root: LocalRootOption = None,
     state_dir: StateDirOption = DEFAULT_STATE_DIR,
     audit: AuditOption = None,
+    no_audit: NoAuditOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Execute (or finish) an erasure request: delete, verify, record the receipt."""
-    res = _load(map_path, as_json, local_root, audit)
+    """Execute (or finish) an erasure request: delete, verify, record the receipt.
+
+    Every backend's erasure is audited ahead of time."""
+    res = _load(map_path, as_json, local_root, audit, no_audit)
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
                    TextColumn("{task.completed} deleted"), console=console, disable=as_json,
                    transient=True)
@@ -226,7 +231,7 @@ def erasure_status(
     as_json: JsonOption = False,
 ) -> None:
     """Show open erasure requests against their deadline (overdue ones first)."""
-    res = _load(map_path, as_json, None, None)
+    res = _load(map_path, as_json, None, None, audited=False)  # reads request files only
     with residency_errors(as_json):
         tracker = res.erasure_tracker(state_dir)
         now = tracker.clock()

@@ -1,8 +1,10 @@
 """Operator commands on tenant objects: ``residency put|get|ls|rm``.
 
 Every command goes through the tenant store (``Residency.storage_for``), so the same
-residency checks and audit events apply as in application code. ``--local-root DIR`` (or
-``RESIDENCY_LOCAL_ROOT``) uses the embedded local backend of each location.
+residency checks and audit events apply as in application code: every command is audited
+(``--audit SINK``, else the default sink; ``--no-audit`` switches it off, on record).
+``--local-root DIR`` (or ``RESIDENCY_LOCAL_ROOT``) uses the embedded local backend of each
+location.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from rich.progress import (
 from rich.table import Table
 
 from residency_sdk.cli.common import (
+    AuditOption,
     JsonOption,
     MapOption,
+    NoAuditOption,
     console,
     err_console,
     fail,
@@ -64,8 +68,9 @@ def register(app: typer.Typer) -> None:
 
 def _open_tenant_store(tenant_id: str, country: str, mechanism: list[str] | None,
                        provider: str | None, local_root: Path | None, map_path: Path | None,
-                       as_json: bool) -> TenantStore:
-    res = load_residency(map_path, as_json, local_root=local_root)
+                       as_json: bool, audit: str | None, no_audit: bool) -> TenantStore:
+    res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit,
+                         local_root=local_root)
     with residency_errors(as_json):
         tenant = Tenant(id=tenant_id, country=country, agreements=frozenset(mechanism or ()))
         return res.storage_for(tenant, provider=provider, actor="cli")
@@ -106,10 +111,11 @@ def put(
     category: Annotated[str | None, typer.Option(
         "--category", help="Retention category of the map (e.g. imaging_upload): the object "
                            "is deleted when its period ends.")] = None,
+    audit: AuditOption = None, no_audit: NoAuditOption = False,
 ) -> None:
     """Store a file (streamed, encrypted, checksummed) for a tenant. Exit 1 when refused."""
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
-                               as_json)
+                               as_json, audit, no_audit)
     with residency_errors(as_json):
         if source == "-":
             info = store.put(key, sys.stdin.buffer, data_class=data_class,
@@ -137,12 +143,13 @@ def get(
                                              help="Write here (default: stdout).")] = None,
     provider: ProviderOption = None, local_root: LocalRootOption = None,
     map_path: MapOption = None, mechanism: MechanismOption = None, as_json: JsonOption = False,
+    audit: AuditOption = None, no_audit: NoAuditOption = False,
 ) -> None:
     """Read an object (checksum verified) to a file or stdout."""
     if as_json and out is None:
         fail("--json needs --out FILE (stdout carries the JSON report)", as_json=True)
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
-                               as_json)
+                               as_json, audit, no_audit)
     with residency_errors(as_json):
         info = store.head(key)
         reader = store.open(key)
@@ -178,10 +185,11 @@ def ls(
     prefix: Annotated[str, typer.Argument(help="Key prefix (relative).")] = "",
     provider: ProviderOption = None, local_root: LocalRootOption = None,
     map_path: MapOption = None, mechanism: MechanismOption = None, as_json: JsonOption = False,
+    audit: AuditOption = None, no_audit: NoAuditOption = False,
 ) -> None:
     """List a tenant's objects."""
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
-                               as_json)
+                               as_json, audit, no_audit)
     with residency_errors(as_json):
         objects = [object_dict(info) for info in store.list(prefix)]
     if as_json:
@@ -203,10 +211,11 @@ def rm(
     tenant: TenantOption, country: CountryOption,
     provider: ProviderOption = None, local_root: LocalRootOption = None,
     map_path: MapOption = None, mechanism: MechanismOption = None, as_json: JsonOption = False,
+    audit: AuditOption = None, no_audit: NoAuditOption = False,
 ) -> None:
     """Delete one object. Exit 1 when it does not exist."""
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
-                               as_json)
+                               as_json, audit, no_audit)
     with residency_errors(as_json):
         deleted = store.delete(key)
     if not deleted:

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 import typer
 
 from residency_sdk.cli.common import (
+    AuditOption,
     JsonOption,
     MapOption,
+    NoAuditOption,
     console,
     load_residency,
     print_json,
@@ -16,7 +18,6 @@ from residency_sdk.cli.common import (
 )
 from residency_sdk.cli.retention import (
     DEFAULT_STATE_DIR,
-    AuditOption,
     LocalRootOption,
     ProviderOption,
     StateDirOption,
@@ -44,6 +45,7 @@ def move(
     local_root: LocalRootOption = None,
     state_dir: StateDirOption = DEFAULT_STATE_DIR,
     audit: AuditOption = None,
+    no_audit: NoAuditOption = False,
     actor: Annotated[str, typer.Option("--actor", help="Who asked for the move.")] = "cli",
     purpose: Annotated[str | None, typer.Option("--purpose", help="Why.")] = None,
     map_path: MapOption = None,
@@ -51,17 +53,17 @@ def move(
 ) -> None:
     """Move a tenant to another country: check and audit the transfer, copy and verify
     every object, rebind the tenant, erase the old location. Exit 1 when refused."""
-    kwargs: dict[str, Any] = {"state_dir": state_dir}
+    kwargs: dict[str, Any] = {}
     if local_root is not None:
         kwargs["local_root"] = local_root
-    if audit is not None:
-        kwargs["audit"] = str(audit)
-    res = load_residency(map_path, as_json, **kwargs)
+    # --state-dir holds the erasure request of the old location; the audit trail's
+    # default is the same as every other command's.
+    res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit, **kwargs)
     with residency_errors(as_json):
         tenant = Tenant(id=tenant_id, country=from_country,
                         agreements=frozenset(mechanism or ()))
         receipt = res.move_tenant(tenant, to_country, providers=provider, actor=actor,
-                                  purpose=purpose)
+                                  purpose=purpose, state_dir=state_dir)
     doc = {"tenant_id": receipt.tenant_id, "from": receipt.from_country,
            "to": receipt.to_country, "from_location": receipt.from_location,
            "to_location": receipt.to_location, "objects": receipt.objects,

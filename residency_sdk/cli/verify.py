@@ -41,7 +41,8 @@ def verify(
     access against the region map. Exits 1 on any violation."""
     from residency_sdk.storage.deployment import verify_location
 
-    res = load_residency(map_path, as_json)
+    # Reads deployment settings, no tenant data, decides nothing: nothing to audit.
+    res = load_residency(map_path, as_json, audited=False)
     with residency_errors(as_json):
         report = verify_location(res.policy, location, provider=provider)
     ok = report.ok(strict=strict)

@@ -66,6 +66,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from residency_sdk._fsflags import (
+    CREATE_FLAGS,
+    DIR_FLAGS,
+    O_CLOEXEC,
+    O_DIRECTORY,
+    O_NOFOLLOW,
+    READ_FLAGS,
+)
 from residency_sdk.errors import (
     BackendUnavailable,
     EncryptionError,
@@ -108,15 +116,8 @@ _UNAVAILABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EIO,
 # Every path below the root is opened relative to its parent directory's descriptor and
 # never through a symbolic link (O_NOFOLLOW); O_NONBLOCK keeps a planted FIFO from
 # blocking a reader (it has no effect on regular files).
-_O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY: int = getattr(os, "O_DIRECTORY", 0)
-_O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
-_O_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
-_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
-_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC
-_FD_WALK = bool(_O_NOFOLLOW and _O_DIRECTORY and os.open in os.supports_dir_fd
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | O_NOFOLLOW | O_CLOEXEC
+_FD_WALK = bool(O_NOFOLLOW and O_DIRECTORY and os.open in os.supports_dir_fd
                 and os.scandir in os.supports_fd)
 _LINK_HINT = ("remove the link; residency-sdk never follows links in its data root, so "
               "nothing was read or written through it")
@@ -136,7 +137,7 @@ def _read_at(dir_fd: int, name: str, shown: str) -> tuple[bytes, os.stat_result]
     following a link: a link raises ``OSError(ELOOP)``, which the caller classifies;
     anything but a regular file, such as a planted FIFO, raises IntegrityError naming
     ``shown``)."""
-    fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -155,7 +156,7 @@ def _read_at(dir_fd: int, name: str, shown: str) -> tuple[bytes, os.stat_result]
 
 
 def _write_private_at(dir_fd: int, name: str, data: bytes) -> None:
-    fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+    fd = os.open(name, CREATE_FLAGS, 0o600, dir_fd=dir_fd)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -475,7 +476,7 @@ class LocalStore(ObjectStore):
     def _open_root(self, *, create: bool) -> int | None:
         for attempt in (0, 1):
             try:
-                return os.open(self.root, _DIR_FLAGS)
+                return os.open(self.root, DIR_FLAGS)
             except FileNotFoundError:
                 if not create or attempt:
                     if create:
@@ -495,7 +496,7 @@ class LocalStore(ObjectStore):
         """The directory ``name`` in ``parent`` (made 0700 if ``create``), never through a
         link; ``None`` when it is absent and not created (or is a plain file)."""
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            return os.open(name, DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             if not create:
                 return None
@@ -507,7 +508,7 @@ class LocalStore(ObjectStore):
         with contextlib.suppress(FileExistsError):  # made concurrently (or a link: below)
             os.mkdir(name, 0o700, dir_fd=parent)
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            return os.open(name, DIR_FLAGS, dir_fd=parent)
         except OSError as exc:
             self._refuse_link(exc, parent, name, where)
             raise
@@ -631,7 +632,7 @@ class LocalStore(ObjectStore):
                 keydir_fd = self._walk_from(bucket_fd, parts, self._bucket_parts, create=True)
                 assert keydir_fd is not None
                 tmp = f"{_TMP}{secrets.token_hex(12)}"
-                fd = os.open(tmp, _CREATE_FLAGS, 0o600, dir_fd=keydir_fd)
+                fd = os.open(tmp, CREATE_FLAGS, 0o600, dir_fd=keydir_fd)
             except BaseException as exc:
                 if keydir_fd is not None:
                     os.close(keydir_fd)
@@ -931,7 +932,7 @@ class LocalStore(ObjectStore):
                 if not isinstance(blob, str) or not blob.startswith(_BLOB) or "/" in blob:
                     raise IntegrityError(f"sidecar of {key!r} is corrupt")
                 try:
-                    fd = os.open(blob, _READ_FLAGS, dir_fd=keydir_fd)
+                    fd = os.open(blob, READ_FLAGS, dir_fd=keydir_fd)
                 except FileNotFoundError:
                     continue  # replaced concurrently: read the new sidecar
                 except OSError as exc:

@@ -5,7 +5,10 @@
 tenant's own prefix, refuses writes whose placement lacks a mechanism
 (:class:`PlacementBlocked`) or that put ``phi`` on a backend without a BAA
 (:class:`BAARequired`), fails over only to the location's in-country failover backend,
-and emits one :class:`AuditEvent` per operation (never contents, never credentials).
+and audits every operation ahead of time (never contents, never credentials): an
+``intent`` event, durable before the operation touches a backend (if it cannot be
+recorded the operation does not run and :class:`AuditUnavailable` is raised), then the
+outcome naming it.
 :func:`transfer` is what ``Residency.transfer`` delegates to; tenant erasure is
 :mod:`residency_sdk.erasure` (``Residency.erase``).
 
@@ -22,6 +25,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 
 from residency_sdk import marks
 from residency_sdk.errors import (
+    AuditUnavailable,
     BAARequired,
     BackendUnavailable,
     ObjectNotFound,
@@ -164,7 +168,7 @@ class TenantStore:
             self._checked = True
         if write and not self._bound:
             assert self._registry is not None
-            self._registry.bind(self.tenant)
+            self._registry.bind(self.tenant, actor=self.actor)
             self._bound = True
 
     def _with_failover(self, op: Callable[[ObjectStore], T],
@@ -196,12 +200,11 @@ class TenantStore:
                     "object (it only has what was written while the primary was down) - "
                     "read it again when the primary is back") from missing
 
-    def _emit(self, operation: Any, outcome: Any, *, served: ServedBy | None = None,
-              key: str | None = None, info: ObjectInfo | None = None,
-              data_class: str | None = None, error: BaseException | str | None = None,
-              decision: Decision | None = None, **extra: Any) -> None:
-        if not self._audit.enabled:
-            return
+    def _event(self, operation: Any, outcome: Any, *, served: ServedBy | None = None,
+               key: str | None = None, info: ObjectInfo | None = None,
+               data_class: str | None = None, error: BaseException | str | None = None,
+               decision: Decision | None = None, intent: AuditEvent | None = None,
+               **extra: Any) -> AuditEvent:
         target = self._target(served or "primary")
         fields_: dict[str, Any] = {
             "operation": operation, "outcome": outcome, "actor": self.actor,
@@ -218,8 +221,40 @@ class TenantStore:
             fields_.update(is_transfer=decision.is_transfer, mechanism=decision.mechanism,
                            regimes=decision.regimes, reasons=decision.reasons,
                            destination_country=decision.destination)
+        if intent is not None:
+            fields_["intent_id"] = intent.event_id
         fields_.update(extra)
-        self._audit.emit(AuditEvent(**fields_))
+        return AuditEvent(**fields_)
+
+    def _emit(self, operation: Any, outcome: Any, **fields: Any) -> None:
+        """Record an outcome or a decision (queued: see :class:`AuditEmitter`)."""
+        if self._audit.enabled:
+            self._audit.emit(self._event(operation, outcome, **fields))
+
+    def _intent(self, operation: Any, key: str | None, *, durable: bool = True,
+                **fields: Any) -> AuditEvent | None:
+        """Record, durably, that ``operation`` is about to touch a backend; None when
+        nothing listens. Raises :class:`AuditUnavailable`: then it must not start.
+        ``durable=False`` (reads): queued; :meth:`_release` makes it durable before the
+        data is handed over."""
+        if not self._audit.enabled:
+            return None
+        return self._audit.intent(self._event(operation, "intent", key=key, **fields),
+                                  durable=durable)
+
+    def _release(self, intent: AuditEvent | None, result: object) -> None:
+        """Before a read's result leaves the store: its intent must be durable. If the
+        trail cannot say so, the result is discarded (a reader is closed) and
+        :class:`AuditUnavailable` raised: nothing read reaches the caller unaudited."""
+        if intent is None:
+            return
+        try:
+            self._audit.flush()
+        except AuditUnavailable:
+            close = getattr(result, "close", None)
+            if callable(close):
+                close()
+            raise
 
     def _guarded(self, run: Callable[[], T]) -> T:
         self.guard()
@@ -227,18 +262,41 @@ class TenantStore:
 
     def _audited(self, operation: str, key: str | None, run: Callable[[], tuple[T, ServedBy]],
                  *, data_class: str | None = None,
-                 describe: Callable[[T], ObjectInfo | None] = lambda _: None) -> T:
+                 describe: Callable[[T], ObjectInfo | None] = lambda _: None,
+                 check: Callable[[], None] | None = None, read: bool = False) -> T:
+        """Run a data operation written ahead: ``check`` (validation, no backend), then
+        the durable intent, then ``run`` (the backend), then the outcome naming the
+        intent. A refusal by ``check`` is recorded as one event with no intent (nothing
+        was started); an intent that cannot be recorded raises :class:`AuditUnavailable`
+        and ``run`` never starts.
+
+        ``read=True`` (get, open, head, exists): a read changes nothing, so its intent is
+        committed while the backend answers and made durable before the result is
+        returned (:meth:`_release`) rather than before the request is sent."""
+        intent = None
         try:
+            if check is not None:
+                check()
+            intent = self._intent(operation, key, data_class=data_class, durable=not read)
             result, served = run()
+            if read:
+                self._release(intent, result)
+        except AuditUnavailable:
+            raise  # the audit trail itself failed: recording the failure would fail too
         except Exception as exc:  # audited whatever failed, then re-raised unchanged
-            outcome = "blocked" if isinstance(exc, (TransferBlocked, BAARequired)) else "error"
-            # An invalid key is recorded cut to the key limit: it was never validated.
-            shown = key[: keys.MAX_KEY_BYTES] if isinstance(key, str) else None
-            self._emit(operation, outcome, key=shown, data_class=data_class, error=exc)
+            self._failed(operation, key, exc, data_class=data_class, intent=intent)
             raise
         self._emit(operation, "ok", served=served, key=key, info=describe(result),
-                   data_class=data_class)
+                   data_class=data_class, intent=intent)
         return result
+
+    def _failed(self, operation: str, key: str | None, exc: Exception, *,
+                data_class: str | None, intent: AuditEvent | None) -> None:
+        outcome = "blocked" if isinstance(exc, (TransferBlocked, BAARequired)) else "error"
+        # An invalid key is recorded cut to the key limit: it was never validated.
+        shown = key[: keys.MAX_KEY_BYTES] if isinstance(key, str) else None
+        self._emit(operation, outcome, key=shown, data_class=data_class, error=exc,
+                   intent=intent)
 
     def _report(self, info: ObjectInfo, served: ServedBy) -> StoredObject:
         target = self._target(served)
@@ -316,11 +374,16 @@ class TenantStore:
         index tag, GCS custom time; see :mod:`residency_sdk.lifecycle`). Refused with
         :class:`PlacementBlocked` / :class:`BAARequired` before any byte is sent.
         """
-        def run() -> tuple[StoredObject, ServedBy]:
+        checked: list[Any] = []
+
+        def check() -> None:  # everything refusable without a backend, before the intent
             stored = keys.tenant_key(self.tenant, key)
             dc = self.check_write(data_class)
             user_meta = marks.check_user_metadata(metadata)
-            cat = self.check_category(category, user_meta)
+            checked.extend((stored, dc, user_meta, self.check_category(category, user_meta)))
+
+        def run() -> tuple[StoredObject, ServedBy]:
+            stored, dc, user_meta, cat = checked
             self.guard(write=True)
             period = (None if cat is None
                       else self._policy.location(self.location).retention[cat].period)
@@ -331,7 +394,8 @@ class TenantStore:
                 rewind=_rewinder(data))
             return self._report(info, served), served
 
-        return self._audited("put", key, run, data_class=data_class, describe=lambda i: i)
+        return self._audited("put", key, run, data_class=data_class, describe=lambda i: i,
+                             check=check)
 
     def get(self, key: str) -> bytes:
         """The whole object (checksum verified). For large objects use :meth:`open`."""
@@ -339,7 +403,7 @@ class TenantStore:
         data: bytes = self._audited(
             "get", key, lambda: self._guarded(lambda: self._with_failover(
                 lambda s: s.get(stored))),
-            describe=lambda d: ObjectInfo(key=stored, size=len(d)))
+            describe=lambda d: ObjectInfo(key=stored, size=len(d)), read=True)
         return data
 
     def open(self, key: str) -> BinaryIO:
@@ -347,24 +411,26 @@ class TenantStore:
         stored = keys.tenant_key(self.tenant, key)
         reader: BinaryIO = self._audited(
             "get", key, lambda: self._guarded(lambda: self._with_failover(
-                lambda s: s.open(stored))))
+                lambda s: s.open(stored))), read=True)
         return reader
 
     def head(self, key: str) -> StoredObject:
         """Size, checksum, encryption, metadata and where the object is stored."""
+        checked: list[str] = []
+
         def run() -> tuple[StoredObject, ServedBy]:
-            stored = keys.tenant_key(self.tenant, key)
             self.guard()
-            info, served = self._with_failover(lambda s: s.head(stored))
+            info, served = self._with_failover(lambda s: s.head(checked[0]))
             return self._report(info, served), served
 
-        return self._audited("head", key, run, describe=lambda i: i)
+        return self._audited("head", key, run, describe=lambda i: i, read=True,
+                             check=lambda: checked.append(keys.tenant_key(self.tenant, key)))
 
     def exists(self, key: str) -> bool:
         """True if the tenant has an object under ``key``."""
         stored = keys.tenant_key(self.tenant, key)
         found: bool = self._audited("head", key, lambda: self._guarded(
-            lambda: self._with_failover(lambda s: s.exists(stored))))
+            lambda: self._with_failover(lambda s: s.exists(stored))), read=True)
         return found
 
     def delete(self, key: str) -> bool:
@@ -378,20 +444,24 @@ class TenantStore:
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         """The tenant's objects whose key starts with ``prefix`` (relative keys).
 
-        One audit event is emitted when the backend first answers (or fails)."""
+        The intent is recorded before the backend is asked; the outcome when it first
+        answers (or fails)."""
         stored_prefix = keys.tenant_list_prefix(self.tenant, prefix)
 
         def first_page(store: ObjectStore) -> tuple[Iterator[ObjectInfo], ObjectInfo | None]:
             items = iter(store.list(stored_prefix))
             return items, next(items, None)
 
+        intent = self._intent("list", prefix or None)
         try:
             self.guard()
             (items, first), served = self._with_failover(first_page)
-        except ResidencyError as exc:
-            self._emit("list", "error", key=prefix or None, error=exc)
+        except AuditUnavailable:
             raise
-        self._emit("list", "ok", served=served, key=prefix or None)
+        except ResidencyError as exc:
+            self._emit("list", "error", key=prefix or None, error=exc, intent=intent)
+            raise
+        self._emit("list", "ok", served=served, key=prefix or None, intent=intent)
         return self._iter_reported(items, first, served)
 
     def _iter_reported(self, items: Iterator[ObjectInfo], first: ObjectInfo | None,
@@ -447,28 +517,33 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
 
     def emit(outcome: str, decision: Decision | None, *, served: ServedBy | None = None,
              info: ObjectInfo | None = None, error: BaseException | None = None,
-             dc: str | None = None) -> None:
+             dc: str | None = None, intent: AuditEvent | None = None) -> None:
         dest._emit("transfer", outcome, served=served, key=key, info=info, error=error,
                    data_class=dc or data_class, decision=decision,
                    source_location=source.location, destination_location=destination.id,
-                   destination_country=destination.country)
+                   destination_country=destination.country, intent=intent)
 
-    def decide(dc: str) -> Decision:
+    def decide(dc: str, intent: AuditEvent | None = None) -> Decision:
         decision = policy.decide(tenant, destination.country, dc, source=source_country)
         audit.decision("transfer_check", tenant, decision, actor=actor, purpose=purpose)
         if not decision.allowed:
             error = TransferBlocked(decision)
-            emit("blocked", decision, error=error, dc=dc)
+            emit("blocked", decision, error=error, dc=dc, intent=intent)
             raise error
         return decision
 
     decision = decide(policy.check_data_class(data_class))
+    # Written ahead: nothing is read or copied until the intent is durable.
+    intent = dest._intent("transfer", key, data_class=data_class, decision=decision,
+                          source_location=source.location,
+                          destination_location=destination.id,
+                          destination_country=destination.country)
     try:
         source.guard()
         info, _ = source._with_failover(lambda s: s.head(stored))
         dc = _stricter(decision.data_class, marks.data_class_of(info.metadata) or "phi")
         if dc != decision.data_class:
-            decision = decide(dc)
+            decision = decide(dc, intent)
         require_baa(dest.target, destination.id, dc)
         meta = marks.copied_from(info.metadata, source.location)
 
@@ -478,9 +553,14 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
                 return target_store.put(stored, reader, metadata=meta)
 
         copied, served = dest._with_failover(copy)
+    except TransferBlocked:
+        raise  # recorded by decide()
+    except AuditUnavailable:
+        raise
     except ResidencyError as exc:
-        emit("blocked" if isinstance(exc, BAARequired) else "error", decision, error=exc)
+        emit("blocked" if isinstance(exc, BAARequired) else "error", decision, error=exc,
+             intent=intent)
         raise
     result = dest._report(copied, served)
-    emit("ok", decision, served=served, info=result, dc=dc)
+    emit("ok", decision, served=served, info=result, dc=dc, intent=intent)
     return result

@@ -29,6 +29,29 @@ def event(i: int = 0, **fields: object) -> AuditEvent:
     return AuditEvent(**base)  # type: ignore[arg-type]
 
 
+def head_row(conn: sqlite3.Connection) -> tuple[int, str, int, str | None] | None:
+    """The stored head ``(seq, hash, counter, mac)``, as an attacker would read it."""
+    row = conn.execute("SELECT seq, hash, counter, mac FROM audit_head WHERE id = 1").fetchone()
+    return None if row is None else (int(row[0]), str(row[1]), int(row[2]), row[3])
+
+
+def write_head(conn: sqlite3.Connection, head: tuple[int, str, int, str | None]) -> None:
+    """Write ``head`` back as the log's head row (creating the row if it was deleted)."""
+    conn.execute("INSERT OR REPLACE INTO audit_head (id, seq, hash, counter, mac) "
+                 "VALUES (1, ?, ?, ?, ?)", head)
+
+
+def copy_log(src: Path, dst: Path) -> None:
+    """A consistent copy of a live WAL log (what a backup or an attacker's copy holds)."""
+    source = sqlite3.connect(src)
+    target = sqlite3.connect(dst)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+
+
 @pytest.fixture(autouse=True)
 def _no_ambient_key(monkeypatch: pytest.MonkeyPatch) -> None:
     # A key in the developer's environment must not change what the tests mean.
@@ -61,3 +84,9 @@ def db() -> Iterator[Callable[[Path], sqlite3.Connection]]:
     yield open_
     for conn in conns:
         conn.close()
+
+
+@pytest.fixture
+def anchor_dir(tmp_path: Path) -> Path:
+    """A local append-only anchor folder (outside the log's reach in real deployments)."""
+    return tmp_path / "anchors"

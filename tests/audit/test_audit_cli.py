@@ -105,7 +105,7 @@ def test_checkpoint_export_and_verify(make_log: Callable[..., Path], tmp_path: P
     code, _, _ = run("verify", str(path))
     assert code == 0  # consistent on its own...
     code, out, _ = run("checkpoint", "verify", str(path), str(cp), "--json")
-    assert code == 1 and json.loads(out)["broken"]["kind"] == "truncated"  # ...not to the seal
+    assert code == 1 and json.loads(out)["broken"]["kind"] == "rolled_back"  # ...not to the seal
     code, _, _ = run("verify", str(path), "--checkpoint", str(cp))
     assert code == 1
     (tmp_path / "junk.json").write_text("{}")
@@ -118,7 +118,8 @@ def test_show_report_for_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[
     figures = show_report(path, quiet=True)
     assert capsys.readouterr().out == ""
     # The packaged map puts every backend under a BAA: events 9, 10, 12 and 13 violate.
-    assert figures == {"log": str(path), "chain_ok": True, "events": 15, "tenants": 6,
-                       "cross_border_allowed": 6, "blocked": 3, "violations": 4, "flows": 4}
+    assert figures == {"log": str(path), "chain": "verified", "chain_ok": True, "events": 15,
+                       "tenants": 6, "cross_border_allowed": 6, "blocked": 3, "violations": 4,
+                       "flows": 4, "outcome_unknown": 0, "unaudited_periods": 0}
     show_report(path, quiet=False)
     assert "Cross-border flows" in capsys.readouterr().out

@@ -82,3 +82,18 @@ def test_threads_and_hook_wiring(tmp_path: Path) -> None:
         sink.append(event(0))
     with pytest.raises(AuditFormatError):
         verify_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_keyed_file_without_its_key_is_unverified_and_intents_are_listed(
+        tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    intent = event(0, outcome="intent")
+    with JsonlSink(path, hmac_key=KEY) as sink:
+        sink.append(intent)
+        sink.append(event(1), durable=False)
+        sink.flush()
+    result = verify_jsonl(path)
+    assert result.status == "unverified" and not result.ok and result.broken is None
+    assert any("UNVERIFIED" in note for note in result.notes)
+    checked = verify_jsonl(path, hmac_key=KEY)
+    assert checked.ok and checked.outcome_unknown[0][:2] == (1, intent.event_id)

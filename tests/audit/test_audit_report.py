@@ -6,15 +6,21 @@ import csv
 import io
 import json
 import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import event
 from report_fixture import GDPR_US, KVKK, at, fixture_map, write_fixture_log
 
 import residency_sdk as rs
+from residency_sdk.audit import AuditLog
 from residency_sdk.audit.render import render, to_csv, to_markdown
 from residency_sdk.audit.report import AuditReport, build_report
 from residency_sdk.errors import AuditFormatError
+from residency_sdk.events import AuditEvent
 
 
 @pytest.fixture
@@ -35,7 +41,7 @@ def test_totals(report: AuditReport) -> None:
         "blocked": 3,  # events 6, 7, 8
         "cross_border_allowed": 6,  # events 3, 4, 5, 10, 13, 14
         "cross_border_bytes": 4500,  # 1000 + 3000 + 500
-        "violations": 5,
+        "violations": 5, "intents": 0, "outcome_unknown": 0, "unaudited_periods": 0,
     }
 
 
@@ -148,13 +154,14 @@ def test_markdown(report: AuditReport) -> None:
 
 def test_json_and_csv(report: AuditReport) -> None:
     data = json.loads(render(report, "json"))
-    assert data["schema"] == "residency.audit.report/v1" and data["ok"] is False
-    assert data["chain"]["ok"] is True and data["totals"]["violations"] == 5
+    assert data["schema"] == "residency.audit.report/v2" and data["ok"] is False
+    assert data["chain"]["ok"] is True and data["chain"]["status"] == "verified"
+    assert data["totals"]["violations"] == 5 and data["location"] is None
     rows = list(csv.DictReader(io.StringIO(to_csv(report))))
     sections = [r["section"] for r in rows]
     assert sections.count("flow") == 4 and sections.count("blocked") == 2
     assert sections.count("violation") == 5 and sections.count("tenant") == 6
-    assert rows[0]["section"] == "chain" and rows[0]["kind"] == "ok"
+    assert rows[0]["section"] == "chain" and rows[0]["kind"] == "verified"
     flow = next(r for r in rows if r["section"] == "flow")
     assert (flow["origin"], flow["destination"], flow["bytes"]) == ("DE", "GB", "4000")
     with pytest.raises(AuditFormatError, match="unknown report format"):
@@ -172,6 +179,7 @@ def test_report_of_real_decisions(tmp_path: Path) -> None:
     res.check_transfer(de, "GB", "phi", actor="dr-b")  # adequacy
     res.check_transfer(us, "DE", "phi", actor="svc")  # baa
     res.check_transfer(de, "DE", "phi", actor="svc")  # not a transfer
+    res.close()  # decisions are queued (durable=False): on disk at close at the latest
     report = build_report(path)
     assert report.ok and report.totals["events"] == 5
     assert [(f["origin"], f["destination"], f["mechanism"], f["events"])
@@ -244,3 +252,305 @@ def test_endpoints_placed_by_the_maps_word_are_shown_to_the_auditor(tmp_path: Pa
     rows = [r for r in csv.DictReader(io.StringIO(to_csv(report)))
             if r["section"] == "stated_endpoint"]
     assert any("Contract 17" in r["detail"] for r in rows)
+
+
+# --- issue 12: event schema v2, chain status, rows outside the chain, per location --------
+
+
+def _log(path: Path, events: list[AuditEvent], *, hmac_key: bytes | None = None) -> Path:
+    with AuditLog(path, hmac_key=hmac_key) as log:
+        log.append_many(events)
+    return path
+
+
+def _every_format(report: AuditReport) -> dict[str, str]:
+    from rich.console import Console
+
+    from residency_sdk.cli.audit import rich_report
+
+    console = Console(record=True, width=200)
+    for part in rich_report(report):
+        console.print(part)
+    return {**{fmt: render(report, fmt) for fmt in ("md", "html", "json", "csv")},
+            "terminal": console.export_text()}
+
+
+def _write_ahead_log(path: Path) -> tuple[Path, list[AuditEvent]]:
+    """Intents and outcomes as the write-ahead emitter writes them, with one crash (the
+    get of event 5 never got its outcome) and one outcome after the window (event 7)."""
+    put = event(1, outcome="intent", object_key="charite-berlin/a.dcm")
+    xfer = event(3, operation="transfer", outcome="intent", destination_location="GB",
+                 destination_country="GB", is_transfer=True, mechanism="adequacy", size=500)
+    lost = event(5, operation="get", outcome="intent", actor="dr-crash",
+                 object_key="charite-berlin/lost.dcm")
+    delete = event(6, operation="delete", outcome="intent")
+    events = [
+        put, event(2, object_key="charite-berlin/a.dcm", intent_id=put.event_id),
+        xfer, event(4, operation="transfer", destination_location="GB",
+                    destination_country="GB", is_transfer=True, mechanism="adequacy",
+                    size=500, intent_id=xfer.event_id),
+        lost, delete, event(100, operation="delete", intent_id=delete.event_id),
+    ]
+    return _log(path, events), events
+
+
+def test_intents_are_never_counted_as_operations_movements_or_blocks(tmp_path: Path) -> None:
+    path, _ = _write_ahead_log(tmp_path / "wal.db")
+    report = build_report(path)
+    t = report.totals
+    assert (t["events"], t["intents"], t["outcome_unknown"]) == (3, 4, 1)
+    assert (t["blocked"], t["cross_border_allowed"], t["cross_border_bytes"]) == (0, 1, 500)
+    assert [(o["operation"], o["outcome"], o["events"]) for o in report.operations] == [
+        ("delete", "ok", 1), ("put", "ok", 1), ("transfer", "ok", 1)]
+    assert [(f["destination"], f["events"], f["bytes"]) for f in report.flows] == [
+        ("GB", 1, 500)]
+    [tenant] = report.tenants
+    assert tenant["events"] == 3 and tenant["bytes_written"] == 1002 + 500
+    assert report.chain_state.status == "verified" and report.ok
+
+
+def test_an_intent_without_outcome_is_listed_as_outcome_unknown(tmp_path: Path) -> None:
+    path, events = _write_ahead_log(tmp_path / "wal.db")
+    report = build_report(path)
+    assert report.outcome_unknown == [{
+        "seq": 5, "time": events[4].time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "actor": "dr-crash", "tenant_id": "charite-berlin", "operation": "get",
+        "object_key": "charite-berlin/lost.dcm", "event_id": events[4].event_id}]
+    assert [u[0] for u in report.chain.outcome_unknown] == [5]  # the verifier agrees
+    # An outcome after the window still completes its intent: only the crash is unknown.
+    windowed = build_report(path, until=events[5].time.replace(second=50))
+    assert windowed.totals["events"] == 2 and windowed.totals["intents"] == 4
+    assert [u["seq"] for u in windowed.outcome_unknown] == [5]
+    out = _every_format(report)
+    assert "**Outcome unknown ⚠️ 1**" in out["md"] and "## Outcome unknown" in out["md"]
+    assert 'id="outcome-unknown-status"' in out["html"]
+    assert json.loads(out["json"])["totals"]["outcome_unknown"] == 1
+    rows = [r for r in csv.DictReader(io.StringIO(out["csv"]))
+            if r["section"] == "outcome_unknown"]
+    assert [(r["seq"], r["object_key"], r["actor"]) for r in rows] == [
+        ("5", "charite-berlin/lost.dcm", "dr-crash")]
+    for fmt, text in out.items():
+        assert "charite-berlin/lost.dcm" in text, fmt
+
+
+def test_outcome_unknown_is_found_past_a_break(tmp_path: Path) -> None:
+    """The verifier's walk stops at a break; the report then finds the unanswered intents
+    itself, with the same result."""
+    path, _ = _write_ahead_log(tmp_path / "wal.db")
+    intact = build_report(path, location="DE")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE audit_events SET event = replace(event, '\"size\":1002', "
+                 "'\"size\":1') WHERE seq = 2")
+    conn.commit()
+    conn.close()
+    broken = build_report(path, location="DE")
+    assert broken.chain.broken is not None and broken.chain.broken.seq == 2
+    # The walk stopped at event 2: it never saw event 5, nor the outcome of event 1.
+    assert 5 not in [u[0] for u in broken.chain.outcome_unknown]
+    assert broken.outcome_unknown == intact.outcome_unknown
+    assert [u["seq"] for u in broken.outcome_unknown] == [5]
+    assert build_report(path, location="US").outcome_unknown == []
+
+
+def test_audit_off_is_shown_in_every_format_whatever_the_window_or_location(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Residency.load(audit=False)`` records who switched audit off; no report of that
+    log may hide it, whatever window or location it is asked for."""
+    path = tmp_path / "audit.db"
+    _log(path, [event(0)])
+    monkeypatch.setenv("RESIDENCY_AUDIT", str(path))
+    rs.Residency.load(audit=False, audit_off_reason="load test on staging").close()
+    with AuditLog(path) as log:
+        log.append(event(1, time=datetime(2100, 1, 1, tzinfo=UTC)))
+    for report in (build_report(path), build_report(path, since="2099-01-01"),
+                   build_report(path, location="US")):
+        assert report.totals["unaudited_periods"] == 1
+        [period] = report.unaudited_periods
+        assert period["seq"] == 2 and period["actor"]
+        assert any("load test on staging" in r for r in period["reasons"])
+        assert any(r.startswith("pid ") for r in period["reasons"])
+        out = _every_format(report)
+        assert "**Unaudited periods ❌ 1**" in out["md"] and "## Unaudited periods" in out["md"]
+        assert 'class="banner bad" id="unaudited-status"' in out["html"]
+        assert json.loads(out["json"])["unaudited_periods"][0]["seq"] == 2
+        assert any(r["section"] == "unaudited" for r in csv.DictReader(io.StringIO(out["csv"])))
+        assert "switched off 1 time(s)" in out["terminal"]
+        for fmt, text in out.items():
+            assert "load test on staging" in text, fmt
+    # The window held one event, and the report still listed the period before it.
+    assert build_report(path, since="2099-01-01").totals["events"] == 1
+
+
+def test_a_keyed_log_read_without_its_key_is_unverified(tmp_path: Path) -> None:
+    from conftest import KEY
+
+    path = write_fixture_log(tmp_path / "keyed.db", hmac_key=KEY)
+    report = build_report(path, region_map=fixture_map(tmp_path), use_env_key=False)
+    assert report.chain_state.status == "unverified" and not report.chain_state.ok
+    assert not report.ok and report.to_dict()["chain"]["status"] == "unverified"
+    out = _every_format(report)
+    assert "**Chain ⚠️** UNVERIFIED" in out["md"]
+    assert 'id="chain-status" data-status="unverified"' in out["html"]
+    assert next(csv.DictReader(io.StringIO(out["csv"])))["kind"] == "unverified"
+    assert "chain UNVERIFIED" in out["terminal"]
+    keyed = build_report(path, region_map=fixture_map(tmp_path), hmac_key=KEY)
+    assert keyed.chain_state.status == "verified" and keyed.chain.hmac_checked
+
+
+def test_rows_outside_the_chain_break_the_report(tmp_path: Path) -> None:
+    """Issue 12, point 7: a row stored at seq <= 0 was ignored by the report."""
+    path = write_fixture_log(tmp_path / "fixture.db")
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO audit_events SELECT 0, event, prev_hash, hash, mac "
+                 "FROM audit_events WHERE seq = 10")
+    conn.execute("INSERT INTO audit_events SELECT -3, event, prev_hash, hash, mac "
+                 "FROM audit_events WHERE seq = 11")
+    conn.commit()
+    conn.close()
+    report = build_report(path, region_map=fixture_map(tmp_path))
+    data = report.to_dict()
+    assert data["chain"]["ok"] is False and data["ok"] is False
+    assert data["chain"]["status"] == "broken" and data["chain"]["outside_chain_rows"] == 2
+    assert report.chain_state.kind == "outside_chain"
+    assert report.totals["events"] == 15  # the rows outside the chain are not counted
+    md = to_markdown(report)
+    assert "**Chain ❌** BROKEN (outside_chain)" in md and "cannot be trusted" in md
+
+
+def test_per_location(tmp_path: Path) -> None:
+    """Events that happened in a location, or whose tenant lives there (TR -> DE)."""
+    path = write_fixture_log(tmp_path / "fixture.db")
+    de = build_report(path, until="2026-11-02", region_map=fixture_map(tmp_path), location="DE")
+    assert de.location == "DE" and de.totals["events"] == 9  # events 1..9
+    assert {r["tenant_id"] for r in de.tenants} == {"charite-berlin", "ankara-clinic"}
+    assert de.violation_counts["placement_without_mechanism"] == 1  # event 9
+    assert de.violation_total == 1 and len(de.blocked) == 2
+    au = build_report(path, until="2026-11-02", region_map=fixture_map(tmp_path), location="AU")
+    # rpa-sydney (AU) and auckland-city (NZ, routed to AU): events 12, 13, 14
+    assert au.totals["events"] == 3 and [v["seq"] for v in au.violations] == [12, 13]
+    whole = build_report(path, until="2026-11-02", region_map=fixture_map(tmp_path))
+    parts = [build_report(path, until="2026-11-02", region_map=fixture_map(tmp_path),
+                          location=loc).totals["events"] for loc in ("DE", "CH", "US", "AU")]
+    assert sum(parts) == whole.totals["events"]
+    assert "· location DE ·" in to_markdown(de)
+    assert json.loads(render(de, "json"))["location"] == "DE"
+    with pytest.raises(AuditFormatError, match="unknown location 'XX'"):
+        build_report(path, location="XX")
+
+
+class _NoSQLiteSnapshot:
+    """A snapshot that hides its SQLite connection, as a PostgreSQL one has none."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._inner.meta())
+
+    def head(self) -> Any:
+        return self._inner.head()
+
+    def rows(self, start: int = 1) -> Iterator[Any]:
+        return iter(self._inner.rows(start))
+
+    def outside_chain(self) -> list[int]:
+        return list(self._inner.outside_chain())
+
+
+def test_a_log_without_sql_access_is_copied_and_gives_the_same_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path any non-SQLite store (PostgreSQL) takes: rows streamed into a private
+    temporary SQLite file, the same queries run there."""
+    import contextlib
+
+    import residency_sdk.audit.log as log_module
+
+    path = write_fixture_log(tmp_path / "fixture.db")
+    _log(tmp_path / "x.db", [])  # (nothing: just proves an empty log copies too)
+    fast = build_report(path, region_map=fixture_map(tmp_path), location="DE").to_dict()
+    real_open = log_module.open_store
+
+    class Store:
+        def __init__(self, spec: Any) -> None:
+            self._inner = real_open(spec)
+            self.name = self._inner.name
+
+        @contextlib.contextmanager
+        def read(self) -> Iterator[_NoSQLiteSnapshot]:
+            with self._inner.read() as snap:
+                yield _NoSQLiteSnapshot(snap)
+
+        def close(self) -> None:
+            self._inner.close()
+
+    monkeypatch.setattr(log_module, "open_store", Store)
+    copied = build_report(path, region_map=fixture_map(tmp_path), location="DE").to_dict()
+    for key in ("totals", "operations", "flows", "blocked", "violations", "violation_counts",
+                "tenants", "outcome_unknown", "unaudited_periods"):
+        assert copied[key] == fast[key], key
+    assert build_report(tmp_path / "x.db").totals["events"] == 0
+
+
+def test_report_over_postgresql(postgres_server: Any) -> None:
+    """A ``postgresql://`` log reports like a file: its snapshot is copied into a private
+    temporary SQLite file and verified alongside (a fresh database of the session's
+    server)."""
+    url = postgres_server.create_database()
+    try:
+        put = event(1, outcome="intent")
+        lost = event(2, operation="get", outcome="intent", object_key="t/lost.dcm")
+        with AuditLog(url) as log:
+            log.append_many([put, event(1, intent_id=put.event_id), lost])
+        report = build_report(url)
+        assert report.chain_state.status == "verified" and report.chain.events == 3
+        assert (report.totals["events"], report.totals["outcome_unknown"]) == (1, 1)
+        assert report.outcome_unknown[0]["object_key"] == "t/lost.dcm"
+        assert report.log_path.startswith("postgresql://")
+    finally:
+        postgres_server.drop_database(url)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from residency_sdk.cli.app import app
+
+    result = CliRunner().invoke(app, ["audit", *args], env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_gate_fails_an_unverified_keyed_log(make_log: Any) -> None:
+    from conftest import KEY
+
+    from residency_sdk.audit.chain import HMAC_KEY_ENV
+
+    path = make_log(5, hmac_key=KEY)  # clean: in-country puts on a BAA backend
+    code, out, _ = _cli("report", str(path), "--fail-on-violation")
+    assert code == 1 and "UNVERIFIED" in out
+    code, out, _ = _cli("report", str(path), "--fail-on-violation", "--json")
+    assert code == 1 and json.loads(out)["chain"]["status"] == "unverified"
+    code, out, _ = _cli("report", str(path), "--fail-on-violation",
+                        env={HMAC_KEY_ENV: KEY.decode()})
+    assert code == 0 and "**Chain ✅** verified" in out
+
+
+def test_cli_report_per_location(tmp_path: Path) -> None:
+    path = write_fixture_log(tmp_path / "fixture.db")
+    code, out, _ = _cli("report", str(path), "--location", "CH", "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["location"] == "CH" and data["totals"]["events"] == 1
+    code, _, err = _cli("report", str(path), "--location", "XX")
+    assert code == 1 and "unknown location 'XX'" in err
+
+
+def test_a_location_report_carries_nothing_of_another_location(tmp_path: Path) -> None:
+    """One log shared by two locations: the CH report's JSON holds no DE tenant or key,
+    not even in the chain section (the verifier's own list is of the whole log)."""
+    lost = event(1, operation="get", outcome="intent", object_key="charite-berlin/de.dcm")
+    ch = event(2, tenant_id="usz-zurich", tenant_country="CH", source_location="CH",
+               object_key="usz-zurich/ch.dcm", outcome="intent")
+    path = _log(tmp_path / "shared.db", [lost, ch])
+    report = build_report(path, location="CH")
+    assert [u["object_key"] for u in report.outcome_unknown] == ["usz-zurich/ch.dcm"]
+    for fmt in ("md", "html", "json", "csv"):
+        assert "charite-berlin" not in render(report, fmt), fmt

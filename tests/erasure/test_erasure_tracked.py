@@ -86,7 +86,11 @@ def test_erasure_leaves_nothing_of_the_tenant_and_spares_others(provider_harness
     assert receipt_event.actor == "dpo@example.com"
     per_backend = [e for e in events if e.operation == "erase"
                    and e.purpose == f"erasure:{request.id}"]
-    assert len(per_backend) == len(done.backends)
+    # Written ahead: each backend's intent (durable before it was touched), then its result.
+    intents = [e for e in per_backend if e.outcome == "intent"]
+    results = [e for e in per_backend if e.outcome != "intent"]
+    assert len(intents) == len(results) == len(done.backends)
+    assert [e.intent_id for e in results] == [e.event_id for e in intents]
 
 
 def test_interrupted_erasure_is_finished_by_a_rerun(provider_harness: Any,

@@ -72,6 +72,9 @@ def _check_local_root(root: Path, tenants: set[str]) -> list[str]:
     for dirpath, _, files in os.walk(root):
         for name in files:
             rel = (Path(dirpath) / name).relative_to(root).parts
+            if len(rel) == 2 and rel[0] == ".residency-state" \
+                    and rel[1].startswith("audit.db"):
+                continue  # the default audit log (the CLI audits by default)
             if len(rel) >= 3 and rel[1] == ".keys":
                 continue
             if len(rel) == 3 and rel[2] == "@lock":

@@ -65,12 +65,13 @@ class WorkerRun:
 
 def run_worker(mode: str, cfg: dict[str, Any], cfg_path: Path, *,
                kill_on: Callable[[str], bool] | None = None,
-               kill_after: float | None = None, timeout: float = 120.0) -> WorkerRun:
+               kill_after: float | None = None, timeout: float = 120.0,
+               worker: Path = WORKER) -> WorkerRun:
     """Run the worker in ``mode``; SIGKILL it when ``kill_on(line)`` is true for an output
     line, or ``kill_after`` seconds after it printed READY. A worker that exits in any other
     way than success or our SIGKILL fails the test."""
     cfg_path.write_text(json.dumps(cfg))
-    proc = subprocess.Popen([sys.executable, str(WORKER), mode, str(cfg_path)],
+    proc = subprocess.Popen([sys.executable, str(worker), mode, str(cfg_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = WorkerRun()
     timer: threading.Timer | None = None

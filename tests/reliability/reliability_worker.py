@@ -76,18 +76,21 @@ def crash_erase(cfg: dict[str, Any]) -> None:
 def crash_audit(cfg: dict[str, Any]) -> None:
     from residency_sdk.audit import AuditLog
 
-    log = AuditLog(cfg["audit"], batched=bool(cfg.get("batched")),
-                   batch_size=int(cfg.get("batch_size", 50)))
+    # "batched": events queued with durable=False (committed by the writer's flusher in
+    # the background), acknowledged as durable only by a flush every batch_size events.
+    log = AuditLog(cfg["audit"])
+    queued, batch_size = bool(cfg.get("batched")), int(cfg.get("batch_size", 50))
     say("READY")
     durable = 0
     for i in range(int(cfg["events"])):
         event = rs.AuditEvent(operation="put", outcome="ok", tenant_id=cfg["tenant"],
                               object_key=f"k/{i}", size=i)
-        log.append(event)
-        if not log.batched:
+        log.append(event, durable=not queued)
+        if not queued:
             durable += 1
-        elif (i + 1) % log.batch_size == 0:
-            durable = i + 1  # the append that filled the batch flushed it
+        elif (i + 1) % batch_size == 0:
+            log.flush()
+            durable = i + 1
         say(f"N {durable}")
     log.close()
     say("DONE " + json.dumps({"events": int(cfg["events"])}))

@@ -40,17 +40,28 @@ pytestmark = pytest.mark.timeout(int(TIMEOUT) + 120)
 
 
 def _logged(path: Path) -> tuple[Counter[str], Counter[str]]:
-    """Events in the log by operation, and by outcome."""
+    """Events in the log recording how an operation on objects ended (the write-ahead
+    intents, and tenant-record writes, apart), by operation and by outcome; ``outcomes``
+    also counts the intents, and the intents left without an outcome."""
     ops: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
+    open_intents: set[str] = set()
     conn = connect(path, readonly=True)
     try:
         for row in iter_rows(conn):
             event = json.loads(row[1])
+            if event["outcome"] == "intent":
+                open_intents.add(event["event_id"])
+                outcomes["intent"] += 1
+                continue
+            open_intents.discard(event.get("intent_id"))
+            if event.get("purpose") == "tenant_record":
+                continue
             ops[event["operation"]] += 1
             outcomes[event["outcome"]] += 1
     finally:
         conn.close()
+    outcomes["intent_without_outcome"] = len(open_intents)
     return ops, outcomes
 
 
@@ -141,5 +152,8 @@ def test_load_threads_and_processes(provider_harness: Any, tmp_path: Path) -> No
     assert not unexpected, f"unexpected audit operations {unexpected}"
     # The only failures are reads of a shared key another worker had just deleted.
     assert outcomes["error"] == expected["check_expected_not_found"]
+    # Every data operation was written ahead, and every intent has its outcome.
+    data_ops = sum(expected[op] for op in ("put", "get", "head", "list", "delete"))
+    assert outcomes["intent"] >= data_ops and outcomes["intent_without_outcome"] == 0
     for check in ("objects_lost", "corrupt_reads", "list_mismatches", "wrong_decisions"):
         assert figures[check] == 0, (check, figures[check])

@@ -56,8 +56,9 @@ def test_sweep_dry_run_then_real_json(tmp_path: Path) -> None:
     doc = json.loads(real.output)
     assert doc["ok"] is True and doc["sweeps"][0]["totals"]["deleted"] == 1
     assert not store.exists("uploads/old.dcm")
-    assert [e.operation for e in audit_log_events(audit)
-            if e.operation == "retention_delete"] == ["retention_delete"]
+    # The CLI audits the deletion ahead: its intent, then its outcome.
+    assert [e.outcome for e in audit_log_events(audit)
+            if e.operation == "retention_delete"] == ["intent", "ok"]
 
 
 def test_sweep_human_output_and_unknown_location(tmp_path: Path) -> None:

@@ -84,10 +84,15 @@ def test_sweep_deletes_expired_24h_uploads_and_keeps_the_rest(provider_harness: 
                  "misc/unknown.bin"):
         assert store.exists(kept), kept
 
+    res.audit.flush()  # outcomes are queued behind the durable intents
     deletions = [e for e in audit_log_events(tmp_path / "audit.db")
                  if e.operation == "retention_delete"]
+    # Written ahead: the intent (durable before the deletion), then the outcome naming it.
     assert [(e.object_key, e.outcome, e.tenant_id, e.provider) for e in deletions] == [
-        (f"tenants/{tenant.id}/uploads/ct.dcm", "ok", tenant.id, provider_harness.provider)]
+        (f"tenants/{tenant.id}/uploads/ct.dcm", outcome, tenant.id, provider_harness.provider)
+        for outcome in ("intent", "ok")]
+    assert deletions[1].intent_id == deletions[0].event_id
+    deletions = deletions[1:]
     assert deletions[0].purpose == "retention:imaging_upload"
     assert deletions[0].data_class == "phi"
 
@@ -165,8 +170,10 @@ def test_interrupted_sweep_resumes_from_its_checkpoint(provider_harness: Any,
     # uploads deleted before the crash are not in the resumed run.
     assert mine_second == set(remaining)
     assert not checkpoints[0].exists()  # a finished sweep removes its checkpoint
+    res.audit.flush()
     deleted_events = {e.object_key for e in audit_log_events(tmp_path / "audit.db")
-                      if e.operation == "retention_delete" and e.tenant_id == tenant.id}
+                      if e.operation == "retention_delete" and e.tenant_id == tenant.id
+                      and e.outcome == "ok"}
     assert deleted_events == {prefix + n for n in names}
 
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import residency_sdk as rs
 from residency_sdk.erasure import verify_receipt
 from residency_sdk.errors import (
+    AuditUnavailable,
     BAARequired,
     BackendNotConfigured,
     BackendUnavailable,
@@ -69,7 +70,14 @@ class Env:
         return self.res.store(self.res.backend(location, self.provider), location)
 
     def of(self, operation: str) -> list[AuditEvent]:
-        return [e for e in self.events if e.operation == operation]
+        """The events recording how ``operation`` on objects ended (intents and tenant
+        record writes apart)."""
+        return [e for e in self.events if e.operation == operation and e.outcome != "intent"
+                and e.purpose != "tenant_record"]
+
+    def intents(self, operation: str) -> list[AuditEvent]:
+        """The write-ahead intents of ``operation``."""
+        return [e for e in self.events if e.operation == operation and e.outcome == "intent"]
 
 
 def _state_dir(map_path: Path) -> Path:
@@ -478,7 +486,8 @@ def test_phi_refused_on_a_backend_without_baa(tmp_path: Path) -> None:
         store.put("scan.dcm", b"phi", data_class="phi")
     assert not store.exists("scan.dcm")
     assert store.put("contacts.csv", b"a,b", data_class="personal").data_class == "personal"
-    assert [e.outcome for e in events if e.operation == "put"] == ["blocked", "ok"]
+    assert [e.outcome for e in events if e.operation == "put" and e.outcome != "intent"
+            and e.purpose != "tenant_record"] == ["blocked", "ok"]
     # The destination of a transfer needs a BAA too.
     us = rs.Residency.load(overlay, local_root=tmp_path / "root2")
     mayo = rs.Tenant(id="mayo", country="US", agreements=frozenset({"baa"}))
@@ -514,9 +523,22 @@ def test_every_operation_is_audited_without_contents(local: Env) -> None:
     store.delete("a.txt")
     with pytest.raises(ObjectNotFound):
         store.get("a.txt")
-    ops = [(e.operation, e.outcome) for e in local.events if e.operation != "transfer_check"]
-    assert ops == [("placement", "allowed"), ("put", "ok"), ("get", "ok"), ("head", "ok"),
-                   ("head", "ok"), ("list", "ok"), ("delete", "ok"), ("get", "error")]
+    objects = [e for e in local.events
+               if e.operation != "transfer_check" and e.purpose != "tenant_record"]
+    ops = [(e.operation, e.outcome) for e in objects]
+    # Written ahead: each data operation's intent, then its outcome naming the intent.
+    assert ops == [("placement", "allowed"), ("put", "intent"), ("put", "ok"),
+                   ("get", "intent"), ("get", "ok"), ("head", "intent"), ("head", "ok"),
+                   ("head", "intent"), ("head", "ok"), ("list", "intent"), ("list", "ok"),
+                   ("delete", "intent"), ("delete", "ok"), ("get", "intent"),
+                   ("get", "error")]
+    for intent, outcome in zip(objects[1::2], objects[2::2], strict=True):
+        assert outcome.intent_id == intent.event_id and intent.intent_id is None
+        assert (outcome.operation, outcome.object_key) == (intent.operation,
+                                                           intent.object_key)
+    # The first write binds the tenant's record in its location: audited the same way.
+    record = [(e.operation, e.outcome) for e in local.events if e.purpose == "tenant_record"]
+    assert record == [("put", "intent"), ("put", "ok")]
     put = local.of("put")[0]
     assert (put.actor, put.purpose, put.tenant_id, put.tenant_country) == (
         "dr-who", "treatment", "charite", "DE")
@@ -534,8 +556,11 @@ def test_a_failing_audit_hook_stops_the_operation(tmp_path: Path) -> None:
             raise RuntimeError("audit store unavailable")
 
     res = rs.Residency.load(local_root=tmp_path, audit_hooks=[broken])
-    with pytest.raises(RuntimeError, match="audit"):
-        res.storage_for(rs.Tenant(id="c", country="DE")).put("k", b"v")
+    store = res.storage_for(rs.Tenant(id="c", country="DE"))
+    # The intent cannot be recorded: the put never starts, and the error names the hook.
+    with pytest.raises(AuditUnavailable, match=r"broken.*audit store unavailable"):
+        store.put("k", b"v")
+    assert not store.exists("k")
 
 
 def test_importing_the_sdk_imports_no_cloud_sdk() -> None:
