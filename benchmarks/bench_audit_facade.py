@@ -6,6 +6,7 @@ Two measurements, each in one process, audit on and audit off alternating round 
 - 1 KiB ``put`` + ``get`` through ``res.storage_for(tenant)`` against moto server (S3 on
   loopback), with the audit log (SQLite, on disk: every data operation's intent is
   group-committed and fsynced before the operation starts) versus ``audit=False``;
+- ``put`` alone and ``get`` alone (time with audit over time without, per round);
 - ``check_transfer`` from 8 threads with the audit log on (decisions are queued in order
   and committed by the log's flusher, never waited on).
 
@@ -79,6 +80,17 @@ def put_get_rate(store: Any, n: int, tag: str) -> float:
     return n / (time.perf_counter() - start)
 
 
+def op_ms(store: Any, n: int, tag: str, op: str) -> float:
+    """Milliseconds per ``put`` (of new keys) or ``get`` (of the keys just put)."""
+    start = time.perf_counter()
+    for i in range(n):
+        if op == "put":
+            store.put(f"{tag}/{i}.bin", PAYLOAD, data_class="phi")
+        else:
+            store.get(f"{tag}/{i}.bin")
+    return (time.perf_counter() - start) / n * 1000
+
+
 def checks_rate(res: rs.Residency, total: int) -> float:
     tenant = rs.Tenant(id="clinic-bench", country="DE")
     per = total // THREADS
@@ -130,6 +142,12 @@ def main() -> dict[str, Any]:
                 for tag, rate in got.items():
                     rates[tag].append(rate)
                 ratios.append(got["on"] / got["off"])
+            alone: dict[str, list[float]] = {"put": [], "get": []}
+            for r in range(args.rounds):
+                ms = {tag: {op: op_ms(stores[tag], args.objects, f"alone-{tag}-{r}", op)
+                            for op in ("put", "get")} for tag in ("on", "off")}
+                for op in ("put", "get"):
+                    alone[op].append(ms["on"][op] / ms["off"][op])
             check_rates = [checks_rate(audited, args.checks) for _ in range(3)]
             audited.close()
             plain.close()
@@ -140,6 +158,8 @@ def main() -> dict[str, Any]:
         "put_get_per_s_audit_off": statistics.median(rates["off"]),
         "ratio_on_over_off_median": statistics.median(ratios),
         "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "put_alone_time_on_over_off_median": statistics.median(alone["put"]),
+        "get_alone_time_on_over_off_median": statistics.median(alone["get"]),
         "check_transfer_per_s_8_threads_audit_on": statistics.median(check_rates),
         "objects_per_round": args.objects, "rounds": args.rounds,
     }
