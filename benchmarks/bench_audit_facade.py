@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+from bench_storage import provision  # noqa: E402
 from emulators import start_moto  # noqa: E402
 
 import residency_sdk as rs  # noqa: E402
@@ -45,20 +46,6 @@ from residency_sdk.storage.factory import open_store  # noqa: E402
 
 PAYLOAD = b"x" * 1024
 THREADS = 8
-
-
-def provision(endpoint: str) -> StorageTarget:
-    """A KMS key and a bucket in eu-central-1 on moto; the DE target pointing at them."""
-    import boto3
-
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
-    kms = boto3.client("kms", region_name="eu-central-1", endpoint_url=endpoint)
-    key = kms.create_key()["KeyMetadata"]["Arn"]
-    s3 = boto3.client("s3", region_name="eu-central-1", endpoint_url=endpoint)
-    s3.create_bucket(Bucket="bench-audit",
-                     CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-    return StorageTarget(provider="aws", region="eu-central-1", bucket="bench-audit",
-                         country="DE", kms_key=key, endpoint=endpoint)
 
 
 def client(moto: StorageTarget, audit: Any) -> rs.Residency:
@@ -125,7 +112,7 @@ def main() -> dict[str, Any]:
         os.environ["RESIDENCY_STATE_DIR"] = tmp
         moto = start_moto(Path(emu_dir))
         try:
-            target = provision(moto.endpoint)
+            target = provision("aws", moto.endpoint, moto.port)  # bucket and KMS key in DE
             tenant = rs.Tenant(id="clinic-bench", country="DE")
             audited = client(target, str(Path(tmp) / "audit.db"))
             plain = client(target, False)

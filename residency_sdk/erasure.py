@@ -621,17 +621,19 @@ def verify_receipt(request: ErasureRequest, events: Iterable[AuditEvent]) -> Aud
 
 
 def audit_log_events(path: str | Path) -> Iterator[AuditEvent]:
-    """Every event of the audit log at ``path``, after verifying its hash chain."""
+    """Every event of the audit log at ``path`` (a file or a ``postgresql://`` URL), after
+    verifying its hash chain."""
     from residency_sdk.audit import require_valid
-    from residency_sdk.audit.log import connect, iter_rows
+    from residency_sdk.audit.log import open_store
 
     require_valid(path)
-    conn = connect(path, readonly=True)
+    store = open_store(path)
     try:
-        for row in iter_rows(conn):
-            yield AuditEvent.model_validate_json(row[1])
+        with store.read() as snapshot:
+            for row in snapshot.rows():
+                yield AuditEvent.model_validate_json(row[1])
     finally:
-        conn.close()
+        store.close()
 
 
 # --- helpers ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -69,8 +69,7 @@ from residency_sdk.events import AuditEvent
 if TYPE_CHECKING:
     from residency_sdk.audit.anchors import Anchor, Anchorer
 
-__all__ = ["HMAC_KEY_ENV", "LOG_FORMAT", "AuditLog", "LogInfo", "check_key", "connect",
-           "iter_rows", "open_store", "read_info"]
+__all__ = ["HMAC_KEY_ENV", "LOG_FORMAT", "AuditLog", "LogInfo", "check_key", "open_store"]
 
 _log = logging.getLogger("residency_sdk.audit")
 
@@ -710,44 +709,3 @@ def _flush_at_exit() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_flush_at_exit)
-
-
-# --- direct access to a SQLite log file (reports, erasure receipts, tests) -------------
-
-
-def connect(path: str | Path, *, readonly: bool, timeout: float = 60.0) -> sqlite3.Connection:
-    """Open an audit log's SQLite file (read-only for reports and verification)."""
-    p = Path(path)
-    try:
-        if readonly:
-            if not p.is_file():
-                raise AuditFormatError(f"no audit log at {str(p)!r}: check the path")
-            return sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True,
-                                   timeout=timeout, isolation_level=None,
-                                   check_same_thread=False)
-        return sqlite3.connect(p, timeout=timeout, isolation_level=None,
-                               check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise translate(exc, str(path), "open") from None
-
-
-def read_info(conn: sqlite3.Connection, path: str | Path) -> LogInfo:
-    """The log's identity; :class:`AuditFormatError` for a foreign or version 1 file."""
-    try:
-        meta = dict(conn.execute("SELECT key, value FROM audit_meta").fetchall())
-    except sqlite3.Error as exc:
-        raise translate(exc, str(path), "read") from None
-    return LogInfo.from_meta(meta, str(path))
-
-
-def iter_rows(conn: sqlite3.Connection, *, start: int = 1,
-              batch: int = 4096) -> Iterator[Row]:
-    """Stream ``(seq, event, prev_hash, hash, mac)`` in chain order from ``start``."""
-    cur = conn.execute(
-        "SELECT seq, event, prev_hash, hash, mac FROM audit_events WHERE seq >= ? ORDER BY seq",
-        (start,))
-    while True:
-        rows = cur.fetchmany(batch)
-        if not rows:
-            return
-        yield from rows

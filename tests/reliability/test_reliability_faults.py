@@ -38,7 +38,7 @@ from reliability_support import Clock, count, seeded, write_figures
 
 import residency_sdk as rs
 from residency_sdk.audit import AuditLog, verify_log
-from residency_sdk.audit.log import connect, iter_rows
+from residency_sdk.audit.log import open_store
 from residency_sdk.errors import ObjectNotFound, ResidencyError
 from residency_sdk.regions import failover_target
 from residency_sdk.storage.retry import RetryPolicy
@@ -455,22 +455,23 @@ def test_mixed_operations_under_faults(provider: str, emulators: Any,
     logged: Counter[tuple[str, str]] = Counter()
     stray_events: list[str] = []
     served: Counter[str] = Counter()
-    db = connect(audit_path, readonly=True)
+    store = open_store(audit_path)
     try:
-        for row in iter_rows(db):
-            event = json.loads(row[1])
-            if event["operation"] not in DATA_OPS:
-                continue  # placement / transfer_check decisions carry no backend
-            if event.get("bucket") not in allowed_buckets or \
-                    event.get("region") not in allowed_regions:
-                stray_events.append(f"{event['operation']} {event.get('region')} "
-                                    f"{event.get('bucket')}")
-            if event["outcome"] == "intent" or event.get("purpose") == "tenant_record":
-                continue  # write-ahead intents and the tenant's record: not the driver's ops
-            logged[(event["operation"], event["outcome"])] += 1
-            served[str(event.get("served_by"))] += 1
+        with store.read() as snapshot:
+            for row in snapshot.rows():
+                event = json.loads(row[1])
+                if event["operation"] not in DATA_OPS:
+                    continue  # placement / transfer_check decisions carry no backend
+                if event.get("bucket") not in allowed_buckets or \
+                        event.get("region") not in allowed_regions:
+                    stray_events.append(f"{event['operation']} {event.get('region')} "
+                                        f"{event.get('bucket')}")
+                if event["outcome"] == "intent" or event.get("purpose") == "tenant_record":
+                    continue  # write-ahead intents and the tenant's record: not the driver's ops
+                logged[(event["operation"], event["outcome"])] += 1
+                served[str(event.get("served_by"))] += 1
     finally:
-        db.close()
+        store.close()
     typed = {k: v for k, v in observed.items() if k[1] != "untyped"}
     mismatches = {f"{op}/{outcome}": (typed.get((op, outcome), 0), logged.get((op, outcome), 0))
                   for op, outcome in set(typed) | set(logged)

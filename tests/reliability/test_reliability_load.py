@@ -28,7 +28,7 @@ from reliability_worker import run_load_ops
 
 import residency_sdk as rs
 from residency_sdk.audit import AuditLog, verify_log
-from residency_sdk.audit.log import connect, iter_rows
+from residency_sdk.audit.log import open_store
 
 OPS = count(500, 10_000)
 THREADS, PROCESSES = 8, 4
@@ -46,21 +46,22 @@ def _logged(path: Path) -> tuple[Counter[str], Counter[str]]:
     ops: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     open_intents: set[str] = set()
-    conn = connect(path, readonly=True)
+    store = open_store(path)
     try:
-        for row in iter_rows(conn):
-            event = json.loads(row[1])
-            if event["outcome"] == "intent":
-                open_intents.add(event["event_id"])
-                outcomes["intent"] += 1
-                continue
-            open_intents.discard(event.get("intent_id"))
-            if event.get("purpose") == "tenant_record":
-                continue
-            ops[event["operation"]] += 1
-            outcomes[event["outcome"]] += 1
+        with store.read() as snapshot:
+            for row in snapshot.rows():
+                event = json.loads(row[1])
+                if event["outcome"] == "intent":
+                    open_intents.add(event["event_id"])
+                    outcomes["intent"] += 1
+                    continue
+                open_intents.discard(event.get("intent_id"))
+                if event.get("purpose") == "tenant_record":
+                    continue
+                ops[event["operation"]] += 1
+                outcomes[event["outcome"]] += 1
     finally:
-        conn.close()
+        store.close()
     outcomes["intent_without_outcome"] = len(open_intents)
     return ops, outcomes
 
