@@ -28,6 +28,7 @@ from residency_sdk.errors import (
     TransferBlocked,
 )
 from residency_sdk.events import AuditEmitter, AuditEvent, AuditHook, AuditSink, is_sink
+from residency_sdk.lineage import Lineage
 from residency_sdk.model import Decision, StorageTarget, Tenant
 from residency_sdk.policy import PLACEMENT_CLASS, PlacementTable, ResidencyPolicy
 from residency_sdk.regionmap import RegionMap, Role
@@ -98,6 +99,9 @@ class Residency(PlacementTable):
         """Opens and shares the adapters of every backend."""
         self.tenants = TenantRegistry(self.policy, self.stores, self.audit)
         """Binds each tenant id to one country (see :mod:`residency_sdk.tenants`)."""
+        self.lineage = Lineage(self.policy, self.stores, self.audit)
+        """Where each tenant's data went (see :mod:`residency_sdk.lineage`): what
+        :meth:`erase` plans from."""
         self.local_root = self.stores.local_root
         self.state_dir: Path | None = (
             Path(state_dir) if state_dir is not None
@@ -258,7 +262,7 @@ class Residency(PlacementTable):
         """
         return open_tenant_store(self.policy, self.stores, self.audit, tenant,
                                  provider=provider, actor=actor, purpose=purpose,
-                                 registry=self.tenants)
+                                 registry=self.tenants, lineage=self.lineage)
 
     def transfer(self, tenant: Tenant, key: str, to: str, data_class: str = "phi", *,
                  actor: str | None = None, purpose: str | None = None,
@@ -268,7 +272,7 @@ class Residency(PlacementTable):
         nothing. ``to`` must be a residency location of the map."""
         return transfer(self.policy, self.stores, self.audit, tenant, key, to, data_class,
                         actor=actor, purpose=purpose, provider=provider,
-                        registry=self.tenants)
+                        registry=self.tenants, lineage=self.lineage)
 
     def move_tenant(self, tenant: Tenant, to_country: str, *,
                     providers: Iterable[str] | None = None, actor: str | None = None,
@@ -288,7 +292,7 @@ class Residency(PlacementTable):
         tracker = self.erasure_tracker(state_dir, actor=actor)
         return move_tenant(
             self.policy, self.stores, self.audit, self.tenants, tenant, to_country,
-            providers=providers, actor=actor, purpose=purpose,
+            providers=providers, actor=actor, purpose=purpose, lineage=self.lineage,
             erase_old=lambda old: tracker.erase(old, providers=providers, purpose=purpose,
                                                 reason=f"tenant moved to {to_country}"))
 

@@ -158,6 +158,29 @@ class EncryptionError(StorageError):
     """An object or bucket is not encrypted with the location's customer-managed key."""
 
 
+class KeyDestroyed(EncryptionError):
+    """The tenant key that encrypted an object was destroyed by an erasure
+    (crypto-shredding): the object, and every copy or backup of it, cannot be read."""
+
+
+class ObjectChanged(StorageError):
+    """A conditional delete found a different object under the key than the one it
+    examined (re-uploaded in between): nothing was deleted.
+
+    ``key`` names the object, ``expected`` the version examined (etag, generation or
+    version id), ``found`` what the service holds now when it says (else None)."""
+
+    def __init__(self, key: str, expected: str | None, found: str | None = None,
+                 where: str = "") -> None:
+        self.key = key
+        self.expected = expected
+        self.found = found
+        now = f" (now {found})" if found else ""
+        super().__init__(
+            f"object {key!r}{' in ' + where if where else ''} changed since it was examined "
+            f"(examined version {expected}{now}): it was not deleted; examine it again")
+
+
 class InsecureEndpoint(StorageError, InputError):
     """A plain ``http://`` endpoint that is not a loopback address."""
 

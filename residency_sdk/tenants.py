@@ -40,6 +40,7 @@ from residency_sdk.errors import (
     TransferBlocked,
 )
 from residency_sdk.events import AuditEmitter, AuditEvent
+from residency_sdk.lineage import Lineage
 from residency_sdk.marks import CREATED_META, TENANT_META, copied_from
 from residency_sdk.model import StorageTarget, Tenant
 from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
@@ -105,9 +106,7 @@ class TenantRegistry:
 
     def _record_stores(self, location: Location) -> list[ObjectStore]:
         """The location's default store, then its in-country failover (if any)."""
-        target = location.backend(self._stores.default_provider(location))
-        failover = location.failover_for(target)
-        return [self._stores.get(t, location.id) for t in (target, failover) if t is not None]
+        return self._stores.record_stores(location)
 
     def _read(self, location: Location, key: str) -> bytes | None:
         """The record at ``key`` in ``location``: the primary's, else (primary down) the
@@ -322,7 +321,8 @@ def _copy_verified(source: ObjectStore, dest: ObjectStore, key: str,
 def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
                 registry: TenantRegistry, tenant: Tenant, to_country: str, *,
                 erase_old: Any, providers: Iterable[str] | None = None,
-                actor: str | None = None, purpose: str | None = None) -> MoveReceipt:
+                actor: str | None = None, purpose: str | None = None,
+                lineage: Lineage | None = None) -> MoveReceipt:
     """Move ``tenant`` (bound to ``tenant.country``) to ``to_country``.
 
     The placement of the tenant under its new country must be lawful and, when the data
@@ -366,9 +366,15 @@ def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
             dest_target = _destination(stores, new_location, provider)
             dest = stores.get(dest_target, new_location.id)
             for key in (info.key for info in source.list(prefix)):
-                # Written ahead: the copy starts only once its intent is durable.
+                # Written ahead: the copy starts only once its intent is durable and
+                # the tenant's lineage names it (erasure plans from that).
                 intent = _intent_copy(audit, tenant, old_location, new_location,
                                       dest_target, key, actor, purpose)
+                if lineage is not None:
+                    lineage.copied(tenant, key[len(prefix):], source_location=old_location.id,
+                                   destination_location=new_location.id,
+                                   provider=dest_target.provider, bucket=dest_target.bucket,
+                                   via="move", actor=actor)
                 try:
                     n = _copy_verified(source, dest, key, old_location.id)
                 except AuditUnavailable:

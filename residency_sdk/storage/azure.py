@@ -357,7 +357,7 @@ class AzureStore(ObjectStore):
         with contextlib.suppress(ResidencyError):
             self._call("delete", key, lambda: self._container.delete_blob(key))
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
         """Delete ``key``; True if it existed."""
         try:
             self._call("delete", key, lambda: self._container.delete_blob(key))

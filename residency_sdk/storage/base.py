@@ -28,7 +28,7 @@ import abc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from residency_sdk.errors import CapabilityUnavailable, ObjectNotFound
 from residency_sdk.model import StorageTarget
@@ -59,6 +59,10 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     last_modified: datetime | None = None
     etag: str | None = None
+    version: str | None = None
+    """The provider's id of this exact write when it has one besides the etag: the S3
+    ``VersionId`` (versioned buckets), the GCS ``generation``, the Azure ``version_id``.
+    Conditional deletes (:meth:`ObjectStore.delete` ``if_match``) use it with the etag."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,28 @@ class Residue:
     held: dict[str, str] = field(default_factory=dict)
 
 
+KeyStatus = Literal["destroyed", "scheduled", "absent", "unsupported"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDestruction:
+    """What :meth:`ObjectStore.destroy_tenant_key` did with one tenant's key material.
+
+    ``status``: ``destroyed`` (gone now: the local key file shredded), ``scheduled`` (the
+    provider destroys it at ``effective_at``, unusable from now on: KMS
+    ``ScheduleKeyDeletion`` after ``DisableKey``), ``absent`` (this backend never made a
+    key for the tenant, or an earlier run destroyed it), ``unsupported`` (the backend
+    keeps no per-tenant key: its copies and backups are not made unreadable; ``detail``
+    says what covers them instead).
+    """
+
+    tenant_id: str
+    status: KeyStatus
+    key_id: str | None = None
+    detail: str = ""
+    effective_at: datetime | None = None
+
+
 class ObjectStore(abc.ABC):
     """One bucket (or container, or directory) of one provider in one region."""
 
@@ -118,8 +144,15 @@ class ObjectStore(abc.ABC):
         """Every object whose key starts with ``prefix`` (paginated underneath)."""
 
     @abc.abstractmethod
-    def delete(self, key: str) -> bool:
-        """Delete one object; True if it existed."""
+    def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
+        """Delete one object; True if it existed.
+
+        With ``if_match`` (what :meth:`head` or :meth:`list` reported) the delete is
+        conditional on the stored object still being that exact write (S3 ``If-Match``
+        ETag, or its ``VersionId``; GCS ``ifGenerationMatch``; Azure ``If-Match`` ETag;
+        local: compared under the bucket lock): a re-upload in between raises
+        :class:`~residency_sdk.errors.ObjectChanged` and nothing is deleted. A missing
+        object returns False either way."""
 
     def exists(self, key: str) -> bool:
         """True if ``key`` exists."""
@@ -161,6 +194,23 @@ class ObjectStore(abc.ABC):
         """What :meth:`purge_residue` would still find under ``prefix`` (for verification),
         as readable names such as ``key?versionId=...``. Default: nothing."""
         return []
+
+    def tenant_key_id(self, tenant_id: str) -> str | None:
+        """The id of the key that encrypts ``tenant_id``'s objects (keys under
+        ``tenants/<tenant_id>/``) on this backend, when it keeps a key per tenant and one
+        exists; None otherwise. Default: no per-tenant keys."""
+        return None
+
+    def destroy_tenant_key(self, tenant_id: str) -> KeyDestruction:
+        """Crypto-shred ``tenant_id`` on this backend: destroy the key material that
+        encrypts its objects, so every copy the provider or anyone else keeps (versions,
+        backups, snapshots, stray copies) becomes unreadable. Idempotent: a key already
+        destroyed reports ``absent``. Erasure calls it last, after the objects are gone.
+        Default: ``unsupported`` (no per-tenant key on this backend)."""
+        return KeyDestruction(
+            tenant_id=tenant_id, status="unsupported",
+            detail=f"the {self.target.provider} backend keeps no per-tenant key: backups "
+                   "the provider keeps are not made unreadable by erasure")
 
     def describe_bucket(self) -> BucketFacts:
         """What the provider reports about the bucket itself (existence, region, default

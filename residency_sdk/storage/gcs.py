@@ -264,7 +264,7 @@ class GCSStore(ObjectStore):
             self._call("delete", key, lambda: self._bucket.blob(key).delete(
                 retry=None, timeout=self.timeout))
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
         """Delete ``key``; True if it existed."""
         try:
             self._call("delete", key, lambda: self._bucket.blob(key).delete(

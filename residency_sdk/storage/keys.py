@@ -122,6 +122,19 @@ def tenant_prefix(tenant: Tenant | str) -> str:
     return f"{TENANTS_ROOT}/{checked}/"
 
 
+def tenant_of_key(key: str) -> str | None:
+    """The tenant id a stored key belongs to (``tenants/<id>/...``), or None for any other
+    key (the SDK's own records under ``_residency/``, raw adapter keys). Adapters use it to
+    pick the tenant's own encryption key."""
+    root = f"{TENANTS_ROOT}/"
+    if not key.startswith(root):
+        return None
+    tenant_id, sep, rest = key[len(root):].partition("/")
+    if not sep or not rest or not tenant_id or tenant_id in (".", ".."):
+        return None
+    return tenant_id
+
+
 def tenant_key(tenant: Tenant | str, key: object) -> str:
     """The stored key of a tenant's object: its prefix plus the validated relative key."""
     prefix = tenant_prefix(tenant)

@@ -701,7 +701,7 @@ class LocalStore(ObjectStore):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(blob, dir_fd=keydir_fd)
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
         key = validate_key(key)
         parts = self._key_parts(key)
         try:

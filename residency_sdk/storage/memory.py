@@ -269,7 +269,7 @@ class MemoryStore(ObjectStore):
             self._objects[key] = entry
         return entry.info()
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
         """Delete one object; True if it existed. No old version is kept."""
         key = validate_key(key)
         with self._lock:

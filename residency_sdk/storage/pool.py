@@ -54,6 +54,13 @@ class StorePool:
         ``local_root``, else the location's ``default_provider``."""
         return "local" if self.local_root is not None else location.default_provider
 
+    def record_stores(self, location: Location) -> list[ObjectStore]:
+        """Where the SDK keeps its own records for ``location`` (tenant records,
+        lineage): the default provider's primary store, then its in-country failover."""
+        target = location.backend(self.default_provider(location))
+        failover = location.failover_for(target)
+        return [self.get(t, location.id) for t in (target, failover) if t is not None]
+
     def data_providers(self, location: Location) -> tuple[str, ...]:
         """The providers that may hold ``location``'s data, which a location-wide sweep
         (retention, tenant erasure) covers when none are named.

@@ -274,7 +274,7 @@ class S3Store(ObjectStore):
             self._call("delete", key, lambda: self._client.delete_object(
                 Bucket=self.target.bucket, Key=key))
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
         """Delete ``key``; True if it existed."""
         existed = self.exists(key)
         self._call("delete", key, lambda: self._client.delete_object(

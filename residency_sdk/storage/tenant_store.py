@@ -36,6 +36,7 @@ from residency_sdk.errors import (
     UnknownRetentionCategory,
 )
 from residency_sdk.events import AuditEmitter, AuditEvent
+from residency_sdk.lineage import Lineage, Via
 from residency_sdk.model import DATA_CLASSES, Decision, StorageTarget, Tenant
 from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
 from residency_sdk.storage import keys
@@ -125,8 +126,10 @@ class TenantStore:
     def __init__(self, policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
                  tenant: Tenant, target: StorageTarget, *, location: str | None = None,
                  actor: str | None = None, purpose: str | None = None,
-                 registry: TenantRegistry | None = None) -> None:
+                 registry: TenantRegistry | None = None,
+                 lineage: Lineage | None = None) -> None:
         self._policy = policy
+        self._lineage = lineage
         self._stores = stores
         self._audit = audit
         self._registry = registry
@@ -170,6 +173,13 @@ class TenantStore:
             assert self._registry is not None
             self._registry.bind(self.tenant, actor=self.actor)
             self._bound = True
+
+    def record_reach(self, via: Via = "put") -> None:
+        """Before this store's first write: record in the tenant's lineage that its data
+        reaches this location and provider (what erasure plans from)."""
+        if self._lineage is not None:
+            self._lineage.reached(self.tenant, self.location, self.target.provider, via=via,
+                                  actor=self.actor)
 
     def _with_failover(self, op: Callable[[ObjectStore], T],
                        rewind: Callable[[], bool] | None = None) -> tuple[T, ServedBy]:
@@ -385,6 +395,7 @@ class TenantStore:
         def run() -> tuple[StoredObject, ServedBy]:
             stored, dc, user_meta, cat = checked
             self.guard(write=True)
+            self.record_reach()
             period = (None if cat is None
                       else self._policy.location(self.location).retention[cat].period)
             meta = marks.write_marks(user_meta, data_class=dc, tenant_id=self.tenant.id,
@@ -480,14 +491,15 @@ def open_tenant_store(policy: ResidencyPolicy, stores: StorePool, audit: AuditEm
                       tenant: Tenant, *, provider: str | None = None,
                       actor: str | None = None, purpose: str | None = None,
                       audit_placement: bool = True,
-                      registry: TenantRegistry | None = None) -> TenantStore:
+                      registry: TenantRegistry | None = None,
+                      lineage: Lineage | None = None) -> TenantStore:
     """A :class:`TenantStore` bound to ``tenant``'s placement (see
     ``Residency.storage_for``); the binding is audited as one ``placement`` event (for
     the strictest class; each write is checked for its own class when it happens)."""
     location = policy.location_of(tenant)
     target = location.backend(provider or stores.default_provider(location))
     store = TenantStore(policy, stores, audit, tenant, target, actor=actor, purpose=purpose,
-                        registry=registry)
+                        registry=registry, lineage=lineage)
     if audit_placement:
         store.audit_placement(PLACEMENT_CLASS)
     return store
@@ -496,7 +508,8 @@ def open_tenant_store(policy: ResidencyPolicy, stores: StorePool, audit: AuditEm
 def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, tenant: Tenant,
              key: str, to: str, data_class: str = "phi", *, actor: str | None = None,
              purpose: str | None = None, provider: str | None = None,
-             registry: TenantRegistry | None = None) -> StoredObject:
+             registry: TenantRegistry | None = None,
+             lineage: Lineage | None = None) -> StoredObject:
     """Copy one object of ``tenant`` into location ``to`` if the transfer is lawful.
 
     The decision comes first: a blocked transfer raises :class:`TransferBlocked` before any
@@ -504,7 +517,8 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
     class the object was stored as decides.
     """
     source = open_tenant_store(policy, stores, audit, tenant, provider=provider, actor=actor,
-                               purpose=purpose, audit_placement=False, registry=registry)
+                               purpose=purpose, audit_placement=False, registry=registry,
+                               lineage=lineage)
     stored = keys.tenant_key(tenant, key)
     destination = policy.destination(to)
     if destination.id == source.location:
@@ -546,6 +560,11 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
             decision = decide(dc, intent)
         require_baa(dest.target, destination.id, dc)
         meta = marks.copied_from(info.metadata, source.location)
+        if lineage is not None:  # before any byte is copied: erasure must know of it
+            lineage.copied(tenant, key, source_location=source.location,
+                           destination_location=destination.id,
+                           provider=dest.target.provider, bucket=dest.target.bucket,
+                           actor=actor)
 
         def copy(target_store: ObjectStore) -> ObjectInfo:
             reader, _ = source._with_failover(lambda s: s.open(stored))
