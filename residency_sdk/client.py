@@ -285,16 +285,20 @@ class Residency(PlacementTable):
         The new placement and, when the data changes location, the transfer from the old
         location are checked and audited first (a refusal copies nothing); every object is
         copied and verified, the tenant's record is rebound, and the old location is
-        erased as a tracked erasure request (so ``state_dir`` is needed, as for
-        :meth:`erase`; ``providers`` narrows the backends as there). Moving again after a
-        crash finishes the move.
+        erased as a tracked erasure request of that location only (``scope="location"``:
+        the new location's data, the other locations' keys and the tenant's lineage are
+        kept; ``state_dir`` is needed, as for :meth:`erase`; ``providers`` narrows the
+        backends as there). Moving again after a crash finishes the move.
         """
         tracker = self.erasure_tracker(state_dir, actor=actor)
         return move_tenant(
             self.policy, self.stores, self.audit, self.tenants, tenant, to_country,
             providers=providers, actor=actor, purpose=purpose, lineage=self.lineage,
+            # Only the old location: the moved copies, the other locations' keys and the
+            # lineage a later erasure plans from must survive the move.
             erase_old=lambda old: tracker.erase(old, providers=providers, purpose=purpose,
-                                                reason=f"tenant moved to {to_country}"))
+                                                reason=f"tenant moved to {to_country}",
+                                                scope="location"))
 
     def backend(self, location: str, provider: str | None = None) -> StorageTarget:
         """The primary storage target of ``provider`` in ``location`` (default: the
@@ -340,8 +344,11 @@ class Residency(PlacementTable):
     def erasure_tracker(self, state_dir: str | Path | None = None,
                         **options: Any) -> ErasureTracker:
         """The :class:`ErasureTracker` of this client's requests, kept in ``state_dir``
-        (default: the one given to :meth:`load`). ``options`` as the tracker's
-        (``clock``, ``actor``, ``progress``, ``workers``)."""
+        (default: the one given to :meth:`load`), planning from this client's lineage and
+        dropping its tenant records. ``options`` as the tracker's (``clock``, ``actor``,
+        ``progress``, ``workers``)."""
+        options.setdefault("lineage", self.lineage)
+        options.setdefault("registry", self.tenants)
         return ErasureTracker(self.policy, self.stores, self.audit,
                               self._state_dir(state_dir), **options)
 
@@ -357,11 +364,15 @@ class Residency(PlacementTable):
         """Erase every object of ``tenant`` as a tracked erasure request and return its
         receipt (objects, bytes, start and finish, per-backend results, request id).
 
-        The request is recorded, run on every backend of the tenant's location (each
+        The request is recorded and run on every backend of the tenant's location (each
         provider's primary and in-country failover; ``providers`` defaults to ``local``
-        with ``local_root``, else every cloud backend), verified by a fresh listing, and
-        its receipt's SHA-256 recorded in the audit trail (see
-        :mod:`residency_sdk.erasure`). Objects under a legal hold are kept.
+        with ``local_root``, else every cloud backend) and on every location and provider
+        the tenant's :attr:`lineage` says its data reached (transfers, writes to another
+        provider; ``providers`` never removes one), verified by a fresh listing; then the
+        tenant's key material is destroyed on each backend (crypto-shredding what
+        backups keep), its lineage and tenant records dropped, and the receipt's SHA-256
+        recorded in the audit trail (see :mod:`residency_sdk.erasure`). Objects under a
+        legal hold are kept, and so is every key while they are.
 
         State lives in ``state_dir`` (this call's, else the one given to :meth:`load`,
         else ``<local_root>/.residency-state``); without any, :class:`ErasureError` is

@@ -226,6 +226,10 @@ class Lineage:
                         footprints[(fp.location, fp.provider)] = fp
                 elif key.startswith(f"{prefix}copies/"):
                     copies.append(_parse(CopyRecord, data, where))
+        for copy in copies:  # a copy names where it went even if a footprint is missing
+            footprints.setdefault((copy.destination_location, copy.provider), Footprint(
+                tenant_id=tenant_id, location=copy.destination_location,
+                provider=copy.provider, at=copy.at, via=copy.via))
         return Trace(tenant_id, tuple(sorted(footprints.values(),
                                              key=lambda f: (f.location, f.provider))),
                      tuple(sorted(copies, key=lambda c: c.at)), unreachable)

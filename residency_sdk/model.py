@@ -129,6 +129,11 @@ class StorageTarget(_Frozen):
     endpoint_source: str | None = None
     credentials: CredentialSource = CredentialSource()
     baa: bool = False
+    tenant_keys: bool = True
+    """aws: encrypt each tenant's objects with a KMS key of its own, destroyed when the
+    tenant is erased (crypto-shredding, docs/crypto-shredding.md); False: every object
+    under the location's ``kms_key``. The local backend always keeps per-tenant keys;
+    GCS and Azure have none in the SDK."""
 
 
 class ComputeTarget(_Frozen):

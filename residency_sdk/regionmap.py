@@ -108,6 +108,11 @@ class BackendSpec(_Doc):
         default=None, description="How you know the endpoint serves from endpoint_country")
     credentials: CredentialSource = CredentialSource()
     baa: bool = False
+    tenant_keys: bool = Field(
+        default=True, description="aws: a KMS key per tenant, made on its first write and "
+        "destroyed when it is erased (crypto-shredding; needs kms:CreateKey and friends, "
+        "see docs/crypto-shredding.md). false: every object under kms_key. Other "
+        "providers ignore it")
 
 
 class ComputeSpec(_Doc):
@@ -611,7 +616,7 @@ class _Checker:
             encryption_scope=spec.encryption_scope, account=spec.account,
             endpoint=spec.endpoint, endpoint_country=stated,
             endpoint_source=_stripped(spec.endpoint_source), credentials=spec.credentials,
-            baa=spec.baa,
+            baa=spec.baa, tenant_keys=spec.tenant_keys,
         )
 
     def _check_placed_endpoint(

@@ -16,11 +16,15 @@ time for objects written some other way). Objects without a category are not gov
 retention and are never deleted by a sweep; an object whose category the map does not
 know is reported, never deleted (fail closed).
 
-What a sweep never deletes: an object under a legal hold. Backends without native holds
-carry the marker ``legal_hold=true`` in object metadata; on S3 the native object lock is
-honoured too (a legal hold ``ON`` or a retention date in the future), since a plain
-DELETE on a versioned bucket would otherwise only hide the locked version behind a delete
-marker.
+What a sweep never deletes: an object uploaded again after the sweep read it (every
+delete is conditional on the exact write examined: S3 and Azure ``If-Match`` ETag, GCS
+``ifGenerationMatch``, the local store's blob id compared under its lock; the item is
+reported ``changed``, its ``retention_delete`` outcome is the ``ObjectChanged`` error,
+so the trail never names a deletion that did not happen or the wrong object's checksum);
+and an object under a legal hold. Backends without native holds carry the marker
+``legal_hold=true`` in object metadata; on S3 the native object lock is honoured too (a
+legal hold ``ON`` or a retention date in the future), since a plain DELETE on a
+versioned bucket would otherwise only hide the locked version behind a delete marker.
 
 The machinery (bounded workers, the head -> hold check -> delete -> audit step,
 resumable state) is the shared sweep engine, :mod:`residency_sdk.sweep`; this module
@@ -74,12 +78,16 @@ _CHECKPOINT_VERSION = 1
 _CHECKPOINT_EVERY = 100
 _RESTART = "delete it to start the sweep from the beginning"
 
-Action = Literal["deleted", "would_delete", "kept", "held", "unclassified", "unknown_category",
-                 "error"]
+Action = Literal["deleted", "would_delete", "kept", "held", "changed", "unclassified",
+                 "unknown_category", "error"]
 # Counters of BackendSweep by the action of a SweepItem.
 _COUNTER = {"deleted": "deleted", "would_delete": "would_delete", "kept": "kept",
-            "held": "held", "unclassified": "unclassified",
+            "held": "held", "changed": "changed", "unclassified": "unclassified",
             "unknown_category": "unknown_category", "error": "errors"}
+# Actions on an object whose retention had expired.
+_EXPIRED = frozenset({"held", "changed", "deleted", "would_delete"})
+_TOTALS = ("examined", "expired", "deleted", "would_delete", "held", "changed", "kept",
+           "unclassified", "unknown_category", "errors")
 
 
 def retention_for(policy: ResidencyPolicy, location: str) -> dict[str, RetentionSpec]:
@@ -104,13 +112,18 @@ def _listing_order(provider: str, key: str) -> tuple[str, ...]:
 
 
 class BackendSweep(BackendRecord):
-    """What one sweep did on one backend (counters survive an interruption)."""
+    """What one sweep did on one backend (counters survive an interruption).
+
+    ``changed`` counts expired objects uploaded again between the sweep's HEAD and its
+    delete: the delete was conditional on the examined write, so the new upload was kept
+    (not an error; the next sweep judges the new object)."""
 
     examined: int = 0
     expired: int = 0
     deleted: int = 0
     would_delete: int = 0
     held: int = 0
+    changed: int = 0
     kept: int = 0
     unclassified: int = 0
     unknown_category: int = 0
@@ -161,10 +174,7 @@ class SweepReport:
             "ok": self.ok, "resumed": self.resumed,
             "started_at": self.started_at.isoformat(), "now": self.now.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "totals": {c: self.total(c) for c in ("examined", "expired", "deleted",
-                                                  "would_delete", "held",
-                                                  "kept", "unclassified", "unknown_category",
-                                                  "errors")},
+            "totals": {c: self.total(c) for c in _TOTALS},
             "backends": [b.model_dump() for b in self.backends],
             "items": [asdict(i) for i in self.items if i.action != "kept"],
         }
@@ -327,7 +337,7 @@ class RetentionSweep:
             return
         counter = _COUNTER[outcome.action]
         setattr(state, counter, getattr(state, counter) + 1)
-        if outcome.action in ("held", "deleted", "would_delete"):
+        if outcome.action in _EXPIRED:
             state.expired += 1
         item = replace(outcome, backend=state.backend)
         if item.action != "kept" and len(report.items) < self.keep_items:

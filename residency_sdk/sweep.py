@@ -5,8 +5,10 @@ failover), examines objects page by page with a bounded number of worker threads
 for each one runs the same step: read its head, ask the caller's policy whether it goes,
 honour a legal hold (the metadata marker, or the provider's own lock), and delete, written
 ahead: the caller's audit hook records the intent (durably) before the deletion and the
-outcome after; if the intent cannot be recorded nothing is deleted. Progress is kept per
-backend and saved as JSON state so an interrupted sweep resumes.
+outcome after; if the intent cannot be recorded nothing is deleted. The delete is
+conditional on the exact write the head reported, so an object uploaded again in between
+is never deleted (it is reported ``changed``) and the audit names what really went.
+Progress is kept per backend and saved as JSON state so an interrupted sweep resumes.
 
 What differs between the two sweeps stays in their own modules: which objects a sweep
 selects and when (:mod:`residency_sdk.retention`: expired categories;
@@ -31,7 +33,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from residency_sdk import marks
-from residency_sdk.errors import ObjectNotFound, ResidencyError
+from residency_sdk.errors import ObjectChanged, ObjectNotFound, ResidencyError
 from residency_sdk.model import StorageTarget
 from residency_sdk.regionmap import Role
 from residency_sdk.storage.base import ObjectInfo, ObjectStore
@@ -101,7 +103,7 @@ class Verdict:
 DELETE = Verdict(delete=True)
 """Delete unless held (what an erasure says of every object)."""
 
-Action = Literal["gone", "kept", "held", "would_delete", "deleted", "error"]
+Action = Literal["gone", "kept", "held", "would_delete", "deleted", "changed", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,11 @@ class ItemResult:
 
     ``action``: ``gone`` (deleted before we got to it), ``kept`` (the policy kept it;
     ``verdict.action`` says why), ``held`` (a legal hold kept it; ``detail`` says which),
-    ``would_delete`` (dry run), ``deleted`` or ``error`` (``error`` holds the exception).
+    ``would_delete`` (dry run), ``deleted`` (``info`` is exactly the write deleted: the
+    delete was conditional on it), ``changed`` (re-uploaded between the HEAD and the
+    delete: nothing was deleted; ``info`` is what was examined, ``error`` the
+    :class:`ObjectChanged`, so a caller that only checks ``error`` fails closed; examine
+    the key again to judge the new object) or ``error`` (``error`` holds the exception).
     """
 
     key: str
@@ -145,7 +151,12 @@ def examine(store: ObjectStore, key: str, now: datetime, *,
             dry_run: bool = False, audit: AuditHook | None = None) -> ItemResult:
     """The one step every sweep runs on one object: head, judge, hold check, audit the
     intent, delete, audit the outcome. Deletion happens only after the hold check and the
-    durable intent; runs in a worker thread."""
+    durable intent; runs in a worker thread.
+
+    The delete is conditional on the write the HEAD reported (``if_match``): what was
+    judged, held-checked and named in the audit intent is exactly what is deleted. An
+    object re-uploaded in between is left alone and reported ``changed`` (its audit
+    outcome is the :class:`ObjectChanged` error)."""
     try:
         info = store.head(key)
     except ObjectNotFound:
@@ -165,7 +176,11 @@ def examine(store: ObjectStore, key: str, now: datetime, *,
         return ItemResult(key, "would_delete", verdict, info, verdict.detail)
     done = audit(info, verdict) if audit is not None else None  # raises: nothing deleted
     try:
-        store.delete(key)
+        store.delete(key, if_match=info)
+    except ObjectChanged as exc:
+        if done is not None:
+            done(exc)
+        return ItemResult(key, "changed", verdict, info, str(exc), exc)
     except ResidencyError as exc:
         if done is not None:
             done(exc)

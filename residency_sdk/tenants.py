@@ -256,6 +256,27 @@ class TenantRegistry:
             self._checked = {c for c in self._checked if c[0] != tenant.id}
             self._bound = {b for b in self._bound if b[0] != tenant.id}
 
+    def forget(self, tenant: Tenant, *, actor: str | None = None) -> int:
+        """Drop every record of ``tenant.id``, in every location (primary and failover
+        copies), once an erasure has removed the tenant's data: a record names the
+        tenant. Each removal is audited ahead; returns the records deleted. A location
+        that cannot be asked raises (:class:`BackendUnavailable`): run it again."""
+        key = record_key(tenant.id)
+        deleted = 0
+        for location in self._policy.map.locations.values():
+            stores = [s for s in self._record_stores(location) if s.exists(key)]
+            if not stores:
+                continue
+
+            def drop(stores: list[ObjectStore] = stores) -> int:
+                return sum(store.delete(key) for store in stores)
+
+            deleted += self._audited("delete", location, tenant, actor, drop)
+        with self._lock:
+            self._checked = {c for c in self._checked if c[0] != tenant.id}
+            self._bound = {b for b in self._bound if b[0] != tenant.id}
+        return deleted
+
 
 # --- moving a tenant to another country --------------------------------------------------
 

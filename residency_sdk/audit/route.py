@@ -111,12 +111,17 @@ def _each(sinks: Iterable[AuditSink], action: Callable[[AuditSink], None]) -> No
 def locator(table: PlacementTable) -> Callable[[AuditEvent], str | None]:
     """``locate`` for a :class:`LocationRouter` built from a map: an event about a tenant
     belongs to the location its country routes to (the tenant's own location, also for
-    a transfer out of it); an event with a tenant id but no country (a retention
-    deletion) to the location it happened in; anything else to none (the default)."""
+    a transfer out of it); an erasure event (``erase``) and an event with a tenant id but
+    no country (a retention deletion) to the location it happened in
+    (``source_location``): erasing a tenant's copies in another location is recorded in
+    that location's trail, its receipt (``source_location`` = the tenant's location) in
+    the tenant's; anything else to none (the default)."""
     by_country: dict[str, str] = {}
     locations = table.map.locations
 
     def locate(event: AuditEvent) -> str | None:
+        if event.operation == "erase" and event.source_location in locations:
+            return event.source_location
         country = event.tenant_country
         if country is not None:
             found = by_country.get(country)

@@ -7,6 +7,7 @@ import typer
 from residency_sdk.cli import audit as audit_cli
 from residency_sdk.cli import common, core, demo
 from residency_sdk.cli import infra as infra_cli
+from residency_sdk.cli import keys as keys_cli
 from residency_sdk.cli import retention as retention_cli
 from residency_sdk.cli import storage as storage_cli
 from residency_sdk.cli import tenant as tenant_cli
@@ -36,6 +37,7 @@ storage_cli.register(app)
 retention_cli.register(app)
 tenant_cli.register(app)
 verify_cli.register(app)
+keys_cli.register(app)
 
 
 def main() -> None:

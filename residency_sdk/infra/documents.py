@@ -35,6 +35,60 @@ def aws_key_policy(account_id: str, partition: str = "aws") -> dict[str, Any]:
     }
 
 
+def aws_tenant_keys_policy(region: str, account_id: str,
+                           partition: str = "aws") -> dict[str, Any]:
+    """IAM policy for the application role of one aws location with per-tenant keys
+    (``tenant_keys``, the default; docs/crypto-shredding.md): create tagged KMS keys in
+    ``region`` only, manage (alias, disable, schedule deletion) only keys tagged as
+    residency tenant keys and aliases under ``alias/residency/``, and use them for
+    SSE-KMS only through S3 in that region. Attach it to the role beside the location
+    key's grants; the stacks do not manage application roles."""
+    keys = f"arn:{partition}:kms:{region}:{account_id}:key/*"
+    aliases = f"arn:{partition}:kms:{region}:{account_id}:alias/residency/*"
+    tagged = {"StringEquals": {"aws:ResourceTag/residency:purpose": "tenant-key"}}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "CreateTenantKeysTaggedInRegion",
+                "Effect": "Allow",
+                "Action": ["kms:CreateKey", "kms:TagResource"],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {"aws:RequestTag/residency:purpose": "tenant-key",
+                                     "aws:RequestedRegion": region},
+                    "ForAllValues:StringEquals": {"aws:TagKeys": [
+                        "residency:tenant", "residency:bucket", "residency:country",
+                        "residency:purpose"]},
+                },
+            },
+            {
+                "Sid": "ManageTenantKeys",
+                "Effect": "Allow",
+                "Action": ["kms:DescribeKey", "kms:ListResourceTags", "kms:CreateAlias",
+                           "kms:DeleteAlias", "kms:DisableKey", "kms:ScheduleKeyDeletion"],
+                "Resource": keys,
+                "Condition": tagged,
+            },
+            {
+                "Sid": "TenantKeyAliases",
+                "Effect": "Allow",
+                "Action": ["kms:CreateAlias", "kms:DeleteAlias"],
+                "Resource": aliases,
+            },
+            {
+                "Sid": "UseTenantKeysThroughS3",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": keys,
+                "Condition": {"StringEquals": {
+                    "aws:ResourceTag/residency:purpose": "tenant-key",
+                    "kms:ViaService": f"s3.{region}.amazonaws.com"}},
+            },
+        ],
+    }
+
+
 def aws_bucket_policy(bucket_arn: str) -> dict[str, Any]:
     """Bucket policy: deny plain HTTP, TLS older than 1.2, and uploads that do not ask for
     SSE-KMS (the bucket default would encrypt them, but the adapters always ask, so a

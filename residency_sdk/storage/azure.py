@@ -43,11 +43,13 @@ from dataclasses import replace
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     IncompleteReadError,
+    ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -72,6 +74,7 @@ from residency_sdk.errors import (
 )
 from residency_sdk.lifecycle import tags_for
 from residency_sdk.model import StorageTarget
+from residency_sdk.storage._conditional import expected_write, refused
 from residency_sdk.storage._streaming import (
     Digester,
     HashingReader,
@@ -85,6 +88,7 @@ from residency_sdk.storage.base import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MULTIPART_THRESHOLD,
     BucketFacts,
+    KeyDestruction,
     ObjectInfo,
     ObjectStore,
     ProgressCallback,
@@ -358,11 +362,25 @@ class AzureStore(ObjectStore):
             self._call("delete", key, lambda: self._container.delete_blob(key))
 
     def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
-        """Delete ``key``; True if it existed."""
+        """Delete ``key``; True if it existed.
+
+        With ``if_match`` the request carries ``If-Match: <ETag>``: Azure deletes only
+        that write, and its 412 (``ConditionNotMet``) raises :class:`ObjectChanged`
+        (nothing deleted)."""
+        etag = expected_write(key, if_match, self.name) if if_match is not None else None
+        # HTTP wants the entity tag quoted; head() reports it without the quotes.
+        condition: dict[str, Any] = {} if etag is None else {
+            "etag": f'"{etag}"', "match_condition": MatchConditions.IfNotModified}
         try:
-            self._call("delete", key, lambda: self._container.delete_blob(key))
+            self._call("delete", key, lambda: self._container.delete_blob(key, **condition))
         except ObjectNotFound:
             return False
+        except StorageError as exc:
+            cause = exc.__cause__
+            if etag is not None and (isinstance(cause, ResourceModifiedError) or (
+                    isinstance(cause, HttpResponseError) and cause.status_code == 412)):
+                return refused(self, key, etag)
+            raise
         return True
 
     # --- reads -----------------------------------------------------------------------
@@ -410,7 +428,8 @@ class AzureStore(ObjectStore):
             else None,
             encryption="azure:encryption-scope" if p.encryption_scope else None,
             kms_key=p.encryption_scope, metadata=dict(p.metadata or {}),
-            last_modified=p.last_modified, etag=str(p.etag or "").strip('"') or None)
+            last_modified=p.last_modified, etag=str(p.etag or "").strip('"') or None,
+            version=p.version_id or None)  # only when the account keeps blob versions
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every blob under ``prefix``, ``page_size`` blobs per request."""
@@ -427,7 +446,8 @@ class AzureStore(ObjectStore):
             for b in blobs:
                 yield ObjectInfo(key=b.name, size=int(b.size or 0),
                                  last_modified=b.last_modified,
-                                 etag=str(b.etag or "").strip('"') or None)
+                                 etag=str(b.etag or "").strip('"') or None,
+                                 version=b.version_id or None)
             if not token:
                 return
 
@@ -451,6 +471,19 @@ class AzureStore(ObjectStore):
     def close(self) -> None:
         """Release the HTTP pipeline."""
         self._service.close()
+
+    def destroy_tenant_key(self, tenant_id: str) -> KeyDestruction:
+        """``unsupported``: the SDK keeps no per-tenant key on Azure Blob (every blob is
+        under the location's encryption scope); ``detail`` says what the operator must do
+        instead (docs/crypto-shredding.md)."""
+        return KeyDestruction(
+            tenant_id=tenant_id, status="unsupported",
+            detail=f"{self.name}: no per-tenant key (blobs use the location's encryption "
+                   f"scope {self.target.encryption_scope or '(none named)'}); snapshots, "
+                   "versions and soft-deleted blobs Azure keeps are not made unreadable by "
+                   "erasure. To cover them, give the tenant an encryption scope of its own "
+                   "backed by its own Key Vault key and delete and purge that key after the "
+                   "erasure (docs/crypto-shredding.md)")
 
     # --- internals -------------------------------------------------------------------
 

@@ -149,7 +149,7 @@ class ObjectStore(abc.ABC):
 
         With ``if_match`` (what :meth:`head` or :meth:`list` reported) the delete is
         conditional on the stored object still being that exact write (S3 ``If-Match``
-        ETag, or its ``VersionId``; GCS ``ifGenerationMatch``; Azure ``If-Match`` ETag;
+        ETag; GCS ``ifGenerationMatch``; Azure ``If-Match`` ETag;
         local: compared under the bucket lock): a re-upload in between raises
         :class:`~residency_sdk.errors.ObjectChanged` and nothing is deleted. A missing
         object returns False either way."""

@@ -63,6 +63,7 @@ from residency_sdk.errors import (
 from residency_sdk.lifecycle import gcs_custom_time
 from residency_sdk.model import StorageTarget
 from residency_sdk.regions import country_of, region_table
+from residency_sdk.storage._conditional import expected_write, refused
 from residency_sdk.storage._once import AskedOnce
 from residency_sdk.storage._streaming import (
     Digester,
@@ -75,6 +76,7 @@ from residency_sdk.storage.base import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MULTIPART_THRESHOLD,
     BucketFacts,
+    KeyDestruction,
     ObjectInfo,
     ObjectStore,
     ProgressCallback,
@@ -265,12 +267,23 @@ class GCSStore(ObjectStore):
                 retry=None, timeout=self.timeout))
 
     def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
-        """Delete ``key``; True if it existed."""
+        """Delete ``key``; True if it existed.
+
+        With ``if_match`` the request carries ``ifGenerationMatch=<generation>`` (the
+        ``version`` :meth:`head` and :meth:`list` report): GCS deletes only that write, and
+        its 412 raises :class:`ObjectChanged` (nothing deleted). The gcp-storage-emulator
+        ignores the condition; the tests assert the request instead."""
+        generation = (int(expected_write(key, if_match, self.name, field="version"))
+                      if if_match is not None else None)
         try:
             self._call("delete", key, lambda: self._bucket.blob(key).delete(
-                retry=None, timeout=self.timeout))
+                if_generation_match=generation, retry=None, timeout=self.timeout))
         except ObjectNotFound:
             return False
+        except StorageError as exc:
+            if generation is not None and isinstance(exc.__cause__, gexc.PreconditionFailed):
+                return refused(self, key, str(generation), field="version")
+            raise
         return True
 
     # --- reads -----------------------------------------------------------------------
@@ -355,6 +368,18 @@ class GCSStore(ObjectStore):
         if http is not None:
             http.close()
 
+    def destroy_tenant_key(self, tenant_id: str) -> KeyDestruction:
+        """``unsupported``: the SDK keeps no per-tenant key on GCS (every object is under
+        the location's CMEK); ``detail`` says what the operator must do instead
+        (docs/crypto-shredding.md)."""
+        return KeyDestruction(
+            tenant_id=tenant_id, status="unsupported",
+            detail=f"{self.name}: no per-tenant key (objects use the location's CMEK "
+                   f"{self.target.kms_key or '(none named)'}); backups and soft-deleted "
+                   "copies Google keeps are not made unreadable by erasure. To cover them, "
+                   "give the tenant its own bucket with a CMEK of its own and destroy that "
+                   "key version in Cloud KMS after the erasure (docs/crypto-shredding.md)")
+
     # --- internals -------------------------------------------------------------------
 
     def _get_blob(self, key: str) -> Any:
@@ -369,7 +394,8 @@ class GCSStore(ObjectStore):
             checksum=f"crc32c:{blob.crc32c}" if blob.crc32c else None,
             encryption="gcs:kms" if blob.kms_key_name else None,
             kms_key=blob.kms_key_name, metadata=dict(blob.metadata or {}),
-            last_modified=blob.updated, etag=blob.etag)
+            last_modified=blob.updated, etag=blob.etag,
+            version=str(blob.generation) if blob.generation else None)
 
     def _kms_key(self) -> str:
         if not self.target.kms_key:

@@ -4,6 +4,8 @@ Layout under ``root``::
 
     <root>/<location>/.keys/CURRENT           id of the location's current data key
     <root>/<location>/.keys/<key_id>.json     the AES-256 key (0600), never outside <location>
+    <root>/<location>/.keys/tenants/<h>.json  a tenant's key, wrapped by a location key
+    <root>/<location>/.keys/.lock             serialises tenant-key creation, shredding, rotation
     <root>/<location>/<bucket>/@lock          serialises commits and deletes in the bucket
     <root>/<location>/<bucket>/<seg>/.../<seg>/@meta      sidecar: size, sha256, metadata
     <root>/<location>/<bucket>/<seg>/.../<seg>/@v-<id>    the encrypted object (one blob)
@@ -36,6 +38,15 @@ with the nonce ``prefix(7) || counter(4) || last(1)`` and the header plus the ob
 associated data, so chunks cannot be reordered, truncated or moved to another key.
 Memory stays at about two chunks whatever the object size.
 
+**Per-tenant keys (crypto-shredding).** An object under ``tenants/<id>/`` is encrypted
+the same way, but from the tenant's own random key (``tenant-<loc>-...``, made on its
+first write), which is stored wrapped by the location key; the blob header names the key.
+:meth:`LocalStore.destroy_tenant_key` shreds it: every copy of the tenant's blobs (a
+backup, a restored snapshot) then raises :class:`~residency_sdk.errors.KeyDestroyed`.
+:meth:`LocalStore.rotate_location_key` makes a new location key current and re-wraps the
+tenant keys; no object is re-encrypted and older location keys stay for the objects
+written under them (docs/crypto-shredding.md).
+
 **Integrity.** SHA-256 of the plaintext is computed while streaming, stored in the
 sidecar, and verified when a reader reaches the end; a failed chunk tag or a checksum
 mismatch raises :class:`~residency_sdk.errors.IntegrityError`.
@@ -57,6 +68,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -80,13 +92,22 @@ from residency_sdk.errors import (
     IntegrityError,
     InvalidKey,
     InvalidLocalLocation,
+    KeyDestroyed,
+    ObjectChanged,
     ObjectNotFound,
     StorageError,
     UnsafePath,
 )
 from residency_sdk.model import StorageTarget
-from residency_sdk.storage.base import ObjectInfo, ObjectStore, ProgressCallback, Residue
-from residency_sdk.storage.keys import validate_key, validate_prefix
+from residency_sdk.storage._conditional import expected_write
+from residency_sdk.storage.base import (
+    KeyDestruction,
+    ObjectInfo,
+    ObjectStore,
+    ProgressCallback,
+    Residue,
+)
+from residency_sdk.storage.keys import tenant_of_key, validate_key, validate_prefix
 
 try:  # POSIX: serialise commits across processes too
     import fcntl
@@ -105,6 +126,10 @@ _BLOB = "@v-"
 _TMP = "@tmp-"
 _LOCK = "@lock"
 _KEYS = ".keys"
+_KEYS_LOCK = ".lock"  # in .keys: serialises tenant-key creation, destruction, rotation
+_TENANT_KEYS = "tenants"  # .keys/tenants/<sha256(tenant id)[:40]>.json
+_TENANT_KEY_PREFIX = "tenant-"  # tenant key ids; location key ids start with "local-"
+_WRAP_INFO = b"residency-sdk local tenant-key wrap v1"
 _STALE_TMP_SECONDS = 3600
 _LOCATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -204,9 +229,16 @@ class _LocationKey:
         self._keys: dict[str, bytes] = {}
         self._current: str | None = None
         self._lock = threading.Lock()
+        self.tenants = _TenantKeys(store, self)
+        """The location's per-tenant keys, each wrapped by one of these location keys."""
 
-    def current(self, *, create: bool) -> tuple[str, bytes] | None:
+    def current(self, *, create: bool, fresh: bool = False) -> tuple[str, bytes] | None:
+        """The current location key (made on first use if ``create``). ``fresh`` reads
+        ``CURRENT`` again instead of this process's cached answer (another process may
+        have rotated the key)."""
         with self._lock:
+            if fresh:
+                self._current = None
             if self._current is None:
                 fd = self.store._open_dir(self._parts, create=create)
                 if fd is None:
@@ -225,6 +257,52 @@ class _LocationKey:
     def get(self, key_id: str) -> bytes:
         with self._lock:
             return self._load(key_id)
+
+    def object_key(self, key_id: str, object_key: str) -> bytes:
+        """The key a blob header names: a tenant key (objects under ``tenants/<id>/``
+        written since per-tenant keys exist) or a location key (every other object, and
+        tenant objects written before)."""
+        if key_id.startswith(_TENANT_KEY_PREFIX):
+            tenant = tenant_of_key(object_key)
+            if tenant is None:
+                raise IntegrityError(
+                    f"object {object_key!r}: its blob names tenant key {key_id!r} but the "
+                    "object is not under tenants/<id>/: the blob was moved or tampered with")
+            return self.tenants.for_reading(tenant, key_id, object_key)
+        return self.get(key_id)
+
+    def ids(self) -> list[str]:
+        """Every location key id kept in ``.keys`` (old ones decrypt older objects)."""
+        fd = self.store._open_dir(self._parts, create=False)
+        if fd is None:
+            return []
+        try:
+            with os.scandir(fd) as it:
+                names = [e.name for e in it if e.is_file(follow_symlinks=False)]
+        finally:
+            os.close(fd)
+        return sorted(n.removesuffix(".json") for n in names
+                      if n.endswith(".json") and _KEY_ID.fullmatch(n.removesuffix(".json")))
+
+    def rotate(self, fd: int) -> str:
+        """Make a new location key CURRENT (``fd``: the keys directory; the caller holds
+        the keyring lock). The key file is durable before ``CURRENT`` names it, and
+        ``CURRENT`` is replaced atomically: a crash leaves the old key or the new one
+        current, both on disk. Old keys stay: objects written under them are not
+        re-encrypted."""
+        with self._lock:
+            key_id = self._new_key_file(fd)
+            staged = f".CURRENT-{secrets.token_hex(8)}"
+            _write_private_at(fd, staged, key_id.encode("ascii"))
+            try:
+                os.replace(staged, "CURRENT", src_dir_fd=fd, dst_dir_fd=fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(staged, dir_fd=fd)
+                raise
+            _fsync(fd)
+            self._current = key_id
+            return key_id
 
     def _read(self, fd: int, name: str) -> bytes:
         try:
@@ -267,12 +345,17 @@ class _LocationKey:
         self._keys[key_id] = key
         return key
 
-    def _create(self, fd: int) -> str:
+    def _new_key_file(self, fd: int) -> str:
+        """Write a new random location key file (fsynced) in the keys directory ``fd``."""
         key_id = f"local-{self.location.lower()}-{secrets.token_hex(8)}"
         doc = {"key_id": key_id, "algorithm": "AES-256-GCM", "location": self.location,
                "created": _utcnow().isoformat(),
                "key": base64.b64encode(AESGCM.generate_key(bit_length=256)).decode("ascii")}
         _write_private_at(fd, f"{key_id}.json", json.dumps(doc).encode("ascii"))
+        return key_id
+
+    def _create(self, fd: int) -> str:
+        key_id = self._new_key_file(fd)
         # Publish the pointer without ever overwriting one another process made first.
         staged = f".CURRENT-{secrets.token_hex(8)}"
         _write_private_at(fd, staged, key_id.encode("ascii"))
@@ -285,6 +368,378 @@ class _LocationKey:
             os.unlink(staged, dir_fd=fd)
         _fsync(fd)
         return key_id
+
+
+@dataclass(frozen=True, slots=True)
+class TenantKeyInfo:
+    """One tenant key of a location (never the key itself)."""
+
+    tenant_id: str
+    key_id: str
+    wrapped_by: str
+    """The location key id that wraps it."""
+    created: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringStatus:
+    """A location's keyring: its location keys and the tenant keys they wrap."""
+
+    location: str
+    current_key_id: str | None
+    location_keys: tuple[str, ...]
+    tenant_keys: tuple[TenantKeyInfo, ...]
+
+    @property
+    def not_rewrapped(self) -> tuple[TenantKeyInfo, ...]:
+        """Tenant keys wrapped by an older location key (a rotation that did not finish:
+        run it again). Still readable: old location keys are kept."""
+        return tuple(t for t in self.tenant_keys if t.wrapped_by != self.current_key_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    """What :meth:`LocalStore.rotate_location_key` did."""
+
+    location: str
+    previous_key_id: str | None
+    current_key_id: str
+    rewrapped: tuple[str, ...]
+    """Tenant key ids re-wrapped under the new location key."""
+    location_keys: tuple[str, ...]
+    """Every location key kept (the older ones still decrypt objects written under them)."""
+    shredded: int = 0
+    """Leftovers of interrupted key operations shredded on the way."""
+
+
+class _TenantKeys:
+    """Per-tenant data keys of one location, for crypto-shredding.
+
+    ``<location>/.keys/tenants/<t>.json`` (``t``: 40 hex digits of the tenant id's
+    SHA-256, so any id maps to one safe file name) holds a random 256-bit key wrapped with
+    AES-256-GCM under a key derived (HKDF) from a location key, which the file names
+    (``kek``); the location, tenant id and tenant key id are the associated data, so a
+    wrapped key cannot be passed off as another tenant's or another location's. Objects
+    under ``tenants/<id>/`` are encrypted with the tenant key; :meth:`destroy` overwrites
+    the file with random bytes, fsyncs and unlinks it, after which every copy of those
+    objects (a backup, a restored snapshot) is unreadable.
+
+    Creating, destroying and re-wrapping hold ``.keys/.lock`` (threads and processes);
+    readers take no lock: a file is only ever replaced atomically, so a reader sees a
+    whole one. Nothing caches an unwrapped tenant key: once destroyed, no open store of
+    any process can use it again.
+    """
+
+    def __init__(self, store: LocalStore, location_keys: _LocationKey) -> None:
+        self.store = store
+        self.location_keys = location_keys
+        self.location = store.location
+        self._keys_parts = (store.location, _KEYS)
+        self._parts = (store.location, _KEYS, _TENANT_KEYS)
+        self._dir = str(store.location_dir / _KEYS / _TENANT_KEYS)  # for messages only
+        self._thread_lock = threading.Lock()
+        self._wrappers: dict[str, AESGCM] = {}
+
+    # --- names, wrapping -----------------------------------------------------------
+
+    @staticmethod
+    def stem(tenant_id: str) -> str:
+        """The file name stem of ``tenant_id``'s key (no tenant id ever names a file)."""
+        return hashlib.sha256(tenant_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+    def _shown(self, name: str) -> str:
+        return f"{self._dir}{os.sep}{name}"
+
+    def _aad(self, tenant_id: str, key_id: str) -> bytes:
+        return json.dumps(["residency-sdk tenant key v1", self.location, tenant_id,
+                           key_id]).encode("utf-8", "surrogatepass")
+
+    def _wrapper(self, kek_id: str, location_key: bytes) -> AESGCM:
+        # A wrapping key of its own (HKDF, distinct info): the location key itself only
+        # ever feeds HKDF, as it does for object keys. Cached per location key, which is
+        # cached already (tenant keys never are).
+        wrapper = self._wrappers.get(kek_id)
+        if wrapper is None:
+            wrapper = self._wrappers[kek_id] = AESGCM(HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None,
+                info=_WRAP_INFO).derive(location_key))
+        return wrapper
+
+    def _doc(self, tenant_id: str, key_id: str, key: bytes, kek_id: str, kek: bytes,
+             created: str) -> dict[str, Any]:
+        nonce = secrets.token_bytes(12)
+        wrapped = self._wrapper(kek_id, kek).encrypt(nonce, key,
+                                                     self._aad(tenant_id, key_id))
+        return {"format": 1, "tenant": tenant_id, "key_id": key_id,
+                "location": self.location, "kek": kek_id, "algorithm": "AES-256-GCM",
+                "created": created, "wrapped_at": _utcnow().isoformat(),
+                "nonce": base64.b64encode(nonce).decode("ascii"),
+                "wrapped": base64.b64encode(wrapped).decode("ascii")}
+
+    def _unwrap(self, doc: dict[str, Any], tenant_id: str, name: str) -> tuple[str, bytes]:
+        shown = self._shown(name)
+        try:
+            key_id, kek_id = str(doc["key_id"]), str(doc["kek"])
+            nonce = base64.b64decode(doc["nonce"], validate=True)
+            wrapped = base64.b64decode(doc["wrapped"], validate=True)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EncryptionError(f"tenant key file {shown} is malformed: {exc}") from None
+        if doc.get("tenant") != tenant_id or not key_id.startswith(_TENANT_KEY_PREFIX) \
+                or not _KEY_ID.fullmatch(key_id):
+            raise EncryptionError(f"tenant key file {shown} does not hold a key of tenant "
+                                  f"{tenant_id!r}: it was altered; restore it or erase the "
+                                  "tenant's objects")
+        kek = self.location_keys.get(kek_id)
+        try:
+            key = self._wrapper(kek_id, kek).decrypt(nonce, wrapped,
+                                                     self._aad(tenant_id, key_id))
+        except InvalidTag:
+            raise EncryptionError(
+                f"tenant key file {shown} does not unwrap with location key {kek_id!r}: it "
+                "was altered or copied from elsewhere; objects under it cannot be read"
+            ) from None
+        if len(key) != 32:
+            raise EncryptionError(f"tenant key file {shown} does not hold a 256-bit key")
+        return key_id, key
+
+    # --- files ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, *, create: bool) -> Iterator[tuple[int, int] | None]:
+        """``(keys directory, tenants directory)`` descriptors with the keyring lock
+        held; None when the location has no keys directory and ``create`` is false."""
+        with self._thread_lock:
+            keys_fd = self.store._open_dir(self._keys_parts, create=create)
+            if keys_fd is None:
+                yield None
+                return
+            try:
+                try:
+                    lock_fd = os.open(_KEYS_LOCK, _LOCK_FLAGS, 0o600, dir_fd=keys_fd)
+                except OSError as exc:
+                    self.store._refuse_link(exc, keys_fd, _KEYS_LOCK, self._keys_parts)
+                    raise
+                try:
+                    if fcntl is not None:
+                        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                    tenants_fd = self.store._open_at(keys_fd, _TENANT_KEYS, self._keys_parts,
+                                                     create=create)
+                    if tenants_fd is None:
+                        yield None
+                        return
+                    try:
+                        yield keys_fd, tenants_fd
+                    finally:
+                        os.close(tenants_fd)
+                finally:
+                    os.close(lock_fd)
+            finally:
+                os.close(keys_fd)
+
+    def _read_doc(self, fd: int, name: str) -> dict[str, Any] | None:
+        """The key file ``name`` in the tenants directory ``fd``, or None if absent."""
+        try:
+            raw, st = _read_at(fd, name, "/".join((*self._parts, name)))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.store._refuse_link(exc, fd, name, self._parts)
+            raise
+        shown = self._shown(name)
+        if os.name == "posix" and st.st_mode & 0o077:
+            raise EncryptionError(f"tenant key file {shown} is readable by other users: run "
+                                  f"`chmod 600 {shown}`")
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:
+            raise EncryptionError(f"tenant key file {shown} is malformed: {exc}") from None
+        if not isinstance(doc, dict):
+            raise EncryptionError(f"tenant key file {shown} is malformed")
+        return doc
+
+    def _load(self, tenant_id: str) -> dict[str, Any] | None:
+        fd = self.store._open_dir(self._parts, create=False)
+        if fd is None:
+            return None
+        try:
+            return self._read_doc(fd, f"{self.stem(tenant_id)}.json")
+        finally:
+            os.close(fd)
+
+    def _publish(self, fd: int, stem: str, doc: dict[str, Any]) -> None:
+        """Write ``doc`` as ``<stem>.json`` atomically (staged, fsynced, renamed over)."""
+        staged = f"{stem}.tmp-{secrets.token_hex(8)}"
+        try:
+            _write_private_at(fd, staged, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+            os.replace(staged, f"{stem}.json", src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            with contextlib.suppress(OSError, UnsafePath):
+                self._shred(fd, staged)
+            raise
+
+    def _shred(self, fd: int, name: str) -> None:
+        """Overwrite the file ``name`` with random bytes, fsync it, unlink it. A link is
+        refused (never followed); anything else that is not a regular file is unlinked."""
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise self.store._unsafe((*self._parts, name))
+        if stat.S_ISREG(st.st_mode) and st.st_size:
+            out = os.open(name, os.O_WRONLY | O_NOFOLLOW | O_CLOEXEC, dir_fd=fd)
+            try:
+                os.write(out, secrets.token_bytes(st.st_size))
+                os.fsync(out)
+            finally:
+                os.close(out)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=fd)
+
+    # --- operations ----------------------------------------------------------------
+
+    def key_id(self, tenant_id: str) -> str | None:
+        """The id of ``tenant_id``'s key in this location, or None when it has none."""
+        doc = self._load(tenant_id)
+        return None if doc is None else str(doc.get("key_id"))
+
+    def current(self, tenant_id: str) -> tuple[str, bytes]:
+        """``tenant_id``'s key for writing, made (under the lock) on its first write."""
+        name = f"{self.stem(tenant_id)}.json"
+        doc = self._load(tenant_id)
+        if doc is not None:
+            return self._unwrap(doc, tenant_id, name)
+        with self.locked(create=True) as fds:
+            assert fds is not None
+            _, tenants_fd = fds
+            doc = self._read_doc(tenants_fd, name)
+            if doc is not None:  # made by another writer meanwhile
+                return self._unwrap(doc, tenant_id, name)
+            # CURRENT read again under the lock: a rotation another process just finished
+            # is seen, so no new tenant key is wrapped under a retired location key.
+            current = self.location_keys.current(create=True, fresh=True)
+            assert current is not None
+            key_id = f"{_TENANT_KEY_PREFIX}{self.location.lower()}-{secrets.token_hex(10)}"
+            key = AESGCM.generate_key(bit_length=256)
+            self._publish(tenants_fd, self.stem(tenant_id),
+                          self._doc(tenant_id, key_id, key, *current,
+                                    created=_utcnow().isoformat()))
+            _fsync(tenants_fd)
+            return key_id, key
+
+    def for_reading(self, tenant_id: str, key_id: str, object_key: str) -> bytes:
+        """The tenant key ``key_id`` a blob names; :class:`KeyDestroyed` when it is gone."""
+        doc = self._load(tenant_id)
+        found = None if doc is None else self._unwrap(doc, tenant_id,
+                                                      f"{self.stem(tenant_id)}.json")
+        if found is None or found[0] != key_id:
+            raise KeyDestroyed(
+                f"object {object_key!r} in {self.store._where()} is encrypted with the key "
+                f"{key_id!r} of tenant {tenant_id!r}, which no longer exists in "
+                f"{self.store.location_dir / _KEYS}: it was destroyed when the tenant was "
+                "erased (crypto-shredding), so this copy is unreadable by design and cannot "
+                "be recovered; delete it")
+        return found[1]
+
+    def destroy(self, tenant_id: str) -> KeyDestruction:
+        """Shred ``tenant_id``'s key: renamed out of the way first (atomic: from then on
+        no reader finds it and a writer makes a new key), then overwritten with random
+        bytes, fsynced and unlinked, with every leftover of an interrupted operation of
+        the tenant (staged copies, a crashed earlier destroy). Restartable at any point."""
+        stem = self.stem(tenant_id)
+        with self.locked(create=False) as fds:
+            if fds is None:
+                return self._absent(tenant_id)
+            _, tenants_fd = fds
+            live, doomed = f"{stem}.json", f"{stem}.shred"
+            key_id = self._peek_key_id(tenants_fd, live)
+            try:
+                os.rename(live, doomed, src_dir_fd=tenants_fd, dst_dir_fd=tenants_fd)
+                _fsync(tenants_fd)
+            except FileNotFoundError:
+                key_id = self._peek_key_id(tenants_fd, doomed)  # a crashed destroy's
+            with os.scandir(tenants_fd) as it:
+                names = sorted(e.name for e in it if e.name.startswith(stem + "."))
+            for name in names:
+                self._shred(tenants_fd, name)
+            if names:
+                _fsync(tenants_fd)
+        if not names:
+            return self._absent(tenant_id)
+        return KeyDestruction(
+            tenant_id=tenant_id, status="destroyed", key_id=key_id, effective_at=_utcnow(),
+            detail=f"tenant key {key_id or '(unreadable)'} of location {self.location} "
+                   "shredded (overwritten, fsynced, unlinked): every copy of the tenant's "
+                   "objects encrypted under it, backups included, is unreadable")
+
+    def _absent(self, tenant_id: str) -> KeyDestruction:
+        return KeyDestruction(
+            tenant_id=tenant_id, status="absent",
+            detail=f"no key of tenant {tenant_id!r} in location {self.location}: none was "
+                   "made (nothing written since per-tenant keys exist) or it was destroyed "
+                   "before")
+
+    def _peek_key_id(self, fd: int, name: str) -> str | None:
+        """The key id recorded in a key file, if it can be read (destroy shreds a
+        malformed file all the same)."""
+        try:
+            doc = self._read_doc(fd, name)
+        except EncryptionError:
+            return None
+        key_id = None if doc is None else doc.get("key_id")
+        return key_id if isinstance(key_id, str) else None
+
+    def rewrap(self, fd: int, kek_id: str, kek: bytes) -> tuple[list[str], int]:
+        """Re-wrap every tenant key in the tenants directory ``fd`` under the location
+        key ``kek_id`` (the caller holds the lock): each file replaced atomically, so a
+        crash leaves it wrapped by the old key or the new one, both kept. Leftovers of
+        interrupted operations are shredded (under the lock, nothing is writing them).
+        Returns the re-wrapped key ids and the number of leftovers shredded."""
+        with os.scandir(fd) as it:
+            names = sorted(e.name for e in it)
+        rewrapped: list[str] = []
+        shredded = 0
+        for name in names:
+            if not name.endswith(".json"):
+                self._shred(fd, name)  # staged copy or a crashed destroy's key
+                shredded += 1
+                continue
+            doc = self._read_doc(fd, name)
+            if doc is None:
+                continue
+            tenant = doc.get("tenant")
+            if not isinstance(tenant, str) or name != f"{self.stem(tenant)}.json":
+                raise EncryptionError(f"tenant key file {self._shown(name)} does not belong "
+                                      "under its name: it was altered; nothing was rotated "
+                                      "past it")
+            if doc.get("kek") == kek_id:
+                continue
+            key_id, key = self._unwrap(doc, tenant, name)
+            self._publish(fd, self.stem(tenant),
+                          self._doc(tenant, key_id, key, kek_id, kek,
+                                    created=str(doc.get("created") or "")))
+            rewrapped.append(key_id)
+        _fsync(fd)
+        return rewrapped, shredded
+
+    def infos(self) -> list[TenantKeyInfo]:
+        """Every tenant key of the location, as recorded (nothing unwrapped)."""
+        fd = self.store._open_dir(self._parts, create=False)
+        if fd is None:
+            return []
+        try:
+            with os.scandir(fd) as it:
+                names = sorted(e.name for e in it if e.name.endswith(".json"))
+            out = []
+            for name in names:
+                doc = self._read_doc(fd, name)
+                if doc is not None:
+                    out.append(TenantKeyInfo(
+                        tenant_id=str(doc.get("tenant")), key_id=str(doc.get("key_id")),
+                        wrapped_by=str(doc.get("kek")), created=doc.get("created")))
+            return out
+        finally:
+            os.close(fd)
 
 
 class _Header:
@@ -346,7 +801,7 @@ class _DecryptingReader(io.RawIOBase):
                 raise IntegrityError(f"object {key!r}: stored blob is not a regular file")
             self._end = st.st_size
             self._header = _Header.read(fh, key)
-            self._aead = self._header.cipher(keyring.get(self._header.key_id))
+            self._aead = self._header.cipher(keyring.object_key(self._header.key_id, key))
             self._aad = self._header.encode() + key.encode("utf-8")
         except BaseException:
             fh.close()
@@ -446,6 +901,66 @@ class LocalStore(ObjectStore):
 
     def __repr__(self) -> str:
         return f"LocalStore({self.bucket_dir})"
+
+    # --- keys: per-tenant keys (crypto-shredding) and location key rotation -----------
+    # The keyring is the location's, shared by its buckets (primary and failover).
+
+    def tenant_key_id(self, tenant_id: str) -> str | None:
+        """The id of ``tenant_id``'s key in this location (``tenant-<loc>-...``), made on
+        the tenant's first write; None when it has none."""
+        try:
+            return self._keyring.tenants.key_id(tenant_id)
+        except OSError as exc:
+            raise self._translate(exc) from exc
+
+    def destroy_tenant_key(self, tenant_id: str) -> KeyDestruction:
+        """Crypto-shred ``tenant_id`` in this location: its key file is overwritten with
+        random bytes, fsynced and unlinked, so every copy of its objects (a backup of the
+        data folder, a restored snapshot) is unreadable (:class:`KeyDestroyed`). Status
+        ``destroyed``, or ``absent`` when there is no key (never made, or destroyed
+        before). Restartable after a crash at any point. The location's other tenants
+        and non-tenant objects are untouched.
+
+        A backup that holds this location's ``.keys`` folder as well as the data still
+        holds the wrapped key: keep ``.keys`` out of data backups (docs/crypto-shredding.md).
+        """
+        try:
+            return self._keyring.tenants.destroy(tenant_id)
+        except OSError as exc:
+            raise self._translate(exc) from exc
+
+    def rotate_location_key(self) -> RotationReport:
+        """Make a new location key current and re-wrap every tenant key under it; no
+        object is re-encrypted, and older location keys stay (objects written under them,
+        tenant objects from before per-tenant keys and every non-tenant object, need
+        them). Crash-safe: each file is replaced atomically, so every tenant key stays
+        readable whatever point a crash hits; running it again finishes the job."""
+        try:
+            with self._keyring.tenants.locked(create=True) as fds:
+                assert fds is not None
+                keys_fd, tenants_fd = fds
+                before = self._keyring.current(create=False, fresh=True)
+                new_id = self._keyring.rotate(keys_fd)
+                rewrapped, shredded = self._keyring.tenants.rewrap(
+                    tenants_fd, new_id, self._keyring.get(new_id))
+            return RotationReport(
+                location=self.location, previous_key_id=before[0] if before else None,
+                current_key_id=new_id, rewrapped=tuple(rewrapped),
+                location_keys=tuple(self._keyring.ids()), shredded=shredded)
+        except OSError as exc:
+            raise self._translate(exc) from exc
+
+    def key_status(self) -> KeyringStatus:
+        """The location's keyring: current and kept location keys, and every tenant key
+        with the location key wrapping it."""
+        try:
+            current = self._keyring.current(create=False, fresh=True)
+            return KeyringStatus(
+                location=self.location, current_key_id=current[0] if current else None,
+                location_keys=tuple(self._keyring.ids()),
+                tenant_keys=tuple(self._keyring.tenants.infos()))
+        except OSError as exc:
+            raise self._translate(exc) from exc
 
     # --- paths: walked from the root's descriptor, never through a link ----------------
 
@@ -589,6 +1104,11 @@ class LocalStore(ObjectStore):
             # of the object exists.
             current = self._keyring.current(create=True)
             assert current is not None
+            tenant = tenant_of_key(key)
+            if tenant is not None:
+                # A tenant's objects go under its own key (made on its first write), so
+                # destroying that key when it is erased makes every copy unreadable.
+                current = self._keyring.tenants.current(tenant)
             bucket_fd, keydir_fd, tmp, fh = self._open_temp(parts)
         except OSError as exc:  # a directory pruned under us is not "not found" for a put
             raise self._translate(exc, None if isinstance(exc, FileNotFoundError)
@@ -702,7 +1222,14 @@ class LocalStore(ObjectStore):
                 os.unlink(blob, dir_fd=keydir_fd)
 
     def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
+        """Delete ``key`` (sidecar, then blob; empty key directories pruned); True if it
+        existed. With ``if_match`` the sidecar's blob id (the etag :meth:`head` reports)
+        is compared with ``if_match.etag`` under the bucket lock, which every commit
+        takes too: a re-upload in between raises :class:`ObjectChanged` and nothing is
+        deleted."""
         key = validate_key(key)
+        expected = (expected_write(key, if_match, self._where())
+                    if if_match is not None else None)
         parts = self._key_parts(key)
         try:
             bucket_fd = self._open_dir(self._bucket_parts, create=False)
@@ -718,6 +1245,10 @@ class LocalStore(ObjectStore):
                         meta = self._read_meta(keydir_fd, (*self._bucket_parts, *parts))
                         if meta is None:
                             return False
+                        blob = meta.get("blob")
+                        if expected is not None and blob != _BLOB + expected:
+                            found = str(blob or "").removeprefix(_BLOB) or None
+                            raise ObjectChanged(key, expected, found, self._where())
                         os.unlink(_META, dir_fd=keydir_fd)
                         self._remove_blob(keydir_fd, meta.get("blob"))
                         self._sweep(keydir_fd)

@@ -62,10 +62,12 @@ from typing import IO, Any, BinaryIO, cast
 from residency_sdk.errors import (
     CapabilityUnavailable,
     IntegrityError,
+    ObjectChanged,
     ObjectNotFound,
     StorageError,
 )
 from residency_sdk.model import StorageTarget
+from residency_sdk.storage._conditional import expected_write
 from residency_sdk.storage.base import BucketFacts, ObjectInfo, ObjectStore, ProgressCallback
 from residency_sdk.storage.keys import validate_key, validate_prefix
 
@@ -270,10 +272,22 @@ class MemoryStore(ObjectStore):
         return entry.info()
 
     def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
-        """Delete one object; True if it existed. No old version is kept."""
+        """Delete one object; True if it existed. No old version is kept.
+
+        With ``if_match`` only the write it describes is deleted: its etag is compared
+        with the stored one under the lock, and a re-upload in between raises
+        :class:`ObjectChanged` (nothing deleted)."""
         key = validate_key(key)
+        expected = (expected_write(key, if_match, self._where())
+                    if if_match is not None else None)
         with self._lock:
-            return self._objects.pop(key, None) is not None
+            entry = self._objects.get(key)
+            if entry is None:
+                return False
+            if expected is not None and entry.etag != expected:
+                raise ObjectChanged(key, expected, entry.etag, self._where())
+            del self._objects[key]
+            return True
 
     # --- reads -------------------------------------------------------------------------
 

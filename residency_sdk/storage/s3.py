@@ -2,7 +2,10 @@
 
 - Every write asks for SSE-KMS with the location's key (``ServerSideEncryption="aws:kms"``,
   ``SSEKMSKeyId=target.kms_key``); a target without ``kms_key`` is refused (fail closed)
-  and what S3 reports back is checked.
+  and what S3 reports back is checked. Objects under ``tenants/<id>/`` use the tenant's
+  own KMS key instead (made in the bucket's region on its first write; destroyed by
+  erasure: crypto-shredding, :mod:`residency_sdk.storage._tenant_kms`), unless the map
+  sets ``tenant_keys: false``; the location key is required all the same.
 - CRC32C (hardware-accelerated through awscrt, which botocore also needs for it) is
   computed while streaming, per part too, since a multipart object's checksum is the
   CRC32C of its parts' CRC32Cs, and compared with what S3 reports; on a mismatch
@@ -60,6 +63,7 @@ from residency_sdk.errors import (
     EncryptionError,
     EnvironmentOverride,
     IntegrityError,
+    KeyDestroyed,
     NoSuchBackend,
     ObjectNotFound,
     ReadInterrupted,
@@ -70,6 +74,7 @@ from residency_sdk.errors import (
 from residency_sdk.lifecycle import tags_for
 from residency_sdk.model import StorageTarget
 from residency_sdk.regions import country_of, region_table
+from residency_sdk.storage._conditional import expected_write, refused
 from residency_sdk.storage._once import AskedOnce
 from residency_sdk.storage._streaming import (
     Digester,
@@ -79,16 +84,19 @@ from residency_sdk.storage._streaming import (
     as_binary_stream,
     start_position,
 )
+from residency_sdk.storage._tenant_kms import TenantKmsKeys
 from residency_sdk.storage.base import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MULTIPART_THRESHOLD,
     BucketFacts,
+    KeyDestruction,
     ObjectInfo,
     ObjectStore,
     ProgressCallback,
     Residue,
 )
+from residency_sdk.storage.keys import tenant_of_key
 from residency_sdk.storage.retry import (
     DEFAULT_POLICY,
     RetryPolicy,
@@ -100,10 +108,16 @@ T = TypeVar("T")
 
 _PART_SIZE_META = "residency-part-size"
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+# A conditional delete that found another write (412), or lost to a concurrent one (409).
+_CHANGED = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 _THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                          "InternalError", "ServiceUnavailable", "RequestLimitExceeded"})
 _INTEGRITY = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch",
                         "InvalidChecksum"})
+# What S3 answers when the object's KMS key is disabled, pending deletion or deleted.
+_KEY_GONE = frozenset({"KMS.DisabledException", "KMS.KMSInvalidStateException",
+                       "KMS.NotFoundException", "DisabledException",
+                       "KMSInvalidStateException"})
 _DENIED = frozenset({"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                      "ExpiredToken", "InvalidToken"})
 # Credential chains that found nothing usable: the request never left, nothing to retry.
@@ -179,6 +193,12 @@ class S3Store(ObjectStore):
         self._transfer_config.max_in_memory_upload_chunks = max_concurrency
         self._manager: TransferManager | None = None
         self._resolved_keys: dict[str, str] = {}
+        self._tenant_keys: TenantKmsKeys | None = None
+        if target.tenant_keys:
+            self._tenant_keys = TenantKmsKeys(
+                self._new_kms_client, bucket=target.bucket, region=target.region,
+                country=target.country, name=self.name, policy=policy,
+                transient=is_transient)
 
     def __repr__(self) -> str:
         return (f"S3Store(bucket={self.target.bucket!r}, region={self.target.region!r}, "
@@ -198,8 +218,28 @@ class S3Store(ObjectStore):
 
     def put(self, key: str, data: bytes | BinaryIO, *, metadata: dict[str, str] | None = None,
             progress: ProgressCallback | None = None) -> ObjectInfo:
-        """Upload with SSE-KMS and CRC32C, multipart above ``multipart_threshold``."""
-        kms_key = self._kms_key()
+        """Upload with SSE-KMS and CRC32C, multipart above ``multipart_threshold``.
+
+        An object under ``tenants/<id>/`` is encrypted with the tenant's own KMS key
+        (made on its first write, see :mod:`residency_sdk.storage._tenant_kms`) unless
+        the map sets ``tenant_keys: false``; every other object with the location's."""
+        kms_key = self._kms_key()  # required whatever the object: fail closed
+        tenant = tenant_of_key(key) if self._tenant_keys is not None else None
+        if tenant is None or self._tenant_keys is None:
+            return self._put(key, data, metadata, progress, kms_key)
+        if not self._verified:
+            self._verify()  # where the bucket is, before a key is made for it
+        tenant_key = self._tenant_keys.key_for(tenant)
+        try:
+            return self._put(key, data, metadata, progress, tenant_key)
+        except EncryptionError:
+            # KMS may have refused a key this process cached and another one destroyed
+            # (an erasure elsewhere): look it up again on the next write.
+            self._tenant_keys.forget(tenant)
+            raise
+
+    def _put(self, key: str, data: bytes | BinaryIO, metadata: dict[str, str] | None,
+             progress: ProgressCallback | None, kms_key: str) -> ObjectInfo:
         meta = {**(metadata or {}), _PART_SIZE_META: str(self.chunk_size)}
         extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key,
                  "ChecksumAlgorithm": "CRC32C", "Metadata": meta}
@@ -275,11 +315,32 @@ class S3Store(ObjectStore):
                 Bucket=self.target.bucket, Key=key))
 
     def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
-        """Delete ``key``; True if it existed."""
+        """Delete ``key``; True if it existed.
+
+        With ``if_match`` the request carries ``If-Match: <ETag>`` and S3 deletes only
+        that write of the current object (412, or 409 when a write raced the delete
+        itself, raise :class:`ObjectChanged`; nothing deleted). Never a ``VersionId``:
+        deleting the examined version by id on a versioned bucket would make an older
+        version current again. Needs ``s3:GetObject`` besides ``s3:DeleteObject``."""
+        if if_match is not None:
+            return self._delete_if_match(key, expected_write(key, if_match, self.name))
         existed = self.exists(key)
         self._call("delete", key, lambda: self._client.delete_object(
             Bucket=self.target.bucket, Key=key))
         return existed
+
+    def _delete_if_match(self, key: str, etag: str) -> bool:
+        # HTTP wants the entity tag quoted; head() reports it without the quotes.
+        try:
+            self._call("delete", key, lambda: self._client.delete_object(
+                Bucket=self.target.bucket, Key=key, IfMatch=f'"{etag}"'))
+        except ObjectNotFound:
+            return False  # S3 answers a conditional delete of a missing key with 404
+        except StorageError as exc:
+            if _error_code(exc) in _CHANGED:
+                return refused(self, key, etag)
+            raise
+        return True
 
     # --- reads -----------------------------------------------------------------------
 
@@ -340,6 +401,8 @@ class S3Store(ObjectStore):
             metadata={k: v for k, v in r.get("Metadata", {}).items() if k != _PART_SIZE_META},
             last_modified=r.get("LastModified"),
             etag=str(r.get("ETag", "")).strip('"') or None,
+            # Versioned buckets only; an unversioned bucket reports none (or "null").
+            version=None if r.get("VersionId") in (None, "", "null") else str(r["VersionId"]),
         )
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -529,8 +592,47 @@ class S3Store(ObjectStore):
             self._manager.shutdown()
             self._manager = None
         self._client.close()
+        if self._tenant_keys is not None:
+            self._tenant_keys.close()
+
+    # --- per-tenant keys (crypto-shredding) -----------------------------------------
+
+    def tenant_key_id(self, tenant_id: str) -> str | None:
+        """The ARN of ``tenant_id``'s KMS key for this bucket (found by its alias
+        ``alias/residency/<bucket>/<tenant>``), or None when it has none or per-tenant
+        keys are off (``tenant_keys: false``)."""
+        if self._tenant_keys is None:
+            return None
+        return self._tenant_keys.key_id(tenant_id)
+
+    def destroy_tenant_key(self, tenant_id: str) -> KeyDestruction:
+        """Crypto-shred ``tenant_id`` on this bucket: ``DisableKey`` (unusable at once),
+        ``ScheduleKeyDeletion`` after 7 days (the shortest KMS allows; ``effective_at``
+        is the deletion date, status ``scheduled``), ``DeleteAlias``. ``absent`` when the
+        tenant has no key here (never made, or destroyed before); restartable after a
+        crash between the steps. ``unsupported`` when per-tenant keys are off."""
+        if self._tenant_keys is None:
+            return KeyDestruction(
+                tenant_id=tenant_id, status="unsupported",
+                detail=f"{self.name}: per-tenant keys are off for this backend "
+                       "(tenant_keys: false in the region map): its objects are under the "
+                       "location key, so backups and copies the provider keeps are not made "
+                       "unreadable by erasure")
+        return self._tenant_keys.destroy(tenant_id)
 
     # --- internals -------------------------------------------------------------------
+
+    def _new_kms_client(self) -> Any:
+        """A KMS client in the bucket's region, with this store's credentials. An
+        emulator serves KMS on its S3 endpoint; a real S3 endpoint does not, so KMS is
+        then asked at the region's own KMS endpoint (never one configured outside the
+        map)."""
+        kms_endpoint = self.endpoint if self.endpoint and is_loopback_host(
+            urlsplit(self.endpoint).hostname or "") else None
+        return self._session.client(
+            "kms", region_name=self.target.region, endpoint_url=kms_endpoint,
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                          ignore_configured_endpoint_urls=True))
 
     def _same_kms_key(self, wanted: str, reported: str | None) -> bool:
         """True when S3's reported key (always an ARN) is the key the map names.
@@ -545,14 +647,7 @@ class S3Store(ObjectStore):
         if "alias/" not in wanted:
             return False
         if wanted not in self._resolved_keys:
-            # An emulator serves KMS on its S3 endpoint; a real S3 endpoint does not, so
-            # KMS is then asked at the region's own KMS endpoint.
-            kms_endpoint = self.endpoint if self.endpoint and is_loopback_host(
-                urlsplit(self.endpoint).hostname or "") else None
-            kms = self._session.client(
-                "kms", region_name=self.target.region, endpoint_url=kms_endpoint,
-                config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
-                              ignore_configured_endpoint_urls=True))
+            kms = self._new_kms_client()
             try:
                 meta = self._call("describe-key", wanted,
                                   lambda: kms.describe_key(KeyId=wanted)["KeyMetadata"])
@@ -655,6 +750,19 @@ class S3Store(ObjectStore):
             if code in _INTEGRITY:
                 return IntegrityError(f"{self.name}: S3 rejected {key!r} as corrupted "
                                       f"({code}); nothing was stored - upload again")
+            tenant = tenant_of_key(key) if self._tenant_keys is not None else None
+            if tenant is not None and code in _KEY_GONE and operation != "get":
+                return EncryptionError(
+                    f"{self.name}: {operation} of {key!r}: KMS refused the key of tenant "
+                    f"{tenant!r} ({code}): an erasure of the tenant disabled or destroyed it "
+                    "meanwhile; nothing was written. Write again: the next write looks the "
+                    "tenant's key up again")
+            if tenant is not None and code in _KEY_GONE:
+                return KeyDestroyed(
+                    f"{self.name}: {operation} of {key!r}: KMS refused the key of tenant "
+                    f"{tenant!r} ({code}): it was disabled or destroyed when the tenant was "
+                    "erased (crypto-shredding), so this copy is unreadable by design; delete "
+                    "it")
             if code.startswith("KMS") or "KMS" in str(exc):
                 return EncryptionError(f"{self.name}: KMS refused {operation} of {key!r} "
                                        f"({code}); check key {self.target.kms_key!r} and its "

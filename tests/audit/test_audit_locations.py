@@ -175,3 +175,32 @@ def test_the_maps_audit_sections_are_validated(tmp_path: Path, audit: dict[str, 
             rs.Residency.load(bad, storage=_memory, audit=False)
         assert expected in str(caught.value), str(caught.value)
         assert "secret" not in str(caught.value)
+
+
+def test_erasure_at_a_destination_is_recorded_in_that_locations_trail(
+        tmp_path: Path) -> None:
+    """Issue 13: erasing a tenant's copy in another location is audited in that
+    location's own log; the receipt stays in the tenant's location."""
+    res = rs.Residency.load(_map(tmp_path), storage=_memory, state_dir=tmp_path / "state")
+    tenant = rs.Tenant(id="charite-erase", country="DE", agreements=frozenset({"scc"}))
+    res.storage_for(tenant).put("scan.dcm", b"phi")
+    res.transfer(tenant, "scan.dcm", to="US")
+    receipt = res.erase(tenant)
+    assert receipt.complete and receipt.locations == ("DE", "US")
+    res.close()
+    logs = tmp_path / "logs"
+    us = [e for e in audit_log_events(logs / "us-audit.db") if e.operation == "erase"]
+    de = [e for e in audit_log_events(logs / "de-audit.db") if e.operation == "erase"]
+    backends = f"erasure:{receipt.request_id}"
+    # Each backend's intent and outcome where the backend is (US: primary and failover).
+    assert {(e.source_location, e.outcome) for e in us if e.purpose == backends} == {
+        ("US", "intent"), ("US", "ok")}
+    assert {(e.source_location, e.outcome) for e in de if e.purpose == backends} == {
+        ("DE", "intent"), ("DE", "ok")}
+    assert all(e.source_location == "US" for e in us)
+    # The receipt (and nothing of the DE backends) in DE's trail only.
+    receipt_events = [e for e in de if e.purpose == f"erasure_receipt:{receipt.request_id}"]
+    assert [e.event_id for e in receipt_events] == [receipt.receipt_event_id]
+    assert not [e for e in us if e.purpose and e.purpose.startswith("erasure_receipt")]
+    for name in ("de", "us"):
+        assert verify_log(logs / f"{name}-audit.db").ok

@@ -228,7 +228,7 @@ def test_the_intent_is_on_disk_before_the_backend_is_called(tmp_path: Path) -> N
             if i in reads:
                 continue
             mine = [e for e in on_disk if e.object_key == key.removeprefix(
-                "tenants/charite-berlin/") and e.purpose != "tenant_record"]
+                "tenants/charite-berlin/") and e.purpose not in ("tenant_record", "lineage")]
             last = mine[-1]
             # The newest event about the object on disk is the intent of this very call
             # (the transfer's copy reads the source, then writes under the transfer intent).

@@ -110,3 +110,15 @@ def test_an_unreachable_location_is_named_in_the_trace(tmp_path: Path) -> None:
     assert set(trace.unreachable) == {"GB"}
     assert "GB is down" in trace.unreachable["GB"]
     assert trace.reached() == {("DE", "local")}
+
+
+def test_a_copy_record_alone_still_names_where_the_data_went(tmp_path: Path) -> None:
+    """A footprint lost (deleted by hand, or an older process's cache skipped it) does
+    not hide a copy: the copy record names its destination too."""
+    res = rs.Residency.load(local_root=tmp_path / "root", audit=False)
+    tenant = _tenant()
+    res.storage_for(tenant).put("x", b"1")
+    res.transfer(tenant, "x", "GB")
+    home = res.stores.record_stores(res.policy.location("DE"))[0]
+    assert home.delete(footprint_key(tenant.id, "GB", "local"))
+    assert ("GB", "local") in res.lineage.trace(tenant.id).reached()

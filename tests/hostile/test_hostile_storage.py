@@ -28,6 +28,7 @@ from reliability_support import Clock, write_figures
 
 import residency_sdk as rs
 from residency_sdk.cli import app
+from residency_sdk.lineage import LINEAGE_PREFIX
 from residency_sdk.tenants import RECORDS_PREFIX
 
 EXAMPLES = int(os.environ.get("RESIDENCY_HOSTILE_EXAMPLES") or 150)
@@ -67,7 +68,8 @@ class Tally:
 
 def _check_local_root(root: Path, tenants: set[str]) -> list[str]:
     """Every file outside ``<root>/<loc>/<bucket>/tenants/<accepted id>/`` (or the
-    location's key folder / bucket lock, or an accepted tenant's country record)."""
+    location's key folder / bucket lock, or an accepted tenant's country record or
+    lineage)."""
     outside = []
     for dirpath, _, files in os.walk(root):
         for name in files:
@@ -84,6 +86,8 @@ def _check_local_root(root: Path, tenants: set[str]) -> list[str]:
             if len(rel) == 6 and rel[2:4] == ("_residency", "tenant-records") \
                     and rel[4].removesuffix(".json") in tenants:
                 continue  # the accepted tenant's own country record
+            if len(rel) >= 6 and rel[2:4] == ("_residency", "lineage") and rel[4] in tenants:
+                continue  # where the accepted tenant's data went (what erasure plans from)
             outside.append("/".join(rel))
     return outside
 
@@ -171,8 +175,10 @@ def test_facade_s3_emulator_hostile_input(emulators: Any, monkeypatch: pytest.Mo
     run()
     keys = sorted(all_keys() - before)
     records = {f"{RECORDS_PREFIX}{t}.json" for t in tally.accepted_tenants}
-    outside = [k for k in keys if k not in records and (not k.startswith("tenants/")
-               or k.split("/")[1] not in tally.accepted_tenants)]
+    lineage = tuple(f"{LINEAGE_PREFIX}{t}/" for t in tally.accepted_tenants)
+    outside = [k for k in keys if k not in records and not k.startswith(lineage)
+               and (not k.startswith("tenants/")
+                    or k.split("/")[1] not in tally.accepted_tenants)]
     res.close()
     write_figures("hostile_storage_facade_s3", {
         "inputs_tried": tally.inputs, "typed_errors": tally.refused,

@@ -289,7 +289,7 @@ def test_every_phi_access_is_audited_with_who_when_what(tmp_path: Path) -> None:
     res.audit.flush()
     events = [e for e in audit_log_events(audit) if e.tenant_id == tenant.id
               and e.operation in ("put", "get", "delete") and e.outcome != "intent"
-              and e.purpose != "tenant_record"]
+              and e.purpose not in ("tenant_record", "lineage")]
     assert [e.operation for e in events] == ["put", "get", "delete"]
     for event in events:
         assert event.actor == "dr.house" and event.purpose == "treatment"

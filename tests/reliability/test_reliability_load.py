@@ -56,7 +56,7 @@ def _logged(path: Path) -> tuple[Counter[str], Counter[str]]:
                     outcomes["intent"] += 1
                     continue
                 open_intents.discard(event.get("intent_id"))
-                if event.get("purpose") == "tenant_record":
+                if event.get("purpose") in ("tenant_record", "lineage"):
                     continue
                 ops[event["operation"]] += 1
                 outcomes[event["outcome"]] += 1

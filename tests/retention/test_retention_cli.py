@@ -107,7 +107,11 @@ def test_overdue_request_makes_status_fail(tmp_path: Path) -> None:
                                "--terminated", "2020-01-01", "--local-root",
                                str(tmp_path / "data"), "--state-dir", str(state), "--json"])
     assert made.exit_code == 0, made.output
+    # Overdue fails the command only when asked (--fail-on-overdue, for cron/CI).
     status = runner.invoke(app, ["erasure", "status", "--state-dir", str(state)])
+    assert status.exit_code == 0 and "overdue" in status.output
+    status = runner.invoke(app, ["erasure", "status", "--state-dir", str(state),
+                                 "--fail-on-overdue"])
     assert status.exit_code == 1
     assert "overdue" in status.output
 

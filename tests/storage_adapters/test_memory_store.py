@@ -446,9 +446,12 @@ def test_residency_load_with_memory_storage(tmp_path: Path,
     # The tenant's first write asked every location whether its id is bound elsewhere
     # (one store each, plus in-country failovers) and recorded its country in DE.
     [home] = [m for m in opened if m.target == res.backend("DE")]
-    assert [i.key for i in home.list()] == ["_residency/tenant-records/clinic-17.json",
+    assert [i.key for i in home.list()] == ["_residency/lineage/clinic-17/reached/DE/azure",
+                                            "_residency/tenant-records/clinic-17.json",
                                             "tenants/clinic-17/notes/a.txt"]
     assert home.target.country == "DE"
     elsewhere = [i.key for m in opened if m is not home for i in m.list()]
-    assert all(k.startswith("_residency/tenant-records/") for k in elsewhere)
+    # ... the in-country failover keeps a copy of the SDK's records, nothing else
+    assert all(k.startswith(("_residency/tenant-records/", "_residency/lineage/clinic-17/"))
+               for k in elsewhere)
     assert list(tmp_path.iterdir()) == []  # nothing on disk

@@ -73,7 +73,7 @@ class Env:
         """The events recording how ``operation`` on objects ended (intents and tenant
         record writes apart)."""
         return [e for e in self.events if e.operation == operation and e.outcome != "intent"
-                and e.purpose != "tenant_record"]
+                and e.purpose not in ("tenant_record", "lineage")]
 
     def intents(self, operation: str) -> list[AuditEvent]:
         """The write-ahead intents of ``operation``."""
@@ -487,7 +487,7 @@ def test_phi_refused_on_a_backend_without_baa(tmp_path: Path) -> None:
     assert not store.exists("scan.dcm")
     assert store.put("contacts.csv", b"a,b", data_class="personal").data_class == "personal"
     assert [e.outcome for e in events if e.operation == "put" and e.outcome != "intent"
-            and e.purpose != "tenant_record"] == ["blocked", "ok"]
+            and e.purpose not in ("tenant_record", "lineage")] == ["blocked", "ok"]
     # The destination of a transfer needs a BAA too.
     us = rs.Residency.load(overlay, local_root=tmp_path / "root2")
     mayo = rs.Tenant(id="mayo", country="US", agreements=frozenset({"baa"}))
@@ -524,7 +524,7 @@ def test_every_operation_is_audited_without_contents(local: Env) -> None:
     with pytest.raises(ObjectNotFound):
         store.get("a.txt")
     objects = [e for e in local.events
-               if e.operation != "transfer_check" and e.purpose != "tenant_record"]
+               if e.operation != "transfer_check" and e.purpose not in ("tenant_record", "lineage")]
     ops = [(e.operation, e.outcome) for e in objects]
     # Written ahead: each data operation's intent, then its outcome naming the intent.
     assert ops == [("placement", "allowed"), ("put", "intent"), ("put", "ok"),
@@ -605,10 +605,13 @@ def test_any_key_lands_under_its_own_tenant_or_is_refused(
         assert set(root.rglob("@meta")) == before
         return
     own = (root / "DE" / "residency-de-local-data" / "tenants" / tenant.id).resolve()
-    record = root / "DE" / "residency-de-local-data" / "_residency" / "tenant-records"
+    sdk = root / "DE" / "residency-de-local-data" / "_residency"
+    record = sdk / "tenant-records"
     created = set(root.rglob("@meta")) - before
     assert (record / f"{tenant.id}.json" / "@meta") in created  # its country record
-    [new] = {m for m in created if not m.is_relative_to(record)}
+    # ... and where its data went (the lineage erasure plans from)
+    assert (sdk / "lineage" / tenant.id / "reached" / "DE" / "local" / "@meta") in created
+    [new] = {m for m in created if not m.is_relative_to(sdk)}
     assert new.resolve().is_relative_to(own)
     assert [o.key for o in store.list()] == [store.head(key).key]
     assert store.delete(key) and not own.exists()

@@ -1,0 +1,144 @@
+"""Key commands for the embedded local backend: ``residency keys list|rotate``.
+
+Each location of the local backend keeps its keys in ``<local root>/<location>/.keys``:
+location keys (``local-<loc>-...``, the newest is current) and one key per tenant
+(``tenant-<loc>-...``) wrapped by a location key. ``rotate`` makes a new location key
+current and re-wraps every tenant key under it; no object is re-encrypted, older
+location keys stay for the objects written under them. Tenant keys are destroyed by
+erasure (crypto-shredding), never from here. Cloud keys are the provider's (KMS), see
+docs/crypto-shredding.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from residency_sdk.cli.common import (
+    EXIT_USAGE,
+    JsonOption,
+    MapOption,
+    console,
+    fail,
+    print_json,
+    residency_errors,
+)
+from residency_sdk.errors import InvalidLocalLocation
+from residency_sdk.regionmap import load_region_map
+
+keys_app = typer.Typer(
+    help="Location and tenant keys of the embedded local backend (rotation, status).",
+    no_args_is_help=True)
+
+KeysLocalRootOption = Annotated[
+    Path | None,
+    typer.Option("--local-root", envvar="RESIDENCY_LOCAL_ROOT", file_okay=False,
+                 help="The local backend's root folder (one folder per location)."),
+]
+LocationsOption = Annotated[
+    list[str] | None,
+    typer.Option("--location", "-l", help="A location id of the map (repeatable; default: "
+                 "every location that has a folder under the root)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``keys`` command group to ``app``."""
+    app.add_typer(keys_app, name="keys")
+
+
+def _stores(map_path: Path | None, local_root: Path | None, locations: list[str] | None,
+            as_json: bool, *, existing_only: bool) -> list[Any]:
+    """The local store of each location asked for (or each that has a folder)."""
+    if local_root is None or not str(local_root):
+        fail("name the local backend's root folder: --local-root DIR (or set "
+             "RESIDENCY_LOCAL_ROOT)", as_json=as_json, code=EXIT_USAGE)
+    from residency_sdk.storage.local import LocalStore
+
+    with residency_errors(as_json):
+        region_map = load_region_map(map_path)
+        known = {loc_id.upper(): loc_id for loc_id in region_map.locations}
+        if locations:
+            chosen = []
+            for name in locations:
+                loc_id = known.get(name.upper())
+                if loc_id is None:
+                    raise InvalidLocalLocation(
+                        f"location {name!r} is not in the region map (it has: "
+                        f"{', '.join(sorted(known.values()))}): pass one of them to "
+                        "--location")
+                chosen.append(loc_id)
+        else:
+            chosen = sorted(loc_id for loc_id in region_map.locations
+                            if not existing_only or (Path(local_root) / loc_id).is_dir())
+        return [LocalStore(region_map.locations[loc_id].backend("local"), Path(local_root),
+                           location=loc_id) for loc_id in chosen]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@keys_app.command("list")
+def list_keys(
+    location: LocationsOption = None,
+    local_root: KeysLocalRootOption = None,
+    map_path: MapOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show each location's current key, the keys kept, and every tenant key with the
+    location key that wraps it (never key material). Tenant keys still wrapped by an
+    older location key mean a rotation did not finish: run `residency keys rotate`."""
+    stores = _stores(map_path, local_root, location, as_json, existing_only=True)
+    with residency_errors(as_json):
+        statuses = [store.key_status() for store in stores]
+    if as_json:
+        docs = [{**asdict(s), "not_rewrapped": [t.key_id for t in s.not_rewrapped]}
+                for s in statuses]
+        print_json({"ok": True, "keyrings": docs,
+                    **({"keyring": docs[0]} if len(docs) == 1 else {})})
+        return
+    if not statuses:
+        console.print(f"no location has keys under {local_root} yet")
+        return
+    for status in statuses:
+        table = Table(title=f"{status.location}: current key {status.current_key_id or '-'} "
+                            f"({len(status.location_keys)} location key(s) kept)")
+        table.add_column("tenant")
+        table.add_column("tenant key")
+        table.add_column("wrapped by")
+        table.add_column("created")
+        for t in status.tenant_keys:
+            stale = " (older: rotate again)" if t.wrapped_by != status.current_key_id else ""
+            table.add_row(t.tenant_id, t.key_id, t.wrapped_by + stale, t.created or "")
+        console.print(table)
+
+
+@keys_app.command("rotate")
+def rotate(
+    location: Annotated[list[str], typer.Option(
+        "--location", "-l", help="The location whose key to rotate (repeatable).")],
+    local_root: KeysLocalRootOption = None,
+    map_path: MapOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a new location key current and re-wrap every tenant key of the location
+    under it. No object is re-encrypted; older location keys stay (objects written under
+    them need them). Safe to interrupt: every key stays readable, and running it again
+    finishes the job."""
+    stores = _stores(map_path, local_root, location, as_json, existing_only=False)
+    reports = []
+    with residency_errors(as_json):
+        for store in stores:
+            reports.append(store.rotate_location_key())
+    if as_json:
+        print_json({"ok": True, "rotations": [asdict(r) for r in reports]})
+        return
+    for r in reports:
+        console.print(
+            f"[bold green]ROTATED[/] {r.location}: current key {r.current_key_id} (was "
+            f"{r.previous_key_id or 'none'}); {len(r.rewrapped)} tenant key(s) re-wrapped, "
+            f"{len(r.location_keys)} location key(s) kept for older objects"
+            + (f"; {r.shredded} leftover(s) of an interrupted run shredded"
+               if r.shredded else ""), highlight=False)
