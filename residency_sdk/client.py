@@ -23,6 +23,7 @@ from residency_sdk.erasure import ErasureReceipt, ErasureTracker
 from residency_sdk.errors import (
     AuditUnavailable,
     ErasureError,
+    InvalidLocalLocation,
     InvalidSource,
     ResidencyError,
     TransferBlocked,
@@ -48,6 +49,7 @@ from residency_sdk.tenants import MoveReceipt, TenantRegistry, move_tenant
 if TYPE_CHECKING:
     from residency_sdk.audit.anchors import Anchor
     from residency_sdk.regionmap import AuditTarget
+    from residency_sdk.storage.local import RotationReport
 
 STATE_DIR_NAME = ".residency-state"
 """The default state folder's name, under ``local_root``."""
@@ -387,6 +389,42 @@ class Residency(PlacementTable):
         tracker = self.erasure_tracker(state_dir, actor=actor)
         return tracker.erase(tenant, providers=providers, purpose=purpose, reason=reason,
                              terminated_at=terminated_at)
+
+    def rotate_location_key(self, location: str, *,
+                            actor: str | None = None) -> RotationReport:
+        """Rotate the embedded local backend's key of ``location``: a new location key
+        becomes current and every tenant key there is re-wrapped under it (no object is
+        re-encrypted; see :meth:`LocalStore.rotate_location_key
+        <residency_sdk.storage.local.LocalStore.rotate_location_key>`). Audited ahead as
+        a ``key_rotate`` event in the location's trail; needs ``local_root``."""
+        from residency_sdk.storage.local import LocalStore
+
+        loc = self.policy.location(location)
+        if self.local_root is None or "local" not in loc.backends:
+            raise InvalidLocalLocation(
+                f"location {loc.id}: key rotation is for the embedded local backend: load "
+                "the Residency with local_root=PATH (CLI: --local-root DIR); cloud keys "
+                "rotate in the provider's KMS (see docs/crypto-shredding.md)")
+        target = loc.backend("local")
+        store = self.stores.get(target, loc.id)
+        if not isinstance(store, LocalStore):
+            raise InvalidLocalLocation(
+                f"location {loc.id}: its local backend is not the embedded local store "
+                f"({type(store).__name__}): nothing to rotate")
+        intent = self.audit.intent(AuditEvent(
+            operation="key_rotate", outcome="intent", actor=actor, source_location=loc.id,
+            provider=target.provider, region=target.region, bucket=target.bucket,
+            reasons=(f"rotate the location key of {loc.id} and re-wrap its tenant keys",)))
+        try:
+            report = store.rotate_location_key()
+        except Exception as exc:
+            self.audit.outcome(intent, outcome="error", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.audit.outcome(intent, outcome="ok", reasons=(
+            f"current key {report.current_key_id} (was {report.previous_key_id or 'none'}); "
+            f"{len(report.rewrapped)} tenant key(s) re-wrapped; "
+            f"{len(report.location_keys)} location key(s) kept",))
+        return report
 
     def _state_dir(self, state_dir: str | Path | None) -> Path:
         if state_dir is not None:

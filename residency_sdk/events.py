@@ -40,6 +40,7 @@ Operation = Literal[
     "erase",
     "retention_delete",
     "audit_off",
+    "key_rotate",
 ]
 Outcome = Literal["allowed", "blocked", "ok", "error", "intent"]
 """``intent``: written (durably) before a data operation starts; the event with the

@@ -111,7 +111,8 @@ def _each(sinks: Iterable[AuditSink], action: Callable[[AuditSink], None]) -> No
 def locator(table: PlacementTable) -> Callable[[AuditEvent], str | None]:
     """``locate`` for a :class:`LocationRouter` built from a map: an event about a tenant
     belongs to the location its country routes to (the tenant's own location, also for
-    a transfer out of it); an erasure event (``erase``) and an event with a tenant id but
+    a transfer out of it); an erasure or key rotation event (``erase``, ``key_rotate``)
+    and an event with a tenant id but
     no country (a retention deletion) to the location it happened in
     (``source_location``): erasing a tenant's copies in another location is recorded in
     that location's trail, its receipt (``source_location`` = the tenant's location) in
@@ -120,7 +121,7 @@ def locator(table: PlacementTable) -> Callable[[AuditEvent], str | None]:
     locations = table.map.locations
 
     def locate(event: AuditEvent) -> str | None:
-        if event.operation == "erase" and event.source_location in locations:
+        if event.operation in ("erase", "key_rotate") and event.source_location in locations:
             return event.source_location
         country = event.tenant_country
         if country is not None:

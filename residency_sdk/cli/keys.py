@@ -20,10 +20,13 @@ from rich.table import Table
 
 from residency_sdk.cli.common import (
     EXIT_USAGE,
+    AuditOption,
     JsonOption,
     MapOption,
+    NoAuditOption,
     console,
     fail,
+    load_residency,
     print_json,
     residency_errors,
 )
@@ -121,17 +124,21 @@ def rotate(
         "--location", "-l", help="The location whose key to rotate (repeatable).")],
     local_root: KeysLocalRootOption = None,
     map_path: MapOption = None,
+    audit: AuditOption = None,
+    no_audit: NoAuditOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Make a new location key current and re-wrap every tenant key of the location
     under it. No object is re-encrypted; older location keys stay (objects written under
     them need them). Safe to interrupt: every key stays readable, and running it again
-    finishes the job."""
+    finishes the job. Audited (a ``key_rotate`` event in the location's trail)."""
     stores = _stores(map_path, local_root, location, as_json, existing_only=False)
+    res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit,
+                         local_root=local_root)
     reports = []
     with residency_errors(as_json):
         for store in stores:
-            reports.append(store.rotate_location_key())
+            reports.append(res.rotate_location_key(store.location))
     if as_json:
         print_json({"ok": True, "rotations": [asdict(r) for r in reports]})
         return

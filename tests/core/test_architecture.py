@@ -3,7 +3,7 @@
 1. No import cycle among the modules of ``residency_sdk``: every module's dependencies
    run one way. Imports inside functions count (a lazy import is still a dependency);
    imports under ``if TYPE_CHECKING:`` do not (they never run).
-2. The sweeps and tenant erasure (``erasure.py``, ``retention.py``, ``sweep.py``) speak
+2. The sweeps and tenant erasure (``erasure/``, ``retention.py``, ``sweep.py``) speak
    no cloud API: they import no cloud SDK and no cloud adapter, name no S3/GCS/Azure API,
    and do not probe stores with ``getattr``; what only a provider can answer is asked
    through the neutral :class:`~residency_sdk.storage.base.ObjectStore` methods.
@@ -257,7 +257,8 @@ def test_import_graph_helpers_on_a_small_package(tmp_path: Path) -> None:
 
 # --- sweeps and erasure speak no cloud API ---------------------------------------------
 
-PROVIDER_NEUTRAL_MODULES = ("erasure.py", "retention.py", "sweep.py")
+PROVIDER_NEUTRAL_MODULES = ("erasure", "retention.py", "sweep.py")
+"""Modules, and packages (every module in them), of the package's folder."""
 
 CLOUD_SDKS = frozenset({"boto3", "botocore", "s3transfer", "aioboto3", "aiobotocore",
                         "awscrt", "mypy_boto3_s3", "google", "azure", "s3fs", "gcsfs",
@@ -308,15 +309,15 @@ def _cloud_api(name: str) -> bool:
 
 
 def cloud_api_uses(path: Path, root: Path = ROOT) -> list[str]:
-    """Every place in the module at ``path`` (a top-level module of the package) that
-    speaks a cloud API, as ``file:line: what`` (``file`` relative to ``root``).
+    """Every place in the module at ``path`` (a module of the package) that speaks a
+    cloud API, as ``file:line: what`` (``file`` relative to ``root``).
 
     Imports are checked everywhere, ``TYPE_CHECKING`` blocks included: a type from a cloud
     SDK is already provider-specific code.
     """
     rel = path.relative_to(root)
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    module = f"{PACKAGE}.{path.stem}"
+    module = ".".join(rel.with_suffix("").parts)
     found: list[str] = []
 
     def flag(node: ast.AST, what: str) -> None:
@@ -389,7 +390,8 @@ def test_sweeps_and_erasure_speak_no_cloud_api() -> None:
             problems.append(f"{PACKAGE}/{name}: missing (the provider-neutral sweep module "
                             "must exist)")
             continue
-        problems += cloud_api_uses(path)
+        for module in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            problems += cloud_api_uses(module)
     loaded, error = cloud_modules_loaded_by_import()
     if error is not None:
         problems.append(f"importing the sweeps and erasure failed: {error}")

@@ -35,6 +35,7 @@ from residency_sdk.errors import EncryptionError, KeyDestroyed, UnsafePath
 from residency_sdk.model import StorageTarget
 from residency_sdk.regionmap import load_region_map
 from residency_sdk.storage import local as local_module
+from residency_sdk.storage import local_keys
 from residency_sdk.storage.local import LocalStore
 
 ROOT_OF_REPO = Path(__file__).resolve().parents[2]
@@ -314,7 +315,7 @@ _CRASH_WORKER = textwrap.dedent("""
     import os, sys, json
     from pathlib import Path
     from residency_sdk.model import StorageTarget
-    from residency_sdk.storage import local
+    from residency_sdk.storage import _local_fs, local, local_keys
 
     cfg = json.loads(sys.argv[1])
     real = os
@@ -322,8 +323,8 @@ _CRASH_WORKER = textwrap.dedent("""
     MUTATING = {"replace", "rename", "unlink", "fsync", "write", "mkdir", "link"}
 
     class Crashing:
-        # The os module as local.py sees it: the N-th mutating call kills the process
-        # before it runs (no finally block, no cleanup: a power cut).
+        # The os module as the local store's modules see it: the N-th mutating call
+        # kills the process before it runs (no finally block, no cleanup: a power cut).
         def __getattr__(self, name):
             attr = getattr(real, name)
             if name not in MUTATING:
@@ -336,12 +337,15 @@ _CRASH_WORKER = textwrap.dedent("""
             return call
 
     store = local.LocalStore(StorageTarget.model_validate(cfg["target"]), cfg["root"])
-    local.os = Crashing()
+    modules = (local, local_keys, _local_fs)
+    for module in modules:
+        module.os = Crashing()
     if cfg["op"] == "rotate":
         store.rotate_location_key()
     else:
         store.destroy_tenant_key(cfg["tenant"])
-    local.os = real
+    for module in modules:
+        module.os = real
     print("COMPLETED", count[0])
 """)
 
@@ -407,7 +411,7 @@ def test_a_crash_at_any_point_of_a_destruction_is_finished_by_a_rerun(
         store.put("tenants/clinic-a/1", b"a")
         store.put("tenants/clinic-b/1", b"b")
         key_id = store.tenant_key_id("clinic-a")
-        stem = local_module._TenantKeys.stem("clinic-a")
+        stem = local_keys._TenantKeys.stem("clinic-a")
         completed = _crash("destroy", store, crash_at, tenant="clinic-a")
         fresh = LocalStore(target, root)
         if not completed:
@@ -468,6 +472,50 @@ def test_cli_keys_rotate_and_list(tmp_path: Path, target: StorageTarget) -> None
                             env={"RESIDENCY_LOCAL_ROOT": ""})
     assert no_root.exit_code != 0 and "--local-root" in no_root.output
 
+
+
+def test_key_rotation_is_audited_in_its_location(tmp_path: Path) -> None:
+    """A rotation is written ahead like any operation that changes what protects data:
+    intent before the keyring is touched, outcome naming the new key; and one that
+    cannot be audited does not happen."""
+    import residency_sdk as rs
+    from residency_sdk.audit import verify_log
+    from residency_sdk.cli.app import app
+    from residency_sdk.erasure import audit_log_events
+
+    root, log = tmp_path / "root", tmp_path / "audit.db"
+    res = rs.Residency.load(local_root=root, audit=str(log))
+    res.storage_for(rs.Tenant(id="clinic-a", country="DE")).put("x", b"a")
+    report = res.rotate_location_key("DE", actor="keyops@example.com")
+    res.close()
+    rotated = CliRunner().invoke(
+        app, ["keys", "rotate", "-l", "DE", "--local-root", str(root), "--audit", str(log)])
+    assert rotated.exit_code == 0, rotated.output
+    events = [e for e in audit_log_events(log) if e.operation == "key_rotate"]
+    assert [(e.outcome, e.source_location) for e in events] == [
+        ("intent", "DE"), ("ok", "DE"), ("intent", "DE"), ("ok", "DE")]
+    assert events[0].actor == "keyops@example.com"
+    assert report.current_key_id in events[1].reasons[0]
+    assert verify_log(log).ok
+
+    class _Refusing:
+        def append(self, event: object, *, durable: bool = True) -> None:
+            raise OSError("disk full")
+
+        def flush(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    before = LocalStore(load_region_map(None).locations["DE"].backend("local"), root,
+                        location="DE").key_status().current_key_id
+    res = rs.Residency.load(local_root=root, audit=_Refusing())
+    with pytest.raises(rs.AuditUnavailable):
+        res.rotate_location_key("DE")
+    after = LocalStore(load_region_map(None).locations["DE"].backend("local"), root,
+                       location="DE").key_status().current_key_id
+    assert after == before  # nothing rotated without its audit event
+    with pytest.raises(rs.InvalidLocalLocation, match="local_root"):
+        rs.Residency.load(audit=False).rotate_location_key("DE")
 
 
 # --- S3 on moto: a KMS key per tenant ------------------------------------------------------
