@@ -20,6 +20,8 @@ import yaml
 
 import residency_sdk as rs
 from residency_sdk.marks import CATEGORY_META
+from residency_sdk.model import StorageTarget
+from residency_sdk.storage.base import ObjectStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -96,7 +98,20 @@ def _s3(root: Path, n: int) -> dict[str, Any]:
             "extends": "default", "name": "bench-s3", "locations": {"DE": {
                 "default_provider": "aws", "backends": {"aws": {
                     "region": "eu-central-1", "endpoint": moto.endpoint, "kms_key": key}}}}}))
-        res = rs.Residency.load(overlay)
+        # The tenant's first write asks every location whether its id is bound there,
+        # and an erasure reads every location's lineage: the other locations are served
+        # by local stand-ins (no cloud account here), DE's S3 backend by moto.
+        from residency_sdk.storage.factory import open_store
+        from residency_sdk.storage.local import LocalStore
+
+        def opener(target: StorageTarget, location: str) -> ObjectStore:
+            if location == "DE" and target.provider == "aws":
+                return open_store(target, location=location)
+            stand_in = target.model_copy(update={
+                "provider": "local", "bucket": f"{target.provider}-{target.bucket}"})
+            return LocalStore(stand_in, root / "stand-ins", location=location)
+
+        res = rs.Residency.load(overlay, storage=opener, state_dir=root / "state-s3")
         return run(res, n, root / "state-s3", ["aws"])
     finally:
         moto.stop()
