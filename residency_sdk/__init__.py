@@ -33,6 +33,8 @@ from residency_sdk.errors import (
     CapabilityUnavailable,
     ChainBroken,
     ChainRefused,
+    DeidentificationError,
+    DeidentificationRefused,
     EncryptionError,
     EnvironmentOverride,
     ErasureBlocked,
@@ -53,6 +55,8 @@ from residency_sdk.errors import (
     MapError,
     NoRoute,
     NoSuchBackend,
+    NotAnonymised,
+    NotDicom,
     ObjectChanged,
     ObjectNotFound,
     PlacementBlocked,
@@ -116,6 +120,8 @@ __all__ = [
     "ChainRefused",
     "ComputeTarget",
     "Decision",
+    "DeidentificationError",
+    "DeidentificationRefused",
     "DeploymentReport",
     "EncryptionError",
     "EnvironmentOverride",
@@ -142,6 +148,8 @@ __all__ = [
     "MemoryStore",
     "NoRoute",
     "NoSuchBackend",
+    "NotAnonymised",
+    "NotDicom",
     "ObjectChanged",
     "ObjectInfo",
     "ObjectNotFound",
@@ -180,3 +188,13 @@ __all__ = [
     "verify_log",
     "verify_receipt",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``rs.deid`` is imported on first use: the de-identifier's table and (on use) pydicom
+    # stay out of ``import residency_sdk``.
+    if name == "deid":
+        import importlib
+
+        return importlib.import_module("residency_sdk.deid")
+    raise AttributeError(f"module 'residency_sdk' has no attribute {name!r}")

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from residency_sdk.countries import normalise_country
+from residency_sdk.deid_records import DeidRecords
 from residency_sdk.erasure import ErasureReceipt, ErasureTracker
 from residency_sdk.errors import (
     AuditUnavailable,
     ErasureError,
+    InputError,
     InvalidLocalLocation,
     InvalidSource,
     ResidencyError,
@@ -48,6 +50,9 @@ from residency_sdk.tenants import MoveReceipt, TenantRegistry, move_tenant
 
 if TYPE_CHECKING:
     from residency_sdk.audit.anchors import Anchor
+    from residency_sdk.deid.evidence import Option
+    from residency_sdk.deid.keys import DeidKey
+    from residency_sdk.export import ExportReceipt
     from residency_sdk.regionmap import AuditTarget
     from residency_sdk.storage.local import RotationReport
 
@@ -104,6 +109,9 @@ class Residency(PlacementTable):
         self.lineage = Lineage(self.policy, self.stores, self.audit)
         """Where each tenant's data went (see :mod:`residency_sdk.lineage`): what
         :meth:`erase` plans from."""
+        self.deid_records = DeidRecords(self.policy, self.stores, self.audit)
+        """Tenants' de-identification keys and evidence, kept in their locations (see
+        :mod:`residency_sdk.deid_records`)."""
         self.local_root = self.stores.local_root
         self.state_dir: Path | None = (
             Path(state_dir) if state_dir is not None
@@ -264,17 +272,63 @@ class Residency(PlacementTable):
         """
         return open_tenant_store(self.policy, self.stores, self.audit, tenant,
                                  provider=provider, actor=actor, purpose=purpose,
-                                 registry=self.tenants, lineage=self.lineage)
+                                 registry=self.tenants, lineage=self.lineage,
+                                 deid=self.deid_records)
 
     def transfer(self, tenant: Tenant, key: str, to: str, data_class: str = "phi", *,
                  actor: str | None = None, purpose: str | None = None,
                  provider: str | None = None) -> StoredObject:
         """Copy ``tenant``'s object ``key`` into location ``to`` only if
         :meth:`check_transfer` allows it; otherwise raise :class:`TransferBlocked` and copy
-        nothing. ``to`` must be a residency location of the map."""
+        nothing. ``to`` must be a residency location of the map.
+
+        A transfer decided as ``anonymised`` verifies the object first (its evidence, and
+        a DICOM object's content): one that fails is decided as ``phi`` (refused with
+        :class:`NotAnonymised` where ``phi`` may not go); see
+        :func:`~residency_sdk.storage.tenant_store.transfer`."""
         return transfer(self.policy, self.stores, self.audit, tenant, key, to, data_class,
                         actor=actor, purpose=purpose, provider=provider,
-                        registry=self.tenants, lineage=self.lineage)
+                        registry=self.tenants, lineage=self.lineage,
+                        deid=self.deid_records)
+
+    # --- de-identification -------------------------------------------------------------
+
+    def deid_key(self, tenant: Tenant, *, actor: str | None = None) -> DeidKey:
+        """``tenant``'s de-identification key (UID mapping, per-patient date offsets),
+        made on first use and kept in the tenant's location; its writes and each
+        process's first read are audited (purpose ``deid_key``). It never leaves the
+        location: de-identify where the data lives (:meth:`export_anonymised`,
+        ``residency deid``). Erasure destroys it."""
+        return self.deid_records.key(tenant, actor=actor)
+
+    def export_anonymised(self, tenant: Tenant, keys: Iterable[str], *, to: str,
+                          options: Iterable[Option] = (), pixels_cleaned: bool = False,
+                          actor: str | None = None, purpose: str | None = None,
+                          provider: str | None = None) -> ExportReceipt:
+        """De-identify ``tenant``'s DICOM objects ``keys`` inside its location, verify
+        them, and transfer only the de-identified copies (``deid/<key>``) to location
+        ``to``: the originals never leave. ``options`` are the profile options
+        (``retain_longitudinal_modified_dates``, ``clean_descriptors``,
+        ``retain_device_identity``); ``pixels_cleaned`` states that burned-in text was
+        removed from the pixels (else such images are refused). Every step is audited
+        with ``actor`` and ``purpose`` (default ``research_export``); returns the
+        receipt (see :mod:`residency_sdk.export`)."""
+        from residency_sdk.export import EXPORT_PURPOSE, checked_keys, export_anonymised
+
+        purpose = purpose or EXPORT_PURPOSE
+        chosen = checked_keys(keys)  # refused before the key or any object is read
+        destination = self.policy.destination(to)  # an unknown location fails first
+        store = self.storage_for(tenant, provider=provider, actor=actor, purpose=purpose)
+        if destination.id == store.location:
+            raise InputError(
+                f"export_anonymised: tenant {tenant.id!r}'s data already lives in location "
+                f"{destination.id}: export to another location")
+        return export_anonymised(
+            store, self.deid_key(tenant, actor=actor), chosen, destination=destination.id,
+            options=options, pixels_cleaned=pixels_cleaned,
+            transfer=lambda key: self.transfer(tenant, key, destination.id, "anonymised",
+                                               actor=actor, purpose=purpose,
+                                               provider=provider))
 
     def move_tenant(self, tenant: Tenant, to_country: str, *,
                     providers: Iterable[str] | None = None, actor: str | None = None,
@@ -351,6 +405,7 @@ class Residency(PlacementTable):
         ``progress``, ``workers``)."""
         options.setdefault("lineage", self.lineage)
         options.setdefault("registry", self.tenants)
+        options.setdefault("deid", self.deid_records)
         return ErasureTracker(self.policy, self.stores, self.audit,
                               self._state_dir(state_dir), **options)
 

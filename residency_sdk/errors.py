@@ -131,6 +131,28 @@ class BAARequired(ResidencyError):
     """``phi`` aimed at a backend whose provider has no Business Associate Agreement."""
 
 
+class NotAnonymised(ResidencyError):
+    """Data declared ``anonymised`` that failed the content check (a DICOM object with
+    identifying attributes or without PatientIdentityRemoved = YES; evidence missing or
+    about other bytes), so treated as ``phi``, and ``phi`` may not go there.
+
+    ``found`` names the identifying attributes present (keywords, never values),
+    ``problems`` every failed check, ``refusal`` the ``phi`` refusal
+    (:class:`TransferBlocked`, :class:`PlacementBlocked` or :class:`BAARequired`) and
+    ``decision`` its decision, when it has one. De-identify the data first
+    (``rs.deid.deidentify_dicom``, ``Residency.export_anonymised``) and pass its evidence.
+    """
+
+    def __init__(self, message: str, *, found: tuple[str, ...] = (),
+                 problems: tuple[str, ...] = (),
+                 refusal: ResidencyError | None = None) -> None:
+        self.found = tuple(found)
+        self.problems = tuple(problems)
+        self.refusal = refusal
+        self.decision: Decision | None = getattr(refusal, "decision", None)
+        super().__init__(message)
+
+
 # --- storage -----------------------------------------------------------------------
 
 
@@ -349,3 +371,24 @@ class ChainRefused(ChainBroken, AuditUnavailable):
     Both a :class:`ChainBroken` (``seq`` and ``kind`` say what) and an
     :class:`AuditUnavailable` (the event was not recorded, so the operation must not run).
     """
+
+
+# --- de-identification -------------------------------------------------------------
+
+
+class DeidentificationError(ResidencyError):
+    """Base class of de-identification failures (:mod:`residency_sdk.deid`)."""
+
+
+class NotDicom(DeidentificationError, InputError):
+    """Data given to the DICOM de-identifier that is not a readable DICOM Part 10 file
+    (no ``DICM`` marker after the 128-byte preamble, or a dataset that does not parse).
+    Non-DICOM data is de-identified by the caller's own step and recorded with
+    ``residency_sdk.deid.external_evidence``."""
+
+
+class DeidentificationRefused(DeidentificationError):
+    """The de-identifier will not vouch for this object: its pixels may carry identifying
+    text (BurnedInAnnotation = YES, or a modality or SOP class known to burn text into
+    the image). Clean the pixel data first and pass ``pixels_cleaned=True`` (recorded in
+    the evidence)."""

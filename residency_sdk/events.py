@@ -104,6 +104,10 @@ class AuditEvent(BaseModel):
     error: str | None = None
     intent_id: str | None = None
     """On an outcome event: the ``event_id`` of the intent it completes."""
+    deid: str | None = None
+    """For ``anonymised`` data: a summary of its de-identification evidence (profile,
+    edition, options, attribute counts, SHA-256 of input and output; never a removed
+    value), see :mod:`residency_sdk.deid`."""
     sdk_version: str = __version__
 
     def to_json(self) -> str:

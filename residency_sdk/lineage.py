@@ -34,16 +34,16 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from residency_sdk.errors import (
-    AuditUnavailable,
     BackendUnavailable,
     IntegrityError,
     ObjectNotFound,
     ResidencyError,
 )
-from residency_sdk.events import AuditEmitter, AuditEvent
+from residency_sdk.events import AuditEmitter
 from residency_sdk.marks import CREATED_META, TENANT_META
 from residency_sdk.model import Tenant
 from residency_sdk.policy import ResidencyPolicy
+from residency_sdk.records import SdkRecords
 from residency_sdk.regionmap import Location
 from residency_sdk.storage.base import ObjectStore
 from residency_sdk.storage.keys import SDK_PREFIX, tenant_prefix
@@ -121,7 +121,7 @@ class Lineage:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._policy = policy
         self._stores = stores
-        self._audit = audit
+        self._records = SdkRecords(stores, audit)
         self._clock = clock
         self._known: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
@@ -167,40 +167,9 @@ class Lineage:
         """Write one lineage object on the location's record stores (primary and
         failover: one must succeed), audited ahead like a data write."""
         meta = {CREATED_META: self._clock().isoformat(), TENANT_META: tenant.id}
-
-        def write() -> None:
-            written, errors = 0, []
-            for store in self._stores.record_stores(home):
-                try:
-                    store.put(key, data, metadata=meta)
-                    written += 1
-                except BackendUnavailable as exc:
-                    errors.append(exc)
-            if not written:
-                raise errors[0]
-
-        self._audited("put", home, tenant, key, actor, write)
-
-    def _audited(self, operation: Literal["put", "delete"], home: Location, tenant: Tenant,
-                 key: str, actor: str | None, run: Callable[[], T]) -> T:
-        audit = self._audit
-        if audit is None or not audit.enabled:
-            return run()
-        target = home.backend(self._stores.default_provider(home))
-        intent = audit.intent(AuditEvent(
-            operation=operation, outcome="intent", actor=actor, purpose=LINEAGE_PURPOSE,
-            tenant_id=tenant.id, tenant_country=tenant.country, data_class="personal",
-            source_location=home.id, provider=target.provider, region=target.region,
-            bucket=target.bucket, object_key=key))
-        try:
-            result = run()
-        except AuditUnavailable:
-            raise
-        except Exception as exc:
-            audit.outcome(intent, outcome="error", error=f"{type(exc).__name__}: {exc}")
-            raise
-        audit.outcome(intent, outcome="ok")
-        return result
+        self._records.audited("put", home, tenant, key,
+                              lambda: self._records.write(home, key, data, meta),
+                              purpose=LINEAGE_PURPOSE, actor=actor, data_class="personal")
 
     # --- reading ---------------------------------------------------------------------
 
@@ -271,7 +240,9 @@ class Lineage:
                 for key in keys:
                     def drop(store: ObjectStore = store, key: str = key) -> bool:
                         return store.delete(key)
-                    if self._audited("delete", location, tenant, key, actor, drop):
+                    if self._records.audited("delete", location, tenant, key, drop,
+                                             purpose=LINEAGE_PURPOSE, actor=actor,
+                                             data_class="personal"):
                         deleted += 1
         with self._lock:
             self._known = {k for k in self._known if k[0] != tenant.id}

@@ -32,7 +32,6 @@ from residency_sdk.errors import (
     AuditUnavailable,
     BackendUnavailable,
     IntegrityError,
-    ObjectNotFound,
     PlacementBlocked,
     ResidencyError,
     StorageError,
@@ -44,6 +43,7 @@ from residency_sdk.lineage import Lineage
 from residency_sdk.marks import CREATED_META, TENANT_META, copied_from
 from residency_sdk.model import StorageTarget, Tenant
 from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
+from residency_sdk.records import SdkRecords
 from residency_sdk.regionmap import Location
 from residency_sdk.storage.base import ObjectStore
 from residency_sdk.storage.keys import SDK_PREFIX, tenant_prefix
@@ -99,7 +99,7 @@ class TenantRegistry:
                  audit: AuditEmitter | None = None) -> None:
         self._policy = policy
         self._stores = stores
-        self._audit = audit
+        self._records = SdkRecords(stores, audit)
         self._checked: set[tuple[str, str, str]] = set()
         self._bound: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -108,68 +108,25 @@ class TenantRegistry:
         """The location's default store, then its in-country failover (if any)."""
         return self._stores.record_stores(location)
 
-    def _read(self, location: Location, key: str) -> bytes | None:
-        """The record at ``key`` in ``location``: the primary's, else (primary down) the
-        failover's copy, written beside it at bind time. Both down: fail closed."""
-        first: BackendUnavailable | None = None
-        for store in self._record_stores(location):
-            try:
-                return store.get(key)
-            except ObjectNotFound:
-                return None
-            except BackendUnavailable as exc:
-                if first is not None:
-                    raise BackendUnavailable(
-                        f"tenant records of location {location.id}: primary and in-country "
-                        f"failover backends both failed: {first}; {exc}") from exc
-                first = exc
-        assert first is not None
-        raise first
-
     def _audited(self, operation: Literal["put", "delete"], location: Location,
                  tenant: Tenant, actor: str | None, run: Callable[[], T]) -> T:
         """Run a record write with its intent durable first and its outcome after."""
-        audit = self._audit
-        if audit is None or not audit.enabled:
-            return run()
-        target = location.backend(self._stores.default_provider(location))
-        intent = audit.intent(AuditEvent(
-            operation=operation, outcome="intent", actor=actor, purpose=RECORD_PURPOSE,
-            tenant_id=tenant.id, tenant_country=tenant.country, data_class="personal",
-            source_location=location.id, provider=target.provider, region=target.region,
-            bucket=target.bucket, object_key=record_key(tenant.id)))
-        try:
-            result = run()
-        except Exception as exc:
-            audit.outcome(intent, outcome="error", error=f"{type(exc).__name__}: {exc}")
-            raise
-        audit.outcome(intent, outcome="ok")
-        return result
+        return self._records.audited(operation, location, tenant, record_key(tenant.id), run,
+                                     purpose=RECORD_PURPOSE, actor=actor,
+                                     data_class="personal")
 
     def _write(self, location: Location, record: TenantRecord, tenant: Tenant,
                actor: str | None = None) -> None:
         """Write ``record`` on the location's default store and its failover, so a
         lookup during a primary outage still finds it; one of the two must succeed."""
-        key = record_key(record.tenant_id)
         meta = {CREATED_META: record.bound_at, TENANT_META: record.tenant_id}
-
-        def write() -> None:
-            written, errors = 0, []
-            for store in self._record_stores(location):
-                try:
-                    store.put(key, record.to_bytes(), metadata=meta)
-                    written += 1
-                except BackendUnavailable as exc:
-                    errors.append(exc)
-            if not written:
-                raise errors[0]
-
-        self._audited("put", location, tenant, actor, write)
+        self._audited("put", location, tenant, actor, lambda: self._records.write(
+            location, record_key(record.tenant_id), record.to_bytes(), meta))
 
     def record_in(self, location: Location, tenant_id: str) -> TenantRecord | None:
         """The record of ``tenant_id`` kept in ``location``, or None."""
         key = record_key(tenant_id)
-        data = self._read(location, key)
+        data = self._records.read(location, key, what="tenant records")
         return None if data is None else TenantRecord.from_bytes(data, f"{location.id}:{key}")
 
     def records(self, tenant_id: str) -> list[TenantRecord]:

@@ -242,6 +242,11 @@ def to_html(report: AuditReport) -> str:
     unaudited = [
         '<tr class="unaudited">' + _num(u["seq"]) + _td(u["time"]) + _td(u["actor"])
         + _td(u["location"]) + _td(recorded(u)) + "</tr>" for u in report.unaudited_periods]
+    deid = [
+        "<tr>" + _num(a["seq"]) + _td(a["time"]) + _td(a["tenant_id"]) + _td(a["location"])
+        + _td(a["destination"]) + _td(a["object_key"])
+        + (_td(a["deid"]) if a["deid"] else '<td class="missing">none recorded</td>') + "</tr>"
+        for a in report.anonymised_transfers]
     unknowns = [
         "<tr>" + _num(u["seq"]) + _td(u["time"]) + _td(u["actor"]) + _td(u["tenant_id"])
         + _td(u["operation"]) + _td(u["object_key"]) + "</tr>" for u in report.outcome_unknown]
@@ -290,6 +295,9 @@ Chain {escape(chain_status(report))}</div>
 <h2>Blocked attempts</h2>
 {_table("Blocked attempts", ["who", "tenant", "origin", "to", "data class", "operation", "why",
         "events", "last seen"], blocked, "No blocked attempt in this window.")}
+<h2>De-identified transfers</h2>
+{_table("De-identified transfers", ["event", "time", "tenant", "from", "to", "key",
+        "evidence"], deid, "No transfer of de-identified data in this window.")}
 <h2>Outcome unknown</h2>
 {_table("Outcome unknown", ["event", "time", "who", "tenant", "operation", "key"], unknowns,
         "None: every operation started has its outcome.")}

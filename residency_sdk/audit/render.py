@@ -112,6 +112,12 @@ def to_markdown(report: AuditReport) -> str:
                     b["operation"], "; ".join(b["reasons"]), b["events"], b["last_seen"]]
                    for b in report.blocked]) \
         if report.blocked else ["No blocked attempt in this window."]
+    out += ["", "## De-identified transfers", ""]
+    out += _table(["event", "time", "tenant", "from", "to", "key", "evidence"],
+                  [[a["seq"], a["time"], a["tenant_id"], a["location"], a["destination"],
+                    a["object_key"], a["deid"] or "**none recorded**"]
+                   for a in report.anonymised_transfers]) \
+        if report.anonymised_transfers else ["No transfer of de-identified data in this window."]
     out += ["", "## Outcome unknown", ""]
     out += _table(["event", "time", "who", "tenant", "operation", "key"],
                   [[u["seq"], u["time"], u["actor"], u["tenant_id"], u["operation"],
@@ -146,8 +152,9 @@ _CSV_COLUMNS = (
 
 def to_csv(report: AuditReport) -> str:
     """One CSV for tooling: a ``section`` column (chain, unaudited, flow, blocked,
-    outcome_unknown, violation, tenant, stated_endpoint); the chain row's ``kind`` is its
-    status (``verified``, ``broken``, ``unverified``)."""
+    outcome_unknown, violation, tenant, stated_endpoint, deid); the chain row's ``kind`` is
+    its status (``verified``, ``broken``, ``unverified``); a ``deid`` row is a transfer of
+    de-identified data, ``detail`` its evidence summary."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -163,6 +170,9 @@ def to_csv(report: AuditReport) -> str:
         w.writerow({"section": "flow", **f, "operation": ";".join(f["operations"])})
     for b in report.blocked:
         w.writerow({"section": "blocked", **b, "detail": "; ".join(b["reasons"])})
+    for a in report.anonymised_transfers:
+        w.writerow({"section": "deid", "kind": "transfer", **a, "operation": "transfer",
+                    "bytes": a["size"], "detail": a["deid"]})
     for u in report.outcome_unknown:
         w.writerow({"section": "outcome_unknown", "kind": "intent", **u,
                     "detail": f"intent {u['event_id']} has no outcome"})

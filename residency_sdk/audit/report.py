@@ -83,6 +83,7 @@ _IN_LOCATION = ("(:loc IS NULL OR coalesce(source_location, '') = :loc OR "
 _HAS_INTENT = "instr(event, '\"outcome\":\"intent\"') > 0"
 _HAS_INTENT_ID = "instr(event, '\"intent_id\":\"') > 0"
 _HAS_AUDIT_OFF = "instr(event, '\"operation\":\"audit_off\"') > 0"
+_HAS_ANONYMISED = "instr(event, '\"data_class\":\"anonymised\"') > 0"
 
 
 def _extract(name: str) -> str:
@@ -160,6 +161,12 @@ class AuditReport:
     unaudited_periods: list[dict[str, Any]] = field(default_factory=list)
     """Every ``audit_off`` event of the log, whatever the window or location (the first
     :data:`MAX_LISTED`; ``totals["unaudited_periods"]`` counts them all)."""
+    anonymised_transfers: list[dict[str, Any]] = field(default_factory=list)
+    """Transfers of ``anonymised`` data in the window, each with the summary of its
+    de-identification evidence (``deid``: profile, edition, options, attribute counts,
+    SHA-256 of input and output; None when none was recorded: a transfer made before the
+    SDK verified anonymised data) (the first :data:`MAX_LISTED`;
+    ``totals["anonymised_transfers"]`` counts them all)."""
     notes: list[str] = field(default_factory=list)
     stated_endpoints: list[dict[str, str]] = field(default_factory=list)
     """Endpoints the region map places by its own word (``endpoint_country`` and
@@ -195,7 +202,8 @@ class AuditReport:
             "blocked": self.blocked, "violation_counts": self.violation_counts,
             "violations": self.violations, "tenants": self.tenants,
             "outcome_unknown": self.outcome_unknown,
-            "unaudited_periods": self.unaudited_periods, "notes": self.notes,
+            "unaudited_periods": self.unaudited_periods,
+            "anonymised_transfers": self.anonymised_transfers, "notes": self.notes,
             "stated_endpoints": self.stated_endpoints,
         }
 
@@ -536,6 +544,38 @@ def _unaudited(conn: sqlite3.Connection, q: dict[str, Any]) -> list[dict[str, An
     return rows
 
 
+_DEID_COLUMNS = (("operation", "op"), ("outcome", "outcome"), ("actor", "actor"),
+                 ("purpose", "purpose"), ("tenant_id", "tenant_id"),
+                 ("tenant_country", "tenant_country"), ("data_class", "data_class"),
+                 ("source_location", "source_location"),
+                 ("destination_location", "destination_location"),
+                 ("destination_country", "destination_country"),
+                 ("object_key", "object_key"), ("size", "size"), ("deid", "deid"))
+_DEID_TRANSFER = f"op = 'transfer' AND outcome IN {_OK} AND data_class = 'anonymised'"
+
+
+def _anonymised_transfers(conn: sqlite3.Connection,
+                          q: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """Completed transfers of ``anonymised`` data, each with the summary of its
+    de-identification evidence (``deid``; None for a transfer recorded before the SDK
+    verified anonymised data, which an auditor should look at). Counted from the summary;
+    the events are listed by a pass (pre-filtered by a substring test) made only when the
+    summary shows any: a log without them pays nothing."""
+    count = conn.execute(
+        f"SELECT coalesce(sum(events), 0) FROM summary WHERE {_DEID_TRANSFER}").fetchone()[0]
+    if not count:
+        return 0, []
+    cols = ", ".join(f"{_extract(name)} AS {col}" for name, col in _DEID_COLUMNS)
+    rows = _window_rows(cols, f"AND {_DEID_TRANSFER}", prefilter=f"AND {_HAS_ANONYMISED}")
+    listed = _dicts(conn.execute(
+        f"""SELECT seq, time, actor, purpose, tenant_id, tenant_country AS origin,
+                   source_location AS location,
+                   coalesce(destination_location, destination_country) AS destination,
+                   data_class, object_key, size, deid
+            FROM {rows} ORDER BY seq LIMIT {MAX_LISTED}""", q))
+    return int(count), listed
+
+
 def _sections(conn: sqlite3.Connection, q: dict[str, Any], counts: dict[str, int],
               chain: VerifyResult) -> dict[str, Any]:
     """Every section of the report, from the summary (and, when the summary says some
@@ -549,10 +589,13 @@ def _sections(conn: sqlite3.Connection, q: dict[str, Any], counts: dict[str, int
             _unknown_of_verifier(conn, q, chain) if chain.broken is None
             else _outcome_unknown(conn, q))
     unaudited = _unaudited(conn, q) if counts["unaudited_periods"] else []
+    deid_count, deid_rows = _anonymised_transfers(conn, q)
     sections["totals"].update(intents=counts["intents"],
                               outcome_unknown=counts["outcome_unknown"],
-                              unaudited_periods=counts["unaudited_periods"])
-    return {**sections, "outcome_unknown": unknown, "unaudited_periods": unaudited}
+                              unaudited_periods=counts["unaudited_periods"],
+                              anonymised_transfers=deid_count)
+    return {**sections, "outcome_unknown": unknown, "unaudited_periods": unaudited,
+            "anonymised_transfers": deid_rows}
 
 
 # Conditions on one event (or one summary row) for each kind of violation.

@@ -6,6 +6,7 @@ import typer
 
 from residency_sdk.cli import audit as audit_cli
 from residency_sdk.cli import common, core, demo
+from residency_sdk.cli import deid as deid_cli
 from residency_sdk.cli import infra as infra_cli
 from residency_sdk.cli import keys as keys_cli
 from residency_sdk.cli import retention as retention_cli
@@ -38,6 +39,7 @@ retention_cli.register(app)
 tenant_cli.register(app)
 verify_cli.register(app)
 keys_cli.register(app)
+deid_cli.register(app)
 
 
 def main() -> None:

@@ -111,15 +111,30 @@ def put(
     category: Annotated[str | None, typer.Option(
         "--category", help="Retention category of the map (e.g. imaging_upload): the object "
                            "is deleted when its period ends.")] = None,
+    evidence: Annotated[Path | None, typer.Option(
+        "--evidence", dir_okay=False,
+        help="Evidence of the data's de-identification (the <name>.evidence.json `residency "
+             "deid` writes), for --data-class anonymised.")] = None,
     audit: AuditOption = None, no_audit: NoAuditOption = False,
 ) -> None:
-    """Store a file (streamed, encrypted, checksummed) for a tenant. Exit 1 when refused."""
+    """Store a file (streamed, encrypted, checksummed) for a tenant. Exit 1 when refused.
+    Data declared anonymised is checked (DICOM content, evidence); what fails is stored
+    as phi where phi is allowed, and refused where it is not."""
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
                                as_json, audit, no_audit)
     with residency_errors(as_json):
+        record = None
+        if evidence is not None:
+            from residency_sdk.deid.evidence import Evidence
+
+            try:
+                record = Evidence.model_validate_json(evidence.read_bytes())
+            except (OSError, ValueError) as exc:
+                fail(f"--evidence {evidence}: not a readable evidence record "
+                     f"({type(exc).__name__})", as_json=as_json)
         if source == "-":
             info = store.put(key, sys.stdin.buffer, data_class=data_class,
-                             category=category)
+                             category=category, evidence=record)
         else:
             path = Path(source)
             if not path.is_file():
@@ -127,13 +142,17 @@ def put(
             with path.open("rb") as fh, _progress(f"put {key}", path.stat().st_size,
                                                   not as_json) as progress:
                 info = store.put(key, fh, data_class=data_class, progress=progress,
-                                 category=category)
+                                 category=category, evidence=record)
     if as_json:
         print_json({"ok": True, "object": object_dict(info)})
     else:
         console.print(f"[green]stored[/] {info.key} ({info.size} bytes) in {info.location} "
                       f"{info.provider} {info.bucket} (served by {info.served_by}), "
                       f"{info.encryption}, {info.checksum}", highlight=False)
+        if info.data_class != data_class.strip().lower():
+            err_console.print(f"[yellow]stored as {info.data_class}[/], not {data_class}: it "
+                              "did not pass as anonymised (`residency deid check` says why)",
+                              highlight=False)
 
 
 def get(

@@ -49,6 +49,7 @@ from residency_sdk.storage.pool import StorePool
 from residency_sdk.sweep import DEFAULT_WORKERS, Clock, check_workers, utc_now
 
 if TYPE_CHECKING:
+    from residency_sdk.deid_records import DeidRecords
     from residency_sdk.lineage import Lineage
     from residency_sdk.tenants import TenantRegistry
 
@@ -70,7 +71,8 @@ class ErasureTracker:
                  actor: str | None = None,
                  progress: Callable[[str, str], None] | None = None,
                  workers: int = DEFAULT_WORKERS, lineage: Lineage | None = None,
-                 registry: TenantRegistry | None = None) -> None:
+                 registry: TenantRegistry | None = None,
+                 deid: DeidRecords | None = None) -> None:
         self.workers = check_workers(workers, ErasureError)
         """Threads deleting in parallel (HEAD and DELETE round trips dominate)."""
         self.policy = policy
@@ -85,6 +87,9 @@ class ErasureTracker:
         """Called ``(backend, stored_key)`` after each object deleted."""
         self.lineage = lineage
         self.registry = registry
+        self.deid = deid
+        """The tenant's de-identification key and evidence records, dropped with its
+        lineage and tenant records (``Residency.erasure_tracker`` passes the client's)."""
 
     # --- requests ----------------------------------------------------------------------
 
@@ -253,6 +258,8 @@ class ErasureTracker:
                     request.lineage_deleted += self.lineage.forget(tenant, actor=actor)
                 if self.registry is not None:
                     request.records_deleted += self.registry.forget(tenant, actor=actor)
+                if self.deid is not None:
+                    request.records_deleted += self.deid.forget(tenant, actor=actor)
             except AuditUnavailable:
                 raise
             except ResidencyError as exc:

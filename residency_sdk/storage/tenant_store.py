@@ -23,11 +23,16 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Literal, TypeVar
 
-from residency_sdk import marks
+from residency_sdk import anonymised, marks
+from residency_sdk.deid.evidence import EVIDENCE_META, Evidence
+from residency_sdk.deid_records import DeidRecords
 from residency_sdk.errors import (
     AuditUnavailable,
     BAARequired,
     BackendUnavailable,
+    InputError,
+    IntegrityError,
+    NotAnonymised,
     ObjectNotFound,
     PlacementBlocked,
     ResidencyError,
@@ -127,9 +132,12 @@ class TenantStore:
                  tenant: Tenant, target: StorageTarget, *, location: str | None = None,
                  actor: str | None = None, purpose: str | None = None,
                  registry: TenantRegistry | None = None,
-                 lineage: Lineage | None = None) -> None:
+                 lineage: Lineage | None = None,
+                 deid: DeidRecords | None = None) -> None:
         self._policy = policy
         self._lineage = lineage
+        # Where evidence of anonymised writes is kept (the client shares one instance).
+        self._deid = deid if deid is not None else DeidRecords(policy, stores, audit)
         self._stores = stores
         self._audit = audit
         self._registry = registry
@@ -273,7 +281,8 @@ class TenantStore:
     def _audited(self, operation: str, key: str | None, run: Callable[[], tuple[T, ServedBy]],
                  *, data_class: str | None = None,
                  describe: Callable[[T], ObjectInfo | None] = lambda _: None,
-                 check: Callable[[], None] | None = None, read: bool = False) -> T:
+                 check: Callable[[], None] | None = None, read: bool = False,
+                 labels: dict[str, Any] | None = None) -> T:
         """Run a data operation written ahead: ``check`` (validation, no backend), then
         the durable intent, then ``run`` (the backend), then the outcome naming the
         intent. A refusal by ``check`` is recorded as one event with no intent (nothing
@@ -282,31 +291,38 @@ class TenantStore:
 
         ``read=True`` (get, open, head, exists): a read changes nothing, so its intent is
         committed while the backend answers and made durable before the result is
-        returned (:meth:`_release`) rather than before the request is sent."""
+        returned (:meth:`_release`) rather than before the request is sent.
+
+        ``labels``: event fields ``check`` may set (a put declared ``anonymised`` that
+        failed the content check is recorded as ``phi``, with the reason and evidence)."""
         intent = None
+        fields_ = labels if labels is not None else {}
         try:
             if check is not None:
                 check()
-            intent = self._intent(operation, key, data_class=data_class, durable=not read)
+            intent = self._intent(operation, key, durable=not read,
+                                  **{"data_class": data_class, **fields_})
             result, served = run()
             if read:
                 self._release(intent, result)
         except AuditUnavailable:
             raise  # the audit trail itself failed: recording the failure would fail too
         except Exception as exc:  # audited whatever failed, then re-raised unchanged
-            self._failed(operation, key, exc, data_class=data_class, intent=intent)
+            self._failed(operation, key, exc, intent=intent,
+                         **{"data_class": data_class, **fields_})
             raise
         self._emit(operation, "ok", served=served, key=key, info=describe(result),
-                   data_class=data_class, intent=intent)
+                   intent=intent, **{"data_class": data_class, **fields_})
         return result
 
     def _failed(self, operation: str, key: str | None, exc: Exception, *,
-                data_class: str | None, intent: AuditEvent | None) -> None:
-        outcome = "blocked" if isinstance(exc, (TransferBlocked, BAARequired)) else "error"
+                data_class: str | None, intent: AuditEvent | None, **fields_: Any) -> None:
+        refused = (TransferBlocked, BAARequired, NotAnonymised)
+        outcome = "blocked" if isinstance(exc, refused) else "error"
         # An invalid key is recorded cut to the key limit: it was never validated.
         shown = key[: keys.MAX_KEY_BYTES] if isinstance(key, str) else None
         self._emit(operation, outcome, key=shown, data_class=data_class, error=exc,
-                   intent=intent)
+                   intent=intent, **fields_)
 
     def _report(self, info: ObjectInfo, served: ServedBy) -> StoredObject:
         target = self._target(served)
@@ -374,7 +390,7 @@ class TenantStore:
     def put(self, key: str, data: bytes | BinaryIO, data_class: str = "phi",
             metadata: dict[str, str] | None = None,
             progress: ProgressCallback | None = None, *,
-            category: str | None = None) -> StoredObject:
+            category: str | None = None, evidence: Evidence | None = None) -> StoredObject:
         """Store ``data`` (bytes or a binary file object, streamed) under ``key``.
 
         ``data_class`` and the creation time are stored as object metadata. ``category``
@@ -383,30 +399,80 @@ class TenantStore:
         marked where the cloud's lifecycle engine selects it (S3 object tag, Azure blob
         index tag, GCS custom time; see :mod:`residency_sdk.lifecycle`). Refused with
         :class:`PlacementBlocked` / :class:`BAARequired` before any byte is sent.
+
+        ``anonymised`` is checked, not believed (:mod:`residency_sdk.anonymised`): a DICOM
+        object must pass :func:`~residency_sdk.deid.check_dicom`, anything else needs
+        ``evidence`` (the :class:`~residency_sdk.deid.evidence.Evidence` of its
+        de-identification), and given evidence must be this tenant's and about these
+        exact bytes. Data that fails is stored as ``phi`` where ``phi`` is allowed (the
+        event says why) and refused with :class:`NotAnonymised` where it is not. The
+        evidence is stored beside the object in the tenant's location, its digest in the
+        object's metadata (:data:`~residency_sdk.deid.evidence.EVIDENCE_META`), its
+        summary in the audit event.
         """
         checked: list[Any] = []
+        labels: dict[str, Any] = {}
+        intook: list[anonymised.Intake] = []
 
         def check() -> None:  # everything refusable without a backend, before the intent
             stored = keys.tenant_key(self.tenant, key)
-            dc = self.check_write(data_class)
+            declared = self._policy.check_data_class(data_class)
             user_meta = marks.check_user_metadata(metadata)
-            checked.extend((stored, dc, user_meta, self.check_category(category, user_meta)))
+            cat = self.check_category(category, user_meta)
+            if evidence is not None and (declared != "anonymised"
+                                         or not isinstance(evidence, Evidence)):
+                raise InputError(
+                    f"evidence= is the Evidence of a de-identification, for data_class="
+                    f"'anonymised' only (got data_class={data_class!r}, evidence of type "
+                    f"{type(evidence).__name__}): drop it, or store the data as anonymised")
+            verdict = None
+            if declared == "anonymised":
+                intook.append(anonymised.intake(data))
+                verdict = anonymised.verify(intook[0], tenant_id=self.tenant.id,
+                                            evidence=evidence)
+                if verdict.ok:
+                    labels["deid"] = verdict.summary()
+                else:
+                    declared = "phi"
+                    labels.update(data_class="phi", reasons=(verdict.reason(),))
+            try:
+                dc = self.check_write(declared)
+            except (PlacementBlocked, BAARequired) as exc:
+                if verdict is None or verdict.ok:
+                    raise
+                raise NotAnonymised(
+                    f"object {key!r} of tenant {self.tenant.id!r} was declared anonymised "
+                    f"but is not: {anonymised.shown(verdict.problems)}. Treated as phi, it is "
+                    f"refused here: {exc}. De-identify it first (rs.deid.deidentify_dicom, "
+                    "Residency.export_anonymised) and pass its evidence=",
+                    found=verdict.found, problems=verdict.problems, refusal=exc) from exc
+            checked.extend((stored, dc, user_meta, cat, verdict))
 
         def run() -> tuple[StoredObject, ServedBy]:
-            stored, dc, user_meta, cat = checked
+            stored, dc, user_meta, cat, verdict = checked
+            payload = intook[0].payload if intook else data
             self.guard(write=True)
             self.record_reach()
             period = (None if cat is None
                       else self._policy.location(self.location).retention[cat].period)
             meta = marks.write_marks(user_meta, data_class=dc, tenant_id=self.tenant.id,
                                      created=datetime.now(UTC), category=cat, period=period)
+            if verdict is not None and verdict.ok and verdict.evidence is not None:
+                # Written ahead of the object: an object naming evidence that was never
+                # stored would fail every later transfer's verification.
+                meta[EVIDENCE_META] = self._deid.save_evidence(
+                    self.tenant, verdict.evidence, actor=self.actor)
             info, served = self._with_failover(
-                lambda s: s.put(stored, data, metadata=meta, progress=progress),
-                rewind=_rewinder(data))
+                lambda s: s.put(stored, payload, metadata=meta, progress=progress),
+                rewind=_rewinder(payload))
             return self._report(info, served), served
 
-        return self._audited("put", key, run, data_class=data_class, describe=lambda i: i,
-                             check=check)
+        try:
+            return self._audited("put", key, run, data_class=data_class,
+                                 describe=lambda i: i, check=check, labels=labels)
+        finally:
+            for taken in intook:
+                taken.close()
 
     def get(self, key: str) -> bytes:
         """The whole object (checksum verified). For large objects use :meth:`open`."""
@@ -492,33 +558,71 @@ def open_tenant_store(policy: ResidencyPolicy, stores: StorePool, audit: AuditEm
                       actor: str | None = None, purpose: str | None = None,
                       audit_placement: bool = True,
                       registry: TenantRegistry | None = None,
-                      lineage: Lineage | None = None) -> TenantStore:
+                      lineage: Lineage | None = None,
+                      deid: DeidRecords | None = None) -> TenantStore:
     """A :class:`TenantStore` bound to ``tenant``'s placement (see
     ``Residency.storage_for``); the binding is audited as one ``placement`` event (for
     the strictest class; each write is checked for its own class when it happens)."""
     location = policy.location_of(tenant)
     target = location.backend(provider or stores.default_provider(location))
     store = TenantStore(policy, stores, audit, tenant, target, actor=actor, purpose=purpose,
-                        registry=registry, lineage=lineage)
+                        registry=registry, lineage=lineage, deid=deid)
     if audit_placement:
         store.audit_placement(PLACEMENT_CLASS)
     return store
+
+
+def _verify_source(source: TenantStore, deid: DeidRecords, info: ObjectInfo,
+                   stored: str) -> tuple[anonymised.Intake, anonymised.Verdict]:
+    """Read the object a transfer would copy as ``anonymised`` (spooled: what is checked
+    is what is copied) and check it, with the evidence record its metadata names."""
+    reader, _ = source._with_failover(lambda s: s.open(stored))
+    with reader:
+        taken = anonymised.intake(reader, copy=True)
+    evidence = problem = None
+    digest = info.metadata.get(EVIDENCE_META)
+    if digest:
+        try:
+            evidence = deid.evidence(source.tenant, digest)
+        except IntegrityError as exc:
+            problem = f"its evidence record is unusable: {exc}"
+        if evidence is None and problem is None:
+            problem = (f"its metadata names evidence {digest[:16]}… that the tenant's "
+                       f"location does not hold")
+    try:
+        verdict = anonymised.verify(taken, tenant_id=source.tenant.id, evidence=evidence,
+                                    evidence_problem=problem)
+    except BaseException:
+        taken.close()
+        raise
+    return taken, verdict
 
 
 def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, tenant: Tenant,
              key: str, to: str, data_class: str = "phi", *, actor: str | None = None,
              purpose: str | None = None, provider: str | None = None,
              registry: TenantRegistry | None = None,
-             lineage: Lineage | None = None) -> StoredObject:
+             lineage: Lineage | None = None,
+             deid: DeidRecords | None = None) -> StoredObject:
     """Copy one object of ``tenant`` into location ``to`` if the transfer is lawful.
 
     The decision comes first: a blocked transfer raises :class:`TransferBlocked` before any
     byte is read or written, so nothing is copied. The stricter of ``data_class`` and the
     class the object was stored as decides.
+
+    When that is ``anonymised``, the object is verified before it is copied (after the
+    intent is durable): read once into a spool (what is checked is what is copied), its
+    evidence record (named by its metadata) must be present, this tenant's and about
+    exactly these bytes, and a DICOM object must pass
+    :func:`~residency_sdk.deid.check_dicom`; non-DICOM data needs its evidence. An
+    object that fails is decided as ``phi``: refused with :class:`NotAnonymised` where
+    ``phi`` may not go, copied (and marked) as ``phi`` where it may. The transfer event
+    carries the evidence summary (``deid``), or the reason it was treated as ``phi``.
     """
+    deid = deid if deid is not None else DeidRecords(policy, stores, audit)
     source = open_tenant_store(policy, stores, audit, tenant, provider=provider, actor=actor,
                                purpose=purpose, audit_placement=False, registry=registry,
-                               lineage=lineage)
+                               lineage=lineage, deid=deid)
     stored = keys.tenant_key(tenant, key)
     destination = policy.destination(to)
     if destination.id == source.location:
@@ -527,21 +631,28 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
     source_country = policy.location(source.location).country
     dest = TenantStore(policy, stores, audit, tenant,
                        destination.backend(provider or stores.default_provider(destination)),
-                       location=destination.id, actor=actor, purpose=purpose)
+                       location=destination.id, actor=actor, purpose=purpose, deid=deid)
+    notes: dict[str, Any] = {}  # deid / reasons of the verification, on every later event
 
     def emit(outcome: str, decision: Decision | None, *, served: ServedBy | None = None,
              info: ObjectInfo | None = None, error: BaseException | None = None,
              dc: str | None = None, intent: AuditEvent | None = None) -> None:
+        extra = dict(notes)
+        if "reasons" in extra and decision is not None:
+            extra["reasons"] = (*decision.reasons, *extra["reasons"])
         dest._emit("transfer", outcome, served=served, key=key, info=info, error=error,
                    data_class=dc or data_class, decision=decision,
                    source_location=source.location, destination_location=destination.id,
-                   destination_country=destination.country, intent=intent)
+                   destination_country=destination.country, intent=intent, **extra)
 
-    def decide(dc: str, intent: AuditEvent | None = None) -> Decision:
+    def decide(dc: str, intent: AuditEvent | None = None,
+               verdict: anonymised.Verdict | None = None) -> Decision:
         decision = policy.decide(tenant, destination.country, dc, source=source_country)
         audit.decision("transfer_check", tenant, decision, actor=actor, purpose=purpose)
         if not decision.allowed:
-            error = TransferBlocked(decision)
+            error: ResidencyError = TransferBlocked(decision)
+            if verdict is not None:
+                error = _not_anonymised(key, tenant, verdict, error)
             emit("blocked", decision, error=error, dc=dc, intent=intent)
             raise error
         return decision
@@ -552,14 +663,28 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
                           source_location=source.location,
                           destination_location=destination.id,
                           destination_country=destination.country)
+    checked: anonymised.Intake | None = None
     try:
         source.guard()
         info, _ = source._with_failover(lambda s: s.head(stored))
         dc = _stricter(decision.data_class, marks.data_class_of(info.metadata) or "phi")
         if dc != decision.data_class:
             decision = decide(dc, intent)
-        require_baa(dest.target, destination.id, dc)
         meta = marks.copied_from(info.metadata, source.location)
+        if dc == "anonymised":
+            checked, verdict = _verify_source(source, deid, info, stored)
+            if verdict.ok:
+                notes["deid"] = verdict.summary()
+            else:
+                dc = "phi"
+                notes["reasons"] = (verdict.reason(),)
+                decision = decide(dc, intent, verdict)
+                meta[marks.DATA_CLASS_META] = dc  # the copy is what it was decided as
+                try:
+                    require_baa(dest.target, destination.id, dc)
+                except BAARequired as exc:
+                    raise _not_anonymised(key, tenant, verdict, exc) from exc
+        require_baa(dest.target, destination.id, dc)
         if lineage is not None:  # before any byte is copied: erasure must know of it
             lineage.copied(tenant, key, source_location=source.location,
                            destination_location=destination.id,
@@ -567,19 +692,39 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
                            actor=actor)
 
         def copy(target_store: ObjectStore) -> ObjectInfo:
+            if checked is not None:  # the verified bytes, not a second read of the source
+                payload = checked.payload
+                if not isinstance(payload, bytes):
+                    payload.seek(0)
+                return target_store.put(stored, payload, metadata=meta)
             reader, _ = source._with_failover(lambda s: s.open(stored))
             with reader:
                 return target_store.put(stored, reader, metadata=meta)
 
         copied, served = dest._with_failover(copy)
-    except TransferBlocked:
-        raise  # recorded by decide()
+    except (TransferBlocked, NotAnonymised) as exc:
+        if isinstance(exc, NotAnonymised) and not isinstance(exc.refusal, TransferBlocked):
+            emit("blocked", decision, error=exc, dc="phi", intent=intent)
+        raise  # a refused decision was recorded by decide()
     except AuditUnavailable:
         raise
     except ResidencyError as exc:
         emit("blocked" if isinstance(exc, BAARequired) else "error", decision, error=exc,
              intent=intent)
         raise
+    finally:
+        if checked is not None:
+            checked.close()
     result = dest._report(copied, served)
     emit("ok", decision, served=served, info=result, dc=dc, intent=intent)
     return result
+
+
+def _not_anonymised(key: str, tenant: Tenant, verdict: anonymised.Verdict,
+                    refusal: ResidencyError) -> NotAnonymised:
+    return NotAnonymised(
+        f"object {key!r} of tenant {tenant.id!r} is not anonymised: "
+        f"{anonymised.shown(verdict.problems)}. Treated as phi, the transfer is refused: "
+        f"{refusal}. Transfer a de-identified copy instead "
+        "(Residency.export_anonymised, or rs.deid.deidentify_dicom and put(..., "
+        "evidence=))", found=verdict.found, problems=verdict.problems, refusal=refusal)

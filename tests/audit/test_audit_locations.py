@@ -82,8 +82,10 @@ def test_each_tenants_events_land_only_in_its_locations_log(tmp_path: Path) -> N
 def test_a_transfer_is_recorded_in_the_tenants_own_location(tmp_path: Path) -> None:
     res = rs.Residency.load(_map(tmp_path), storage=_memory)
     store = res.storage_for(CHARITE)
-    store.put("scan.dcm", b"phi", data_class="anonymised")
-    res.transfer(CHARITE, "scan.dcm", to="US", data_class="anonymised")
+    evidence = rs.deid.external_evidence(b"counts", tenant_id=CHARITE.id,
+                                         method="aggregate counts", tool="test")
+    store.put("counts.csv", b"counts", data_class="anonymised", evidence=evidence)
+    res.transfer(CHARITE, "counts.csv", to="US", data_class="anonymised")
     res.close()
     logs = tmp_path / "logs"
     transfers = [(e.outcome, e.destination_location) for e in

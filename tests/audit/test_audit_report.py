@@ -42,6 +42,7 @@ def test_totals(report: AuditReport) -> None:
         "cross_border_allowed": 6,  # events 3, 4, 5, 10, 13, 14
         "cross_border_bytes": 4500,  # 1000 + 3000 + 500
         "violations": 5, "intents": 0, "outcome_unknown": 0, "unaudited_periods": 0,
+        "anonymised_transfers": 0,
     }
 
 

@@ -68,10 +68,11 @@ INPUT_ERRORS = ("InvalidCountry", "NoRoute", "UnknownDataClass", "UnknownMechani
                 "InvalidTenant", "MapError", "InvalidKey", "InsecureEndpoint",
                 "BackendNotConfigured", "SDKNotInstalled", "BucketNotFound", "NoSuchBackend",
                 "UnknownLocation", "InvalidLocalLocation", "UnknownRetentionCategory",
-                "InfraError", "AuditKeyError", "AuditFormatError")
+                "InfraError", "AuditKeyError", "AuditFormatError", "NotDicom")
 NOT_INPUT_ERRORS = ("TransferBlocked", "PlacementBlocked", "BAARequired", "ObjectNotFound",
                     "BackendUnavailable", "AccessDenied", "IntegrityError", "ChainBroken",
-                    "ErasureIncomplete", "ResidencyViolation")
+                    "ErasureIncomplete", "ResidencyViolation", "DeidentificationRefused",
+                    "NotAnonymised", "KeyDestroyed", "ObjectChanged")
 
 
 @pytest.mark.parametrize("name", INPUT_ERRORS)

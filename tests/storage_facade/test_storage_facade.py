@@ -469,8 +469,14 @@ def test_placement_refused_without_the_mechanism(local: Env) -> None:
                         agreements=frozenset({"kvkk_standard_contract"}))
     info = local.res.storage_for(holding).put("scan.dcm", b"phi")
     assert info.location == "DE"
-    # Anonymised data is not restricted, so even the tenant lacking a mechanism may store it.
-    assert store.put("stats.csv", b"n=3", data_class="anonymised").size == 3
+    # Anonymised data is not restricted, so even the tenant lacking a mechanism may store
+    # it: once earned (evidence bound to these bytes), not merely declared.
+    with pytest.raises(rs.NotAnonymised):
+        store.put("stats.csv", b"n=3", data_class="anonymised")
+    evidence = rs.deid.external_evidence(b"n=3", tenant_id=lacking.id,
+                                         method="aggregate counts", tool="test")
+    assert store.put("stats.csv", b"n=3", data_class="anonymised",
+                     evidence=evidence).size == 3
 
 
 def test_phi_refused_on_a_backend_without_baa(tmp_path: Path) -> None:
