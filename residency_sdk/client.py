@@ -350,6 +350,7 @@ class Residency(PlacementTable):
         return move_tenant(
             self.policy, self.stores, self.audit, self.tenants, tenant, to_country,
             providers=providers, actor=actor, purpose=purpose, lineage=self.lineage,
+            deid=self.deid_records,
             # Only the old location: the moved copies, the other locations' keys and the
             # lineage a later erasure plans from must survive the move.
             erase_old=lambda old: tracker.erase(old, providers=providers, purpose=purpose,

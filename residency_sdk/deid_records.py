@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import secrets
 import threading
@@ -241,6 +242,39 @@ class DeidRecords:
             raise IntegrityError(f"evidence record {home.id}:{name} does not hash to its "
                                  "name: it was altered after it was written")
         return evidence
+
+    # --- moving a tenant ------------------------------------------------------------------
+
+    def move(self, old: Tenant, new: Tenant, *, actor: str | None = None) -> int:
+        """Carry ``old``'s key and evidence records to ``new``'s location (a tenant move,
+        whose transfer was checked by the caller), then drop them where they were.
+        Without this a moved tenant would get a second key (its UIDs and dates mapped
+        differently from before) and its anonymised objects would lose their evidence.
+        Each write and delete is audited ahead; running it again after a crash finishes
+        it (a record already moved is found at the destination). Returns records moved."""
+        source = self._policy.location_of(old)
+        dest = self._policy.location_of(new)
+        if source.id == dest.id:
+            return 0
+        names = [key_record_key(old.id)]
+        names += [info.key for info in self._stores.record_stores(source)[0].list(
+            evidence_prefix(old.id))]
+        moved = 0
+        for name in names:
+            data = self._records.read(source, name, what="de-identification records")
+            if data is None:
+                continue
+            meta = {CREATED_META: self._clock().isoformat(), TENANT_META: new.id}
+            purpose = KEY_PURPOSE if name.startswith(KEYS_PREFIX) else EVIDENCE_PURPOSE
+            self._audited("put", dest, new, name, purpose, actor,
+                          functools.partial(self._records.write, dest, name, data, meta))
+            for store in self._stores.record_stores(source):
+                self._audited("delete", source, old, name, purpose, actor,
+                              functools.partial(store.delete, name))
+            moved += 1
+        with self._lock:
+            self._keys = {k: v for k, v in self._keys.items() if k[0] != old.id}
+        return moved
 
     # --- erasure -------------------------------------------------------------------------
 

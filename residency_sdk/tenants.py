@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, BinaryIO, Literal, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
 
 from residency_sdk.errors import (
     AuditUnavailable,
@@ -48,6 +48,9 @@ from residency_sdk.regionmap import Location
 from residency_sdk.storage.base import ObjectStore
 from residency_sdk.storage.keys import SDK_PREFIX, tenant_prefix
 from residency_sdk.storage.pool import StorePool
+
+if TYPE_CHECKING:
+    from residency_sdk.deid_records import DeidRecords
 
 T = TypeVar("T")
 RECORDS_PREFIX = f"{SDK_PREFIX}tenant-records/"
@@ -300,7 +303,8 @@ def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
                 registry: TenantRegistry, tenant: Tenant, to_country: str, *,
                 erase_old: Any, providers: Iterable[str] | None = None,
                 actor: str | None = None, purpose: str | None = None,
-                lineage: Lineage | None = None) -> MoveReceipt:
+                lineage: Lineage | None = None,
+                deid: DeidRecords | None = None) -> MoveReceipt:
     """Move ``tenant`` (bound to ``tenant.country``) to ``to_country``.
 
     The placement of the tenant under its new country must be lawful and, when the data
@@ -364,6 +368,8 @@ def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
                 audit.outcome(intent, outcome="ok", size=n)
                 copied += 1
                 size += n
+        if deid is not None:  # the tenant's UID/date key and evidence go with its data
+            deid.move(tenant, moved, actor=actor)
     registry.rebind(moved, current[0] if current else None, actor=actor)
     request_id = None
     if new_location.id != old_location.id:
