@@ -42,21 +42,42 @@ def _left_on_the_service(harness: Any, res: rs.Residency, tenant: rs.Tenant,
                       if f"/tenants/{tenant.id}" in str(p)
                       or (f"/{tenant.id}" in str(p) and "_residency" in str(p)))
     left = []
+    prefixes = (tenant_prefix(tenant), f"{LINEAGE_PREFIX}{tenant.id}/",
+                f"{RECORDS_PREFIX}{tenant.id}.")
     for location in locations:
         for _role, target in res.location_targets(location, [harness.provider]):
-            s3 = harness.aws_client("s3", target.region)
-            for prefix in (tenant_prefix(tenant), f"{LINEAGE_PREFIX}{tenant.id}/",
-                           f"{RECORDS_PREFIX}{tenant.id}."):
-                listed = s3.list_object_versions(Bucket=target.bucket, Prefix=prefix)
-                left += [f"{target.bucket}/{v['Key']}" for v in
-                         listed.get("Versions", []) + listed.get("DeleteMarkers", [])]
+            for prefix in prefixes:
+                left += [f"{target.bucket}/{name}"
+                         for name in _service_listing(harness, target, prefix)]
     return sorted(left)
+
+
+def _service_listing(harness: Any, target: StorageTarget, prefix: str) -> list[str]:
+    """Names under ``prefix`` as the provider's own client lists them (old versions and
+    delete markers included where the service keeps them)."""
+    if harness.provider == "aws":
+        s3 = harness.aws_client("s3", target.region)
+        listed = s3.list_object_versions(Bucket=target.bucket, Prefix=prefix)
+        return [v["Key"] for v in listed.get("Versions", []) + listed.get("DeleteMarkers", [])]
+    if harness.provider == "gcp":
+        client = harness.gcs_client()
+        return [b.name for b in client.list_blobs(target.bucket, prefix=prefix, versions=True)]
+    from azure.storage.blob import BlobServiceClient
+    from emulators import azurite_connection_string
+
+    service = BlobServiceClient.from_connection_string(
+        azurite_connection_string(harness.emulators.get("azure").port))
+    try:
+        container = service.get_container_client(target.bucket)
+        return [b.name for b in container.list_blobs(name_starts_with=prefix)]
+    finally:
+        service.close()
 
 
 # --- point 1: transferred copies ------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider_harness", ["local", "aws"], indirect=True)
+@pytest.mark.parametrize("provider_harness", ["local", "aws", "gcp", "azure"], indirect=True)
 def test_copies_transferred_to_other_locations_are_erased(provider_harness: Any,
                                                           tmp_path: Path) -> None:
     provider = provider_harness.provider
@@ -73,6 +94,9 @@ def test_copies_transferred_to_other_locations_are_erased(provider_harness: Any,
     us = res.store(res.backend("US", provider), "US")
     assert gb.exists(tenant_prefix(tenant) + "study/1.dcm")
     assert us.exists(tenant_prefix(tenant) + "study/2.dcm")
+    # The service's own listing sees the copies (so an empty one afterwards means gone).
+    before = _left_on_the_service(provider_harness, res, tenant, ["DE", "GB", "US"])
+    assert sum("study/" in name for name in before) >= 4, before  # DE 2, GB 1, US 1
 
     receipt = res.erase(tenant, providers=[provider], reason="art. 17")
 
@@ -82,8 +106,10 @@ def test_copies_transferred_to_other_locations_are_erased(provider_harness: Any,
     found = {(b.location, b.role): (b.found, b.objects) for b in receipt.backends}
     assert found[("DE", "primary")] == (2, 2)
     assert found[("GB", "primary")] == (1, 1) and found[("US", "primary")] == (1, 1)
-    # US has an in-country failover on S3: planned (and verified empty) as well.
-    assert (("US", "failover") in found) == (provider == "aws")
+    # Where the provider has an in-country failover, it is planned (and verified empty).
+    for location in ("DE", "GB", "US"):
+        roles = {role for role, _ in res.location_targets(location, [provider])}
+        assert (("failover" in roles) == ((location, "failover") in found)), location
     assert res.storage_for(neighbour).get("keep.dcm") == b"neighbour"
     assert res.lineage.trace(tenant.id).reached() == set()
     assert res.tenants.records(tenant.id) == []
@@ -100,30 +126,31 @@ def test_copies_transferred_to_other_locations_are_erased(provider_harness: Any,
 # --- point 2: other providers ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider_harness", ["aws"], indirect=True)
+@pytest.mark.parametrize("provider_harness", ["aws", "gcp", "azure"], indirect=True)
 @pytest.mark.parametrize("providers", [None, ["local"]], ids=["default", "explicit-local"])
 def test_data_written_to_another_provider_is_erased(provider_harness: Any, tmp_path: Path,
                                                      providers: list[str] | None) -> None:
     # With local_root the embedded backend is the default, but the tenant also wrote to
-    # the aws backend (moto): erasure must cover it, even when told `providers=["local"]`
-    # (an explicit list never removes a place the lineage knows of).
+    # a cloud backend (the emulator): erasure must cover it, even when told
+    # `providers=["local"]` (an explicit list never removes a place the lineage knows of).
+    cloud = provider_harness.provider
     map_path = provider_harness.write_map(tmp_path)
     res = rs.Residency.load(map_path, local_root=tmp_path / "root",
                             audit=str(tmp_path / "audit.db"), state_dir=tmp_path / "st")
     tenant = _tenant()
     res.storage_for(tenant).put("local.dcm", b"on disk", data_class="phi")
-    res.storage_for(tenant, provider="aws").put("cloud.dcm", b"in s3", data_class="phi")
-    target = res.backend("DE", "aws")
-    s3 = provider_harness.aws_client("s3", target.region)
-    assert s3.list_objects_v2(Bucket=target.bucket, Prefix=tenant_prefix(tenant))["KeyCount"]
+    res.storage_for(tenant, provider=cloud).put("cloud.dcm", b"in the cloud",
+                                                data_class="phi")
+    target = res.backend("DE", cloud)
+    assert _service_listing(provider_harness, target, tenant_prefix(tenant))
 
     receipt = res.erase(tenant, providers=providers)
 
-    listed = s3.list_object_versions(Bucket=target.bucket, Prefix=tenant_prefix(tenant))
-    assert not listed.get("Versions") and not listed.get("DeleteMarkers")
+    assert _service_listing(provider_harness, target, tenant_prefix(tenant)) == []
     assert receipt.complete, receipt.to_dict()
-    assert {(b.location, b.provider, b.objects) for b in receipt.backends} == {
-        ("DE", "local", 1), ("DE", "aws", 1)}
+    primaries = {(b.location, b.provider, b.objects) for b in receipt.backends
+                 if b.role == "primary"}
+    assert primaries == {("DE", "local", 1), ("DE", cloud, 1)}
     assert not list((tmp_path / "root").rglob(f"tenants/{tenant.id}/*"))
     res.close()
 
