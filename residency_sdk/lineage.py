@@ -18,14 +18,16 @@ Layout, in the tenant's location (``_residency/`` is never a tenant key and neve
 :meth:`Lineage.trace` reads them from *every* location (a tenant that moved keeps its
 older lineage where it was recorded), so ``res.erase`` plans every location and provider
 the tenant's data reached, and says which locations could not be asked. A footprint is
-recorded once per tenant, location and provider (cached per process); a provider covers
-its primary and in-country failover backends.
+recorded once per tenant, location and provider; a process trusts one it confirmed for
+:data:`CONFIRMED_FOR` seconds, then looks again (an erasure elsewhere may have dropped
+it). A provider covers its primary and in-country failover backends.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +54,9 @@ from residency_sdk.storage.pool import StorePool
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 LINEAGE_PREFIX = f"{SDK_PREFIX}lineage/"
+CONFIRMED_FOR = 30.0
+"""Seconds a process trusts a footprint it confirmed before looking it up again (one
+HEAD on the tenant's record store per tenant, location and provider per interval)."""
 LINEAGE_PURPOSE = "lineage"
 """The purpose of the audit events of lineage writes."""
 Via = Literal["put", "transfer", "move"]
@@ -123,7 +128,8 @@ class Lineage:
         self._stores = stores
         self._records = SdkRecords(stores, audit)
         self._clock = clock
-        self._known: set[tuple[str, str, str]] = set()
+        self._known: dict[tuple[str, str, str], float] = {}
+        """Footprints this process confirmed, with when (monotonic seconds)."""
         self._lock = threading.Lock()
 
     # --- recording -------------------------------------------------------------------
@@ -131,11 +137,16 @@ class Lineage:
     def reached(self, tenant: Tenant, location: str, provider: str, *, via: Via = "put",
                 actor: str | None = None) -> None:
         """Record, before the write, that ``tenant``'s data is about to reach
-        ``provider`` in ``location``. Once per process per triple; raises (a
-        :class:`ResidencyError`) when it cannot be recorded, and then the write must not
-        happen."""
+        ``provider`` in ``location``; raises (a :class:`ResidencyError`) when it cannot
+        be recorded, and then the write must not happen.
+
+        A footprint this process confirmed is trusted for :data:`CONFIRMED_FOR` seconds,
+        then looked up again: an erasure completed by another process drops the tenant's
+        lineage, and a long-running writer must notice within that time that its next
+        write needs a new footprint (else a later erasure would not plan that place)."""
         known = (tenant.id, location, provider)
-        if known in self._known:
+        confirmed = self._known.get(known)
+        if confirmed is not None and time.monotonic() - confirmed < CONFIRMED_FOR:
             return
         home = self._policy.location_of(tenant)
         key = footprint_key(tenant.id, location, provider)
@@ -145,7 +156,7 @@ class Lineage:
                                at=self._clock(), via=via)
             self._write(home, tenant, key, record.model_dump_json().encode("utf-8"), actor)
         with self._lock:
-            self._known.add(known)
+            self._known[known] = time.monotonic()
 
     def copied(self, tenant: Tenant, key: str, *, source_location: str,
                destination_location: str, provider: str, bucket: str, via: Via = "transfer",
@@ -245,7 +256,7 @@ class Lineage:
                                              data_class="personal"):
                         deleted += 1
         with self._lock:
-            self._known = {k for k in self._known if k[0] != tenant.id}
+            self._known = {k: t for k, t in self._known.items() if k[0] != tenant.id}
         return deleted
 
 

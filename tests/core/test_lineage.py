@@ -122,3 +122,27 @@ def test_a_copy_record_alone_still_names_where_the_data_went(tmp_path: Path) -> 
     home = res.stores.record_stores(res.policy.location("DE"))[0]
     assert home.delete(footprint_key(tenant.id, "GB", "local"))
     assert ("GB", "local") in res.lineage.trace(tenant.id).reached()
+
+
+def test_a_writer_notices_within_the_interval_that_an_erasure_dropped_its_footprint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-running process confirmed a footprint; an erasure run by another process
+    drops the tenant's lineage; the writer's next write after the trust interval records
+    the footprint again, so a later erasure still plans that place."""
+    from residency_sdk import lineage as lineage_module
+
+    root = tmp_path / "root"
+    writer = rs.Residency.load(local_root=root, audit=False)
+    tenant = _tenant()
+    store = writer.storage_for(tenant)
+    store.put("a.dcm", b"1")
+    admin = rs.Residency.load(local_root=root, audit=False)
+    assert admin.lineage.forget(tenant) == 1  # what a completed erasure does
+    clock = [0.0]
+    monkeypatch.setattr(lineage_module.time, "monotonic", lambda: clock[0])
+    writer.lineage._known = dict.fromkeys(writer.lineage._known, 0.0)
+    store.put("b.dcm", b"2")  # within the interval: trusted, not looked up
+    assert admin.lineage.trace(tenant.id).reached() == set()
+    clock[0] = lineage_module.CONFIRMED_FOR + 1
+    store.put("c.dcm", b"3")  # after it: looked up, missing, recorded again
+    assert admin.lineage.trace(tenant.id).reached() == {("DE", "local")}
