@@ -717,8 +717,7 @@ class _Checker:
                       failover: bool = False) -> None:
         if provider == "local":
             return
-        table = regions.get(provider, {})
-        region_country = table.get(region)
+        region_country = regions[provider].get(region)  # every cloud provider has a table
         if provider == "aws" and not aws_region_exists(region):
             raise self.fail("not an AWS region known to botocore's endpoints data", path, region)
         if region_country is None:
@@ -735,7 +734,10 @@ class _Checker:
     # routes ---------------------------------------------------------------------------
     def build_routes(self, groups: dict[str, frozenset[str]],
                      locations: dict[str, Location]) -> dict[str, Route]:
-        routes: dict[str, Route] = {}
+        # Every route that matches each country, then the most specific one wins: a tie
+        # is refused only where it would decide (a country's own route settles a tie
+        # between its groups wherever it is listed in the file).
+        candidates: dict[str, list[Route]] = {}
         for source, target in self.doc.routes.items():
             path = f"routes.{source}"
             location = target if isinstance(target, str) else target.to
@@ -752,14 +754,19 @@ class _Checker:
                 raise self.fail("unknown country code or group in a route: use an ISO 3166-1 "
                                 "alpha-2 code or a group defined under `groups`", path, source)
             for country in sorted(members):
-                current = routes.get(country)
-                if current is None or specificity > current.specificity:
-                    routes[country] = Route(location, source, specificity)
-                elif specificity == current.specificity:
-                    raise self.fail(
-                        f"country {country} has two routes of the same specificity "
-                        f"({current.matched} -> {current.location} and {source} -> {location}); "
-                        "give the country its own route or remove one", path, source)
+                candidates.setdefault(country, []).append(Route(location, source, specificity))
+        routes: dict[str, Route] = {}
+        for country, matching in candidates.items():
+            best = max(matching, key=lambda route: route.specificity)
+            tied = [r for r in matching if r.specificity == best.specificity]
+            if len(tied) > 1:
+                first, second = tied[0], tied[1]
+                raise self.fail(
+                    f"country {country} has two routes of the same specificity "
+                    f"({first.matched} -> {first.location} and {second.matched} -> "
+                    f"{second.location}); give the country its own route or remove one",
+                    f"routes.{second.matched}", second.matched)
+            routes[country] = best
         return routes
 
 

@@ -26,6 +26,14 @@ and an object under a legal hold. Backends without native holds carry the marker
 legal hold ``ON`` or a retention date in the future), since a plain DELETE on a
 versioned bucket would otherwise only hide the locked version behind a delete marker.
 
+What a deletion covers on a bucket that keeps versions: the object's old versions and
+delete markers go with it (S3 versions and markers, GCS noncurrent generations, Azure
+previous versions and snapshots), so no older copy stays readable until the lifecycle
+rule's noncurrent-version expiry, which remains only a backstop. The count is in the
+report (``versions_deleted``) and in the ``retention_delete`` outcome's reasons; an old
+version the provider keeps (an object lock on it) makes the item ``held`` and the
+outcome an error that says so.
+
 The machinery (bounded workers, the head -> hold check -> delete -> audit step,
 resumable state) is the shared sweep engine, :mod:`residency_sdk.sweep`; this module
 keeps only the retention policy. A sweep is paginated (the adapters list page by page),
@@ -53,7 +61,7 @@ from residency_sdk.events import AuditEmitter, AuditEvent
 from residency_sdk.model import StorageTarget
 from residency_sdk.policy import ResidencyPolicy
 from residency_sdk.regionmap import RetentionSpec, Role
-from residency_sdk.storage.base import ObjectInfo, ObjectStore
+from residency_sdk.storage.base import ObjectInfo, ObjectStore, Residue
 from residency_sdk.storage.keys import SDK_PREFIX
 from residency_sdk.storage.pool import StorePool
 from residency_sdk.sweep import (
@@ -87,7 +95,7 @@ _COUNTER = {"deleted": "deleted", "would_delete": "would_delete", "kept": "kept"
 # Actions on an object whose retention had expired.
 _EXPIRED = frozenset({"held", "changed", "deleted", "would_delete"})
 _TOTALS = ("examined", "expired", "deleted", "would_delete", "held", "changed", "kept",
-           "unclassified", "unknown_category", "errors")
+           "unclassified", "unknown_category", "errors", "versions_deleted")
 
 
 def retention_for(policy: ResidencyPolicy, location: str) -> dict[str, RetentionSpec]:
@@ -116,7 +124,10 @@ class BackendSweep(BackendRecord):
 
     ``changed`` counts expired objects uploaded again between the sweep's HEAD and its
     delete: the delete was conditional on the examined write, so the new upload was kept
-    (not an error; the next sweep judges the new object)."""
+    (not an error; the next sweep judges the new object). ``versions_deleted`` counts
+    the old versions and delete markers of deleted objects removed with them (on
+    buckets that keep versions); ``held`` includes deleted objects one of whose old
+    versions the provider keeps."""
 
     examined: int = 0
     expired: int = 0
@@ -128,6 +139,7 @@ class BackendSweep(BackendRecord):
     unclassified: int = 0
     unknown_category: int = 0
     errors: int = 0
+    versions_deleted: int = 0
     done: bool = False
     last_key: str | None = None
     error: str | None = None
@@ -135,13 +147,17 @@ class BackendSweep(BackendRecord):
 
 @dataclass(frozen=True)
 class SweepItem:
-    """One object the sweep looked at (passed to the ``progress`` callback)."""
+    """One object the sweep looked at (passed to the ``progress`` callback).
+
+    ``versions_deleted``: old versions and delete markers of the key removed after it
+    was deleted (``held`` with it when the provider keeps one of them)."""
 
     backend: str
     key: str
     action: Action
     category: str | None = None
     detail: str | None = None
+    versions_deleted: int = 0
 
 
 @dataclass
@@ -281,7 +297,13 @@ class RetentionSweep:
                              resumed=checkpoint is not None)
         for role, target in self.targets:
             state = BackendSweep(**BackendSweep.naming(role, target))
-            for key, value in previous.get(state.backend, {}).items():
+            prior = previous.get(state.backend, {})
+            if prior.get("done") and prior.get("errors"):
+                # Finished with item errors in an earlier run: sweep it again from its
+                # first key, or an object whose delete failed once would never be looked
+                # at again while the checkpoint stays.
+                prior = {}
+            for key, value in prior.items():
                 if key in BackendSweep.model_fields and key not in _IDENTITY:
                     setattr(state, key, value)
             report.backends.append(state)
@@ -337,6 +359,7 @@ class RetentionSweep:
             return
         counter = _COUNTER[outcome.action]
         setattr(state, counter, getattr(state, counter) + 1)
+        state.versions_deleted += outcome.versions_deleted
         if outcome.action in _EXPIRED:
             state.expired += 1
         item = replace(outcome, backend=state.backend)
@@ -390,10 +413,25 @@ class RetentionSweep:
                 region=target.region, bucket=target.bucket, object_key=info.key,
                 size=info.size, checksum=info.checksum, reasons=(verdict.detail or "",)))
 
-        def done(error: ResidencyError | None) -> None:
-            self.audit.outcome(
-                intent, outcome="ok" if error is None else "error",
-                error=None if error is None else f"{type(error).__name__}: {error}")
+        def done(error: ResidencyError | None, /, *, residue: Residue | None = None) -> None:
+            if residue is None:  # nothing was deleted, or only the object (no purge)
+                self.audit.outcome(
+                    intent, outcome="ok" if error is None else "error",
+                    error=None if error is None else f"{type(error).__name__}: {error}")
+                return
+            # The object was deleted; the outcome says what became of its old versions.
+            reasons = (*(intent.reasons if intent is not None else ()),
+                       f"{residue.versions_deleted} old version(s) and delete marker(s) of "
+                       "the key deleted with it")
+            failed = None
+            if error is not None:
+                failed = (f"{type(error).__name__}: the object was deleted, but purging its "
+                          f"old versions failed, so they may still be readable: {error}")
+            elif residue.held:
+                failed = ("held: the object was deleted, but the provider keeps an old "
+                          f"version of it: {'; '.join(residue.held.values())}")
+            self.audit.outcome(intent, outcome="ok" if failed is None else "error",
+                               error=failed, reasons=reasons)
 
         return done
 
@@ -410,7 +448,8 @@ def _item(result: ItemResult) -> SweepItem | None:
         assert result.verdict is not None
         action: Action = result.verdict.action  # type: ignore[assignment]
         return SweepItem("", result.key, action, category, result.detail)
-    return SweepItem("", result.key, result.action, category, result.detail)
+    return SweepItem("", result.key, result.action, category, result.detail,
+                     result.versions_deleted)
 
 
 def _period(spec: RetentionSpec) -> str:

@@ -233,8 +233,9 @@ class TransferRules:
             reasons.append(f"no transfer regime governs {country} in {self.file}: blocked "
                            f"until the rules define one (fail closed)")
         allowed = not missing and all(v.allowed for v in verdicts)
-        bases = [v.basis for v in verdicts if v.allowed and v.basis]
-        mechanism = "+".join(dict.fromkeys(bases)) if allowed else None
+        # Allowed: every verdict allowed, each on its basis (named once, in regime order).
+        mechanism = "+".join(dict.fromkeys(v.basis for v in verdicts if v.basis)) \
+            if allowed else None
         return Decision(
             allowed=allowed, tenant_country=tenant_country, data_class=data_class,
             source=source, destination=destination, is_transfer=True, mechanism=mechanism,

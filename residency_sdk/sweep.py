@@ -7,7 +7,11 @@ honour a legal hold (the metadata marker, or the provider's own lock), and delet
 ahead: the caller's audit hook records the intent (durably) before the deletion and the
 outcome after; if the intent cannot be recorded nothing is deleted. The delete is
 conditional on the exact write the head reported, so an object uploaded again in between
-is never deleted (it is reported ``changed``) and the audit names what really went.
+is never deleted (it is reported ``changed``) and the audit names what really went. On a
+bucket that keeps versions, deleting the current object leaves the older ones readable
+(an S3 delete marker only hides them), so a successful delete is followed by the purge of
+that key's noncurrent versions (the store's ``purge_versions``); a version the provider
+holds makes the item ``held``.
 Progress is kept per backend and saved as JSON state so an interrupted sweep resumes.
 
 What differs between the two sweeps stays in their own modules: which objects a sweep
@@ -28,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -36,7 +40,7 @@ from residency_sdk import marks
 from residency_sdk.errors import ObjectChanged, ObjectNotFound, ResidencyError
 from residency_sdk.model import StorageTarget
 from residency_sdk.regionmap import Role
-from residency_sdk.storage.base import ObjectInfo, ObjectStore
+from residency_sdk.storage.base import ObjectInfo, ObjectStore, Residue
 
 Clock = Callable[[], datetime]
 """Returns the current time (timezone-aware); tests inject their own."""
@@ -111,12 +115,16 @@ class ItemResult:
     """What the sweep did with one object.
 
     ``action``: ``gone`` (deleted before we got to it), ``kept`` (the policy kept it;
-    ``verdict.action`` says why), ``held`` (a legal hold kept it; ``detail`` says which),
-    ``would_delete`` (dry run), ``deleted`` (``info`` is exactly the write deleted: the
-    delete was conditional on it), ``changed`` (re-uploaded between the HEAD and the
-    delete: nothing was deleted; ``info`` is what was examined, ``error`` the
-    :class:`ObjectChanged`, so a caller that only checks ``error`` fails closed; examine
-    the key again to judge the new object) or ``error`` (``error`` holds the exception).
+    ``verdict.action`` says why), ``held`` (a legal hold kept it; ``detail`` says which;
+    also when the current object was deleted but the provider keeps one of its old
+    versions, which ``detail`` names), ``would_delete`` (dry run), ``deleted``
+    (``info`` is exactly the write deleted: the delete was conditional on it; with its
+    old versions and delete markers, ``versions_deleted`` of them), ``changed``
+    (re-uploaded between the HEAD and the delete: nothing was deleted; ``info`` is what
+    was examined, ``error`` the :class:`ObjectChanged`, so a caller that only checks
+    ``error`` fails closed; examine the key again to judge the new object) or ``error``
+    (``error`` holds the exception; after a delete whose version purge failed, the
+    current object is gone and ``detail`` says its old versions may not be).
     """
 
     key: str
@@ -125,6 +133,8 @@ class ItemResult:
     info: ObjectInfo | None = None
     detail: str | None = None
     error: ResidencyError | None = None
+    versions_deleted: int = 0
+    """Old versions and delete markers of the key removed after its deletion."""
 
     @property
     def size(self) -> int:
@@ -132,8 +142,16 @@ class ItemResult:
         return self.info.size if self.info is not None else 0
 
 
-DeleteDone = Callable[[ResidencyError | None], None]
-"""Records how a deletion ended: its error, or None when it succeeded."""
+class DeleteDone(Protocol):
+    """Records how a deletion ended: ``error`` (None when the object was deleted) and,
+    once the object was deleted and its old versions purged, the ``residue`` of that
+    purge (``versions_deleted``, and ``held`` when the provider keeps a version); with
+    both set the object was deleted and the purge of its versions failed."""
+
+    def __call__(self, error: ResidencyError | None, /, *,
+                 residue: Residue | None = None) -> None: ...
+
+
 AuditHook = Callable[[ObjectInfo, Verdict], DeleteDone]
 """Called before each deletion with the object and the verdict: it records the intent
 durably (raising, e.g. :class:`AuditUnavailable`, stops the deletion and the sweep) and
@@ -148,15 +166,22 @@ def hold_reason(store: ObjectStore, info: ObjectInfo, now: datetime) -> str | No
 
 def examine(store: ObjectStore, key: str, now: datetime, *,
             judge: Callable[[ObjectInfo], Verdict] = lambda _info: DELETE,
-            dry_run: bool = False, audit: AuditHook | None = None) -> ItemResult:
+            dry_run: bool = False, audit: AuditHook | None = None,
+            versions: bool = True) -> ItemResult:
     """The one step every sweep runs on one object: head, judge, hold check, audit the
-    intent, delete, audit the outcome. Deletion happens only after the hold check and the
-    durable intent; runs in a worker thread.
+    intent, delete, purge the key's old versions, audit the outcome. Deletion happens
+    only after the hold check and the durable intent; runs in a worker thread.
 
     The delete is conditional on the write the HEAD reported (``if_match``): what was
     judged, held-checked and named in the audit intent is exactly what is deleted. An
     object re-uploaded in between is left alone and reported ``changed`` (its audit
-    outcome is the :class:`ObjectChanged` error)."""
+    outcome is the :class:`ObjectChanged` error) and nothing of it is purged.
+
+    After the delete, ``versions`` (default) purges every noncurrent version and delete
+    marker of the key (:meth:`ObjectStore.purge_versions`): "deleted" means no older copy
+    stays readable either. A version the provider keeps makes the item ``held``; a purge
+    that fails makes it ``error``. A caller that purges the whole prefix itself
+    afterwards (erasure: ``purge_residue``) passes ``versions=False``."""
     try:
         info = store.head(key)
     except ObjectNotFound:
@@ -185,9 +210,29 @@ def examine(store: ObjectStore, key: str, now: datetime, *,
         if done is not None:
             done(exc)
         return ItemResult(key, "error", verdict, info, str(exc), exc)
+    if not versions:
+        if done is not None:
+            done(None)
+        return ItemResult(key, "deleted", verdict, info, verdict.detail)
+    try:
+        residue = store.purge_versions(key)
+    except ResidencyError as exc:
+        if done is not None:
+            done(exc, residue=Residue())
+        return ItemResult(key, "error", verdict, info,
+                          f"the current object was deleted, but purging its old versions "
+                          f"failed, so they may still be readable: {exc}", exc)
     if done is not None:
-        done(None)
-    return ItemResult(key, "deleted", verdict, info, verdict.detail)
+        done(None, residue=residue)
+    if residue.held:
+        why = "; ".join(residue.held.values())
+        return ItemResult(
+            key, "held", verdict, info,
+            f"the current object was deleted with {residue.versions_deleted} old "
+            f"version(s), but the provider keeps an old version: {why}",
+            versions_deleted=residue.versions_deleted)
+    return ItemResult(key, "deleted", verdict, info, verdict.detail,
+                      versions_deleted=residue.versions_deleted)
 
 
 # --- many objects ----------------------------------------------------------------------

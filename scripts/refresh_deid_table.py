@@ -208,7 +208,7 @@ def dump(table: dict[str, Any]) -> str:
 def _module_text(wheel: Path | None) -> str:
     if wheel is None:
         tmp = Path(tempfile.mkdtemp(prefix="deid-table-"))
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",  # noqa: S603
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
                         str(tmp), f"{PACKAGE}=={VERSION}"], check=True)
         wheel = next(tmp.glob("*.whl"))
     with zipfile.ZipFile(wheel) as zf:

@@ -3,7 +3,7 @@
 ``emulators`` (session) starts moto server, gcp-storage-emulator and Azurite on free
 127.0.0.1 ports the first time a test needs each one, and stops them by PID at the end.
 An emulator that cannot start fails the run when ``CI`` is set and skips the tests that
-need it otherwise.
+need it otherwise (``tests/components.py``, the suite's one rule for missing components).
 
 ``postgres_server``/``postgres_url`` (session) start a real PostgreSQL on a free 127.0.0.1
 port the first time a test needs it (``tests/pgserver.py``) and stop it by PID; same
@@ -33,6 +33,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from components import missing
 from pgserver import PostgresServer, PostgresUnavailable, start_postgres
 from storage_harness import PROVIDERS, Emulators, ProviderHarness
 
@@ -94,10 +95,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = start_postgres()
     except PostgresUnavailable as exc:
-        message = f"PostgreSQL unavailable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"PostgreSQL unavailable: {exc}",
+                "apt-get install postgresql (15; ../shared/design/TEST_INFRA.md)")
     try:
         yield server
     finally:

@@ -6,7 +6,6 @@ of their own choosing; kept out of conftest so it has an importable, unique modu
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from components import missing
 from emulators import (
     AZURITE_ACCOUNT,
     Emulator,
@@ -37,6 +37,11 @@ PROCESS_WIDE_OVERRIDES = (
     "GOOGLE_API_USE_MTLS_ENDPOINT", "AZURE_STORAGE_CONNECTION_STRING",
     "RESIDENCY_AZURE_CONNECTION_STRING")
 _STARTERS = {"aws": start_moto, "gcp": start_gcs, "azure": start_azurite}
+_EMULATOR_HINTS = {
+    "aws": "pip install 'moto[server]' (the test extra)",
+    "gcp": "pip install gcp-storage-emulator (the test extra)",
+    "azure": "npm install azurite in .emulators/ (scripts/test.sh does it)",
+}
 
 
 class Emulators:
@@ -58,10 +63,8 @@ class Emulators:
                 return self._running[provider]
             except EmulatorError as exc:
                 self._failed[provider] = str(exc)
-        message = f"{provider} emulator unavailable: {self._failed[provider]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{provider} emulator unavailable: {self._failed[provider]}",
+                _EMULATOR_HINTS[provider])
 
     def endpoint(self, provider: str) -> str:
         """``http://127.0.0.1:PORT`` of the provider's emulator (the Azurite account URL for

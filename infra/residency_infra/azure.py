@@ -11,7 +11,7 @@ from typing import Any
 import pulumi
 import pulumi_azure_native as az
 
-from residency_sdk.infra.documents import AZURE_KEY_CRYPTO_USER_ROLE
+from residency_sdk.infra.documents import AZURE_KEY_CRYPTO_USER_ROLE, azure_app_role_permissions
 from residency_sdk.infra.plan import SOFT_DELETE_DAYS, ProviderPlan
 
 _KEY_EXPIRY = "P2Y"  # each key version expires; rotation makes a new one long before
@@ -95,9 +95,22 @@ class AzureResidencyStorage(pulumi.ComponentResource):
             f"{name}-blob-service", account_name=self.account.name,
             resource_group_name=rg.name, blob_services_name="default",
             is_versioning_enabled=True,
-            delete_retention_policy={"enabled": True, "days": SOFT_DELETE_DAYS},
+            delete_retention_policy={"enabled": True, "days": SOFT_DELETE_DAYS,
+                                     "allow_permanent_delete": plan.allow_permanent_delete},
             container_delete_retention_policy={"enabled": True, "days": SOFT_DELETE_DAYS},
             opts=on_account)
+        self.app_role: az.authorization.RoleDefinition | None = None
+        if plan.app_role:
+            # Assignable within the location's resource group only (Azure's narrowest
+            # assignable scope); assign it to the SDK's identity on the account.
+            perms = azure_app_role_permissions()
+            self.app_role = az.authorization.RoleDefinition(
+                f"{name}-app-role", role_name=plan.app_role, scope=rg.id,
+                description=f"residency {plan.location}: what the SDK's application identity "
+                            "does with blobs (read, write, tag, delete versions for good)",
+                permissions=[{"actions": perms["actions"],
+                              "data_actions": perms["data_actions"]}],
+                assignable_scopes=[rg.id], opts=child)
         scope_name = plan.encryption_scope
         if scope_name:
             az.storage.EncryptionScope(

@@ -52,12 +52,15 @@ class GcpResidencyStorage(pulumi.ComponentResource):
                      if spec.lock_days is not None else None)
         logging = ({"log_bucket": log_to.name, "log_object_prefix": f"access-logs/{spec.name}/"}
                    if log_to is not None else None)
+        # 0 turns soft delete off (data buckets); None keeps Google's default (audit).
+        soft_delete = ({"retention_duration_seconds": spec.soft_delete_seconds}
+                       if spec.soft_delete_seconds is not None else None)
         return gcp.storage.Bucket(
             f"{name}-{spec.purpose}", name=spec.name, location=plan.region.upper(),
             project=plan.key.project, storage_class="STANDARD",
             encryption={"default_kms_key_name": self.key.id},
             uniform_bucket_level_access=True, public_access_prevention="enforced",
             versioning={"enabled": spec.versioning}, lifecycle_rules=rules,
-            retention_policy=retention, logging=logging,
+            retention_policy=retention, logging=logging, soft_delete_policy=soft_delete,
             labels={**plan.labels, "residency-purpose": spec.purpose},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[grant]))

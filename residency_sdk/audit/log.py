@@ -29,7 +29,6 @@ from __future__ import annotations
 import atexit
 import collections
 import copy
-import hashlib
 import logging
 import os
 import sqlite3
@@ -52,6 +51,7 @@ from residency_sdk.audit.chain import (
     check_key,
     coerce_key,
     head_mac,
+    link_rows,
     macs_equal,
     new_meta,
 )
@@ -568,16 +568,9 @@ class AuditLog:
                 f"audit log {name!r}: {what}; the log was truncated or rewritten, so nothing "
                 "more is appended: run `residency audit verify` and investigate",
                 seq=min(last_seq, head.seq) + 1, kind=kind)
-        rows: list[Row] = []
         seal = self._sealer.link if self._sealer is not None else None
-        sha256 = hashlib.sha256
-        seq, prev = head.seq, head.hash
-        for payload in payloads:
-            seq += 1
-            # link_hash, inlined: this loop is every commit's hot path.
-            digest = sha256(f"{seq}\n{prev}\n{payload}".encode()).hexdigest()
-            rows.append((seq, payload, prev, digest, seal(seq, digest) if seal else None))
-            prev = digest
+        rows = link_rows(payloads, head.seq, head.hash, seal)
+        seq, prev = (rows[-1][0], rows[-1][3]) if rows else (head.seq, head.hash)
         counter = head.counter + 1
         mac = head_mac(key, info.log_id, counter, seq, prev) if key is not None else None
         return rows, Head(seq, prev, counter, mac)

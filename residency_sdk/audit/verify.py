@@ -209,17 +209,7 @@ def check_rows(rows: Iterable[Row], key: bytes | None, *, genesis: str = GENESIS
             break
         if seq in wanted:
             hashes[seq] = digest
-        # Intents and outcomes, found by substring on the canonical JSON (no parsing).
-        if _INTENT in event:
-            start = event.find(_EVENT_ID) + len(_EVENT_ID)
-            end = event.find('"', start)
-            if start >= len(_EVENT_ID) and end > 0:
-                intents[event[start:end]] = (seq, event)
-        elif _INTENT_ID in event:
-            start = event.find(_INTENT_ID) + len(_INTENT_ID)
-            end = event.find('"', start)
-            if end > 0:
-                intents.pop(event[start:end], None)
+        track_intent(intents, seq, event)
         prev = digest
         expected += 1
     walk.count = expected - 1
@@ -227,6 +217,23 @@ def check_rows(rows: Iterable[Row], key: bytes | None, *, genesis: str = GENESIS
     walk.last_hash = prev
     walk.macs_seen = macs_seen
     return walk
+
+
+def track_intent(intents: dict[str, tuple[int, str]], seq: int, event: str) -> None:
+    """Remember an intent until its outcome follows (``intents``: event id -> (seq, event)).
+
+    Found by substring on the canonical JSON, without parsing: this runs for every row.
+    Not part of the chain check: an intent without outcome is reported, not a break."""
+    if _INTENT in event:
+        start = event.find(_EVENT_ID) + len(_EVENT_ID)
+        end = event.find('"', start)
+        if start >= len(_EVENT_ID) and end > 0:
+            intents[event[start:end]] = (seq, event)
+    elif _INTENT_ID in event:
+        start = event.find(_INTENT_ID) + len(_INTENT_ID)
+        end = event.find('"', start)
+        if end > 0:
+            intents.pop(event[start:end], None)
 
 
 def unknown_outcomes(walk: _Walk) -> tuple[Unknown, ...]:

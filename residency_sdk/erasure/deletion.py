@@ -130,13 +130,14 @@ def empty_backend(request: ErasureRequest, tenant: Tenant, progress: BackendProg
 def _examine(store: ObjectStore, key: str, now: datetime) -> ItemResult:
     """:func:`~residency_sdk.sweep.examine` with deletion conditional on the object
     examined; an object re-uploaded in between (``changed``) is the tenant's too, so
-    it is examined again, a few times."""
-    result = examine(store, key, now)
+    it is examined again, a few times. Old versions are not purged key by key: the
+    ``purge_residue`` of the whole prefix that follows removes them in one listing."""
+    result = examine(store, key, now, versions=False)
     for _ in range(_EXAMINE_ATTEMPTS - 1):
         action: str = result.action
         if action != "changed":
             break
-        result = examine(store, key, now)
+        result = examine(store, key, now, versions=False)
     return result
 
 

@@ -16,6 +16,30 @@ AZURE_KEY_CRYPTO_USER_ROLE = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
 """Built-in role "Key Vault Crypto Service Encryption User" (wrap/unwrap for storage)."""
 GCP_KEY_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 
+_BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+AZURE_PERMANENT_DELETE_ACTION = f"{_BLOBS}/permanentDelete/action"
+"""Deleting a soft-deleted blob version or snapshot for good (``deletetype=permanent``).
+Neither Storage Blob Data Contributor nor any narrower built-in role grants it."""
+AZURE_APP_ACTIONS: tuple[str, ...] = (
+    # Get Container Properties (``describe_bucket``, ``residency verify``).
+    "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+)
+AZURE_APP_DATA_ACTIONS: tuple[str, ...] = (
+    f"{_BLOBS}/read",
+    f"{_BLOBS}/write",
+    f"{_BLOBS}/add/action",
+    f"{_BLOBS}/delete",
+    # Retention sweep and erasure remove previous versions, then what soft delete kept.
+    f"{_BLOBS}/deleteBlobVersion/action",
+    AZURE_PERMANENT_DELETE_ACTION,
+    # The retention mark (blob index tag) written with every categorised blob.
+    f"{_BLOBS}/tags/read",
+    f"{_BLOBS}/tags/write",
+)
+"""What the Blob adapter calls, as data actions: read, write, delete, delete versions and
+permanently delete soft-deleted ones, read and write index tags. Nothing else (no
+``runAsSuperUser``, no immutability policy changes, no ownership or ACL changes)."""
+
 
 def aws_key_policy(account_id: str, partition: str = "aws") -> dict[str, Any]:
     """KMS key policy: only the account's own IAM principals may use or administer the key
@@ -133,6 +157,12 @@ def aws_bucket_policy(bucket_arn: str) -> dict[str, Any]:
             },
         ],
     }
+
+
+def azure_app_role_permissions() -> dict[str, list[str]]:
+    """The one permission block of the application's custom Azure role
+    (:data:`AZURE_APP_ACTIONS`, :data:`AZURE_APP_DATA_ACTIONS`)."""
+    return {"actions": list(AZURE_APP_ACTIONS), "data_actions": list(AZURE_APP_DATA_ACTIONS)}
 
 
 # --- location guardrails -----------------------------------------------------------------

@@ -41,6 +41,11 @@ NONCURRENT_VERSION_DAYS = 30
 """Overwritten or deleted data versions are kept this long, then removed."""
 SOFT_DELETE_DAYS = 7
 """Azure blob/container soft-delete window (Azure allows 1-365)."""
+GCS_DATA_SOFT_DELETE_SECONDS = 0
+"""GCS soft-delete retention of data buckets: off. A soft-deleted GCS object can be
+restored but removed by no API call until its retention ends (Google's default: 7 days),
+so an erasure or retention sweep would leave the data restorable for a week. Versioning
+and the lifecycle's noncurrent-version expiry remain the backstop against accidents."""
 
 AZURE_IN_COUNTRY_SKUS = ("ZRS", "LRS")
 # Geo-redundant SKUs copy every blob to the Azure-paired region, which the region map does
@@ -101,6 +106,10 @@ class BucketPlan:
     versioning: bool = True
     lock_days: int | None = None
     """Compliance-mode write-once retention (audit buckets only)."""
+    soft_delete_seconds: int | None = None
+    """GCS soft-delete retention, in seconds: 0 turns soft delete off (data buckets, so a
+    deletion leaves nothing restorable); None keeps the bucket's default (the audit
+    bucket, whose locked retention policy forbids deleting anyway)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +149,15 @@ class ProviderPlan:
     resource_group: str | None = None
     key_vault: str | None = None
     identity: str | None = None
+    allow_permanent_delete: bool = False
+    """Azure: the account's blob delete retention policy allows ``deletetype=permanent``
+    on soft-deleted versions and snapshots, which the sweep and erasure use so nothing
+    they delete stays restorable for the soft-delete window."""
+    app_role: str | None = None
+    """Azure: name of the custom role (data actions in
+    :data:`residency_sdk.infra.documents.AZURE_APP_DATA_ACTIONS`), assignable within the
+    location's resource group, that the application identity the SDK runs under is
+    assigned on the account."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +256,11 @@ class InfraPlan:
                 row("storage_account", p.account, redundancy=p.redundancy,
                     min_tls=p.min_tls, https_only=True, shared_key=False,
                     public_blobs=False, infrastructure_encryption=True,
-                    soft_delete_days=SOFT_DELETE_DAYS)
+                    soft_delete_days=SOFT_DELETE_DAYS,
+                    permanent_delete=p.allow_permanent_delete)
+            if p.app_role:
+                row("role_definition", p.app_role, purpose="application identity of the SDK",
+                    assignable_scope=p.resource_group, assign_on=p.account)
             if p.encryption_scope:
                 row("encryption_scope", p.encryption_scope, key=p.key.name)
             for bucket in (p.data, p.audit):
@@ -248,7 +270,9 @@ class InfraPlan:
                     lifecycle=[f"{_selector(r)} -> delete after {r.days}d"
                                for r in bucket.expiry],
                     noncurrent_version_days=bucket.noncurrent_version_days,
-                    lock_days=bucket.lock_days)
+                    lock_days=bucket.lock_days,
+                    **({"soft_delete_seconds": bucket.soft_delete_seconds}
+                       if bucket.soft_delete_seconds is not None else {}))
         return rows
 
 
@@ -470,6 +494,7 @@ def _provider_plan(name: CloudProvider, target: StorageTarget, loc: Location, pr
         # GCS refuses Object Versioning on a bucket with a retention policy; the locked
         # policy already makes every audit object undeletable and unchangeable.
         common["audit"] = replace(audit, versioning=False)
+        common["data"] = replace(data, soft_delete_seconds=GCS_DATA_SOFT_DELETE_SECONDS)
         return ProviderPlan(redundancy="region", key=key, **common)
     account = target.account or _azure_name(f"{prefix}{loc.id}", 24)
     short = _azure_name(f"{prefix}{loc.id}", 19)
@@ -478,6 +503,7 @@ def _provider_plan(name: CloudProvider, target: StorageTarget, loc: Location, pr
         key=KeyPlan(name=f"{base}-cmk", rotation_days=KEY_ROTATION_DAYS, region=target.region),
         account=account, encryption_scope=target.encryption_scope,
         resource_group=f"{base}-rg", key_vault=f"{short}-kv", identity=f"{base}-storage-id",
+        allow_permanent_delete=True, app_role=f"{base}-app",
         **common,
     )
 

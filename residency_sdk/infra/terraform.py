@@ -21,6 +21,7 @@ from residency_sdk.infra.documents import (
     aws_key_policy,
     aws_region_deny_scp_content,
     azure_allowed_locations_parameters,
+    azure_app_role_permissions,
     gcp_location_values,
 )
 from residency_sdk.infra.plan import (
@@ -125,18 +126,48 @@ def _add(resources: dict[str, dict[str, Json]], rtype: str, name: str, body: Jso
     return f"{rtype}.{name}"
 
 
+# --- the customer-managed keys (promise MA-3: rotated every KEY_ROTATION_DAYS) ----------
+
+
+def aws_kms_key(p: ProviderPlan) -> Json:
+    """The location's AWS KMS key: symmetric, single-region, rotated automatically every
+    ``p.key.rotation_days`` days, 30-day deletion window, the SDK's key policy."""
+    return {
+        "region": p.region, "description": f"residency {p.location}: data and audit buckets",
+        "enable_key_rotation": True, "rotation_period_in_days": p.key.rotation_days,
+        "deletion_window_in_days": 30, "multi_region": False,
+        "policy": json.dumps(aws_key_policy("${data.aws_caller_identity.current.account_id}")),
+        "tags": p.labels,
+    }
+
+
+def gcp_crypto_key(p: ProviderPlan, ring: str) -> Json:
+    """The location's Cloud KMS key in key ring ``ring``: encrypt/decrypt, rotated every
+    ``p.key.rotation_days`` days, never destroyed by Terraform."""
+    return {
+        "name": p.key.name, "key_ring": f"${{{ring}.id}}", "purpose": "ENCRYPT_DECRYPT",
+        "rotation_period": f"{p.key.rotation_days * DAY}s", "labels": p.labels,
+        "lifecycle": [{"prevent_destroy": True}]}
+
+
+def azure_vault_key(p: ProviderPlan, vault: str) -> Json:
+    """The location's Key Vault key in ``vault``: RSA-HSM 3072 for wrapping only, rotated
+    every ``p.key.rotation_days`` days, expiring after AZURE_KEY_EXPIRY with notice."""
+    return {
+        "name": p.key.name, "key_vault_id": f"${{{vault}.id}}", "key_type": "RSA-HSM",
+        "key_size": 3072, "key_opts": ["wrapKey", "unwrapKey"],
+        "rotation_policy": [{
+            "automatic": [{"time_after_creation": f"P{p.key.rotation_days}D"}],
+            "expire_after": AZURE_KEY_EXPIRY, "notify_before_expiry": "P30D"}],
+        "tags": p.labels}
+
+
 # --- AWS -------------------------------------------------------------------------------
 
 
 def _aws(p: ProviderPlan, res: dict[str, dict[str, Json]]) -> Json:
     region = p.region
-    key = _add(res, "aws_kms_key", "key", {
-        "region": region, "description": f"residency {p.location}: data and audit buckets",
-        "enable_key_rotation": True, "rotation_period_in_days": p.key.rotation_days,
-        "deletion_window_in_days": 30, "multi_region": False,
-        "policy": json.dumps(aws_key_policy("${data.aws_caller_identity.current.account_id}")),
-        "tags": p.labels,
-    })
+    key = _add(res, "aws_kms_key", "key", aws_kms_key(p))
     _add(res, "aws_kms_alias", "key", {"region": region, "name": p.key.alias,
                                        "target_key_id": f"${{{key}.key_id}}"})
     for spec in (p.data, p.audit):
@@ -226,10 +257,7 @@ def _gcp_guardrail(g: GuardrailPlan, res: dict[str, dict[str, Json]]) -> None:
 def _gcp(p: ProviderPlan, res: dict[str, dict[str, Json]]) -> Json:
     ring = _add(res, "google_kms_key_ring", "ring", {
         "name": p.key.key_ring, "location": p.region, "project": "${var.gcp_project}"})
-    key = _add(res, "google_kms_crypto_key", "key", {
-        "name": p.key.name, "key_ring": f"${{{ring}.id}}", "purpose": "ENCRYPT_DECRYPT",
-        "rotation_period": f"{p.key.rotation_days * DAY}s", "labels": p.labels,
-        "lifecycle": [{"prevent_destroy": True}]})
+    key = _add(res, "google_kms_crypto_key", "key", gcp_crypto_key(p, ring))
     grant = _add(res, "google_kms_crypto_key_iam_member", "storage_agent", {
         "crypto_key_id": f"${{{key}.id}}", "role": "roles/cloudkms.cryptoKeyEncrypterDecrypter",
         "member": "serviceAccount:${data.google_storage_project_service_account.gcs"
@@ -258,6 +286,9 @@ def _gcp_bucket(p: ProviderPlan, spec: BucketPlan, key: str, grant: str, log_to:
     }
     if spec.lock_days is not None:
         body["retention_policy"] = [{"retention_period": spec.lock_days * DAY, "is_locked": True}]
+    if spec.soft_delete_seconds is not None:
+        body["soft_delete_policy"] = [
+            {"retention_duration_seconds": spec.soft_delete_seconds}]
     if log_to is not None:
         body["logging"] = [{"log_bucket": f"${{{log_to}.name}}",
                             "log_object_prefix": f"access-logs/{spec.name}/"}]
@@ -295,13 +326,7 @@ def _azure(p: ProviderPlan, res: dict[str, dict[str, Json]]) -> Json:
         "enable_rbac_authorization": True, "soft_delete_retention_days": 90,
         "purge_protection_enabled": True, "public_network_access_enabled": False,
         "network_acls": [{"default_action": "Deny", "bypass": "AzureServices"}], "tags": tags})
-    key = _add(res, "azurerm_key_vault_key", "cmk", {
-        "name": p.key.name, "key_vault_id": f"${{{vault}.id}}", "key_type": "RSA-HSM",
-        "key_size": 3072, "key_opts": ["wrapKey", "unwrapKey"],
-        "rotation_policy": [{
-            "automatic": [{"time_after_creation": f"P{p.key.rotation_days}D"}],
-            "expire_after": AZURE_KEY_EXPIRY, "notify_before_expiry": "P30D"}],
-        "tags": tags})
+    key = _add(res, "azurerm_key_vault_key", "cmk", azure_vault_key(p, vault))
     grant = _add(res, "azurerm_role_assignment", "key_user", {
         "scope": f"${{{vault}.id}}", "role_definition_name": AZURE_KEY_ROLE_NAME,
         "principal_id": f"${{{identity}.principal_id}}", "principal_type": "ServicePrincipal"})
@@ -318,10 +343,23 @@ def _azure(p: ProviderPlan, res: dict[str, dict[str, Json]]) -> Json:
         "sas_policy": [{"expiration_period": "01.00:00:00", "expiration_action": "Block"}],
         "blob_properties": [{
             "versioning_enabled": True,
-            "delete_retention_policy": [{"days": SOFT_DELETE_DAYS}],
+            "delete_retention_policy": [{
+                "days": SOFT_DELETE_DAYS,
+                "permanent_delete_enabled": p.allow_permanent_delete}],
             "container_delete_retention_policy": [{"days": SOFT_DELETE_DAYS}]}],
         "tags": tags, "depends_on": [grant]})
     account_id = f"${{{account}.id}}"
+    if p.app_role:
+        # Assignable within the location's resource group only (Azure's narrowest assignable
+        # scope for a custom role); assign it on the account or the data container.
+        perms = azure_app_role_permissions()
+        _add(res, "azurerm_role_definition", "app", {
+            "name": p.app_role, "scope": f"${{{rg}.id}}",
+            "description": f"residency {p.location}: what the SDK's application identity "
+                           "does with blobs (read, write, tag, delete versions for good)",
+            "permissions": [{"actions": perms["actions"],
+                             "data_actions": perms["data_actions"]}],
+            "assignable_scopes": [f"${{{rg}.id}}"]})
     _add(res, "azurerm_storage_account_customer_managed_key", "cmk", {
         "storage_account_id": account_id, "key_vault_id": f"${{{vault}.id}}",
         "key_name": f"${{{key}.name}}", "user_assigned_identity_id": f"${{{identity}.id}}"})

@@ -36,11 +36,12 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import replace
-from typing import Any, BinaryIO, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
@@ -60,6 +61,7 @@ from residency_sdk._endpoints import check_endpoint_url, is_loopback_host, norma
 from residency_sdk.errors import (
     AccessDenied,
     BackendNotConfigured,
+    BackendUnavailable,
     BucketNotFound,
     EncryptionError,
     EnvironmentOverride,
@@ -92,6 +94,7 @@ from residency_sdk.storage.base import (
     ObjectInfo,
     ObjectStore,
     ProgressCallback,
+    Residue,
 )
 from residency_sdk.storage.retry import (
     DEFAULT_POLICY,
@@ -359,20 +362,24 @@ class AzureStore(ObjectStore):
     def _discard(self, key: str) -> None:
         # The caller is already getting the more important error.
         with contextlib.suppress(ResidencyError):
-            self._call("delete", key, lambda: self._container.delete_blob(key))
+            self._call("delete", key, lambda: self._container.delete_blob(
+                key, delete_snapshots="include"))
 
     def delete(self, key: str, *, if_match: ObjectInfo | None = None) -> bool:
-        """Delete ``key``; True if it existed.
+        """Delete ``key`` with its snapshots; True if it existed.
 
-        With ``if_match`` the request carries ``If-Match: <ETag>``: Azure deletes only
-        that write, and its 412 (``ConditionNotMet``) raises :class:`ObjectChanged`
-        (nothing deleted)."""
+        Snapshots go with the blob (``x-ms-delete-snapshots: include``): they are
+        readable copies of it, and Azure refuses to delete a blob that has any
+        (``SnapshotsPresent``) otherwise. With ``if_match`` the request carries
+        ``If-Match: <ETag>``: Azure deletes only that write, and its 412
+        (``ConditionNotMet``) raises :class:`ObjectChanged` (nothing deleted)."""
         etag = expected_write(key, if_match, self.name) if if_match is not None else None
         # HTTP wants the entity tag quoted; head() reports it without the quotes.
         condition: dict[str, Any] = {} if etag is None else {
             "etag": f'"{etag}"', "match_condition": MatchConditions.IfNotModified}
         try:
-            self._call("delete", key, lambda: self._container.delete_blob(key, **condition))
+            self._call("delete", key, lambda: self._container.delete_blob(
+                key, delete_snapshots="include", **condition))
         except ObjectNotFound:
             return False
         except StorageError as exc:
@@ -472,6 +479,133 @@ class AzureStore(ObjectStore):
         """Release the HTTP pipeline."""
         self._service.close()
 
+    # --- capabilities: versions, snapshots, soft-deleted blobs -------------------------
+
+    def purge_versions(self, key: str) -> Residue:
+        """Delete every previous version and snapshot of exactly ``key`` (a listing with
+        ``include=versions,snapshots,deleted`` and the key as prefix; other names
+        ignored), then permanently delete what that left soft-deleted. The current
+        version, when there is one (``key`` written again meanwhile), stays.
+
+        On an account with blob soft delete, a deleted version or snapshot stays
+        restorable until the delete retention ends unless it is deleted permanently
+        (``deletetype=permanent``), which the account must allow (``allowPermanentDelete``
+        in its delete retention policy) and the caller be granted
+        (``.../blobs/permanentDelete/action``); a refusal is reported in
+        ``Residue.held``, as is a version kept by an immutability policy or legal hold and
+        a soft-deleted base blob (Azure has no permanent delete for those)."""
+        return self._purge(lambda: (e for e in self._residue(key) if e.name == key))
+
+    def purge_residue(self, prefix: str, *, keep: frozenset[str] = frozenset()) -> Residue:
+        """What :meth:`purge_versions` does for one blob, for every blob under ``prefix``
+        (names in ``keep`` excepted). Uncommitted blocks are not data anyone can read and
+        Azure discards them after a week; they are left alone."""
+        return self._purge(lambda: (e for e in self._residue(prefix) if e.name not in keep))
+
+    def residue_left(self, prefix: str, *,
+                     keep: frozenset[str] = frozenset()) -> builtins.list[str]:
+        """Previous versions, snapshots and soft-deleted blobs still under ``prefix``
+        (names in ``keep`` excepted), as ``name?versionid=...``, ``name?snapshot=...``
+        (`` (soft-deleted)`` appended when they are); empty after a complete
+        :meth:`purge_residue`."""
+        return [e.shown for e in self._residue(prefix) if e.name not in keep]
+
+    def _residue(self, prefix: str) -> Iterator[_Residual]:
+        """Every previous version, snapshot and soft-deleted blob under ``prefix``, page
+        by page (the current version of each blob left out). An account without
+        versioning or soft delete, like Azurite, reports snapshots at most."""
+        token: str | None = None
+        while True:
+            def fetch(tok: str | None = token) -> tuple[builtins.list[Any], str | None]:
+                pages = self._container.list_blobs(
+                    name_starts_with=prefix or None,
+                    include=["versions", "snapshots", "deleted"],
+                    results_per_page=self.page_size).by_page(continuation_token=tok)
+                items = builtins.list(next(pages))
+                return items, pages.continuation_token  # type: ignore[attr-defined]
+
+            blobs, token = self._call("list", prefix, fetch)
+            for b in blobs:
+                deleted = bool(b.deleted)
+                if b.snapshot:
+                    yield _Residual(b.name, "snapshot", str(b.snapshot), deleted)
+                elif b.version_id and not b.is_current_version:
+                    yield _Residual(b.name, "version", str(b.version_id), deleted)
+                elif deleted:
+                    yield _Residual(b.name, "blob", None, deleted)
+            if not token:
+                return
+
+    def _purge(self, residue: Callable[[], Iterator[_Residual]]) -> Residue:
+        """Delete the residue ``residue()`` lists; then, when that deleted anything, list
+        again and delete permanently what the account's soft delete kept."""
+        held: dict[str, str] = {}
+        deleted = 0
+
+        def hold(entry: _Residual, reason: str) -> None:
+            held[entry.name] = f"{held[entry.name]}; {reason}" if entry.name in held \
+                else reason
+
+        # Listed whole before deleting, like the other adapters: paging on while the
+        # listing changes underneath is not safe everywhere.
+        first = builtins.list(residue())
+        for entry in first:
+            if entry.deleted:
+                continue
+            refused = self._delete_residual(entry, permanent=False)
+            if refused is None:
+                deleted += 1
+            elif refused:
+                hold(entry, refused)
+        again = builtins.list(residue()) if deleted else first
+        already = {e.shown for e in first if not e.deleted}
+        for entry in again:
+            if not entry.deleted:
+                continue
+            if entry.kind == "blob":
+                hold(entry, "soft-deleted blob: Azure keeps it restorable until the "
+                            "account's delete retention ends and has no permanent delete "
+                            "for it (enable blob versioning, whose deleted versions can "
+                            "be deleted permanently)")
+                continue
+            refused = self._delete_residual(entry, permanent=True)
+            # What the first pass deleted was counted then: a soft delete it was, so it
+            # counts only if it now goes for good.
+            ours = entry.shown.removesuffix(_SOFT) in already
+            if refused is None:
+                deleted += 0 if ours else 1
+            elif refused:
+                deleted -= 1 if ours else 0
+                hold(entry, f"soft-deleted {entry.kind} {entry.ident} is kept restorable "
+                            f"until the account's delete retention ends: {refused}; allow "
+                            "permanent delete on the account (allowPermanentDelete) and "
+                            "grant the permanentDelete action")
+        return Residue(versions_deleted=deleted, held=held)
+
+    def _delete_residual(self, entry: _Residual, *, permanent: bool) -> str | None:
+        """Delete one version or snapshot: None when it went, ``""`` when it was gone
+        already, else why Azure refused (an immutability policy, a legal hold, a
+        permanent delete the account does not allow)."""
+        options: dict[str, Any] = {"blob_delete_type": "Permanent"} if permanent else {}
+        if entry.kind == "version":
+            options["version_id"] = entry.ident
+        blob = self._container.get_blob_client(
+            entry.name, snapshot=entry.ident if entry.kind == "snapshot" else None)
+        try:
+            self._call("delete", entry.name, lambda: blob.delete_blob(**options))
+        except ObjectNotFound:
+            return ""
+        except BackendUnavailable:
+            raise
+        except StorageError as exc:
+            cause = exc.__cause__
+            status = cause.status_code if isinstance(cause, HttpResponseError) else None
+            if not isinstance(exc, AccessDenied) and status not in _REFUSED:
+                raise
+            code = str(getattr(cause, "error_code", "") or "") or f"HTTP {status}"
+            return f"Azure refused deleting {entry.kind} {entry.ident}: {code}"
+        return None
+
     def destroy_tenant_key(self, tenant_id: str) -> KeyDestruction:
         """``unsupported``: the SDK keeps no per-tenant key on Azure Blob (every blob is
         under the location's encryption scope); ``detail`` says what the operator must do
@@ -479,9 +613,10 @@ class AzureStore(ObjectStore):
         return KeyDestruction(
             tenant_id=tenant_id, status="unsupported",
             detail=f"{self.name}: no per-tenant key (blobs use the location's encryption "
-                   f"scope {self.target.encryption_scope or '(none named)'}); snapshots, "
-                   "versions and soft-deleted blobs Azure keeps are not made unreadable by "
-                   "erasure. To cover them, give the tenant an encryption scope of its own "
+                   f"scope {self.target.encryption_scope or '(none named)'}); backups "
+                   "Azure keeps are not made unreadable by erasure (it deletes versions and "
+                   "snapshots, and soft-deleted ones where the account allows permanent "
+                   "delete). To cover them, give the tenant an encryption scope of its own "
                    "backed by its own Key Vault key and delete and purge that key after the "
                    "erasure (docs/crypto-shredding.md)")
 
@@ -526,6 +661,30 @@ class AzureStore(ObjectStore):
                                 f"{exc.status_code} {code}")
         return StorageError(f"{self.name}: {operation} {key!r} failed: "
                             f"{type(exc).__name__}: {exc}")
+
+
+_SOFT = " (soft-deleted)"
+# What Azure answers a delete it will not do (immutability, legal hold, a permanent
+# delete the account does not allow): the version is kept, reported held.
+_REFUSED = frozenset({400, 403, 405, 409})
+
+
+@dataclass(frozen=True, slots=True)
+class _Residual:
+    """One thing no plain listing shows: a previous version, a snapshot or a
+    soft-deleted blob (``ident`` None) of blob ``name``."""
+
+    name: str
+    kind: Literal["version", "snapshot", "blob"]
+    ident: str | None
+    deleted: bool
+
+    @property
+    def shown(self) -> str:
+        """``name?versionid=...`` / ``name?snapshot=...``, ``(soft-deleted)`` appended."""
+        query = {"version": f"?versionid={self.ident}", "snapshot": f"?snapshot={self.ident}",
+                 "blob": ""}[self.kind]
+        return f"{self.name}{query}{_SOFT if self.deleted else ''}"
 
 
 def _account_of(endpoint: str) -> str | None:

@@ -81,7 +81,8 @@ class BucketFacts:
 
 @dataclass(frozen=True, slots=True)
 class Residue:
-    """What :meth:`ObjectStore.purge_residue` removed under a prefix, and what it kept.
+    """What :meth:`ObjectStore.purge_residue` removed under a prefix (or
+    :meth:`ObjectStore.purge_versions` of one key), and what it kept.
 
     ``versions_deleted`` counts old versions and delete markers, ``uploads_aborted``
     incomplete multipart uploads, ``files_removed`` leftovers of interrupted writes;
@@ -194,6 +195,22 @@ class ObjectStore(abc.ABC):
         """What :meth:`purge_residue` would still find under ``prefix`` (for verification),
         as readable names such as ``key?versionId=...``. Default: nothing."""
         return []
+
+    def purge_versions(self, key: str) -> Residue:
+        """Remove every noncurrent version and delete marker of exactly ``key`` (never
+        another key that merely starts with it): S3 versions and delete markers, GCS
+        noncurrent generations, Azure previous versions, snapshots and soft-deleted
+        versions. The current object, if one exists (written again meanwhile), is never
+        touched. Sweeps call it right after deleting ``key``, so that no older copy of
+        what they deleted stays readable until a lifecycle rule gets to it.
+
+        A version the provider refuses to remove (S3 object lock or legal hold, a GCS
+        hold, an Azure soft-deleted version the account will not delete permanently)
+        stays and is reported in ``Residue.held`` with why, never silently kept; other
+        failures raise (translated), having removed what came before them. Default: the
+        backend keeps no versions (local, memory).
+        """
+        return Residue()
 
     def tenant_key_id(self, tenant_id: str) -> str | None:
         """The id of the key that encrypts ``tenant_id``'s objects (keys under

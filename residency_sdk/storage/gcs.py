@@ -31,10 +31,12 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
@@ -80,6 +82,7 @@ from residency_sdk.storage.base import (
     ObjectInfo,
     ObjectStore,
     ProgressCallback,
+    Residue,
 )
 from residency_sdk.storage.retry import DEFAULT_POLICY, RetryPolicy, is_transient_status
 
@@ -254,7 +257,9 @@ class GCSStore(ObjectStore):
         # GCS reports ".../cryptoKeys/NAME/cryptoKeyVersions/N": compare the key part.
         if reported is None and self.emulated:
             return  # emulators never report kms_key_name (TEST_INFRA.md)
-        if reported is None or not reported.startswith(wanted):
+        # A prefix match alone would accept ".../cryptoKeys/data-old" for ".../data".
+        if reported is None or not (reported == wanted
+                                    or reported.startswith(wanted + "/cryptoKeyVersions/")):
             self._discard(key)
             raise EncryptionError(
                 f"{self.name}: {key!r} was stored with KMS key {reported!r}, not {wanted!r}; "
@@ -361,6 +366,76 @@ class GCSStore(ObjectStore):
             encryption="gcs:kms" if key else None, kms_key=key,
             public_access_blocked=prevention == "enforced",
             notes=(f"public access prevention is {prevention!r}",))
+
+    # --- capabilities: noncurrent generations (Object Versioning) ----------------------
+
+    def purge_versions(self, key: str) -> Residue:
+        """Delete every noncurrent generation of exactly ``key`` (a listing with
+        ``versions=True`` and the key as prefix; other names ignored), each by its
+        ``generation``. The live generation, when there is one (``key`` written again
+        meanwhile), stays: only generations GCS reports with a ``timeDeleted`` go.
+
+        A generation GCS refuses to delete (an event-based or temporary hold, the
+        bucket's retention policy) is reported in ``Residue.held``. Soft-deleted objects
+        are another matter: GCS offers no call that removes them before the bucket's
+        soft delete retention ends, so data buckets need a retention of 0."""
+        return self._delete_generations(
+            [g for g in self._noncurrent(key) if g[0] == key])
+
+    def purge_residue(self, prefix: str, *, keep: frozenset[str] = frozenset()) -> Residue:
+        """Delete every noncurrent generation under ``prefix`` (names in ``keep``
+        excepted), as :meth:`purge_versions` does for one name. GCS keeps no incomplete
+        upload that a listing misses for long: an unfinished resumable upload is not an
+        object and expires on its own within a week."""
+        return self._delete_generations(
+            [g for g in self._noncurrent(prefix) if g[0] not in keep])
+
+    def residue_left(self, prefix: str, *,
+                     keep: frozenset[str] = frozenset()) -> builtins.list[str]:
+        """Noncurrent generations still under ``prefix`` (names in ``keep`` excepted), as
+        ``name#generation`` (gsutil's form); empty after a complete :meth:`purge_residue`."""
+        return [f"{name}#{generation}" for name, generation in self._noncurrent(prefix)
+                if name not in keep]
+
+    def _noncurrent(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """``(name, generation)`` of every noncurrent generation under ``prefix``, page by
+        page; the live generation of each name is left out (it has no ``timeDeleted``).
+        A bucket without Object Versioning has none."""
+        token: str | None = None
+        while True:
+            def fetch(tok: str | None = token) -> tuple[builtins.list[Any], str | None]:
+                iterator = self._client.list_blobs(
+                    self._bucket, prefix=prefix, versions=True, page_size=self.page_size,
+                    page_token=tok, retry=None, timeout=self.timeout)
+                page = next(iterator.pages)
+                return builtins.list(page), iterator.next_page_token
+
+            blobs, token = self._call("list", prefix, fetch)
+            for blob in blobs:
+                if blob.time_deleted is not None and blob.generation:
+                    yield str(blob.name), int(blob.generation)
+            if not token:
+                return
+
+    def _delete_generations(self, generations: builtins.list[tuple[str, int]]) -> Residue:
+        """Delete each ``(name, generation)``; a refusal (a hold, a retention policy) is
+        held, a generation already gone skipped, anything else raises."""
+        held: dict[str, str] = {}
+        deleted = 0
+        for name, generation in generations:
+            blob = self._bucket.blob(name, generation=generation)
+            try:
+                self._call("delete", name, partial(blob.delete, retry=None,
+                                                   timeout=self.timeout))
+            except ObjectNotFound:
+                continue
+            except AccessDenied as exc:
+                why = getattr(exc.__cause__, "message", None) or type(exc).__name__
+                reason = f"GCS refused deleting generation {generation}: {why}"
+                held[name] = f"{held[name]}; {reason}" if name in held else reason
+                continue
+            deleted += 1
+        return Residue(versions_deleted=deleted, held=held)
 
     def close(self) -> None:
         """Release the HTTP session."""

@@ -493,23 +493,9 @@ class S3Store(ObjectStore):
         ``Residue.held``; a version or upload already gone is skipped. Other failures
         raise (translated), having removed what came before them.
         """
-        held: dict[str, str] = {}
-        deleted = 0
         # Listed whole before deleting: continuing a listing from a marker whose version
         # was just deleted is not something every S3 implementation gets right.
-        for key, version in list(self._residue_versions(prefix, keep)):
-            try:
-                gone = self._call_unless(
-                    "delete", key, partial(self._client.delete_object, Bucket=self.target.bucket,
-                                           Key=key, VersionId=version),
-                    frozenset({"NoSuchVersion", "NoSuchKey"}))
-            except AccessDenied as exc:
-                # Object lock refuses with AccessDenied; the version is data we must keep.
-                held[key] = (f"S3 refused deleting version {version}: "
-                             f"{_error_code(exc) or type(exc).__name__}")
-                continue
-            if gone is not None:
-                deleted += 1
+        residue = self._delete_versions(list(self._residue_versions(prefix, keep)))
         aborted = 0
         # A crashed upload's parts are stored, billed and readable by the bucket owner
         # until aborted, though no listing shows them.
@@ -522,7 +508,46 @@ class S3Store(ObjectStore):
                             Key=key, UploadId=upload_id),
                     frozenset({"NoSuchUpload"})) is not None:
                 aborted += 1
-        return Residue(versions_deleted=deleted, uploads_aborted=aborted, held=held)
+        return replace(residue, uploads_aborted=aborted)
+
+    def purge_versions(self, key: str) -> Residue:
+        """Delete every noncurrent version and every delete marker of exactly ``key``
+        (``ListObjectVersions`` with the key as prefix, entries of other keys ignored);
+        the current version, when there is one (``key`` written again meanwhile), stays.
+
+        Versions go first and delete markers last, so a failure part way leaves the key
+        hidden as the sweep left it. A version S3 refuses to delete (object lock: a legal
+        hold or a retention date) is reported in ``Residue.held``; once the markers are
+        gone it is the key's current object again, which every later sweep reports held
+        until the lock ends, then deletes with its versions. Needs
+        ``s3:ListBucketVersions`` and ``s3:DeleteObjectVersion``.
+        """
+        found = [(version, marker) for k, version, marker, latest in self._versions(key)
+                 if k == key and (marker or not latest)]
+        # Versions before markers (a stable sort): see the docstring.
+        found.sort(key=lambda entry: entry[1])
+        return self._delete_versions([(key, version) for version, _ in found])
+
+    def _delete_versions(self, entries: builtins.list[tuple[str, str]]) -> Residue:
+        """Delete each ``(key, version_id)``; a refusal (object lock) is held, a version
+        already gone skipped, anything else raises."""
+        held: dict[str, str] = {}
+        deleted = 0
+        for key, version in entries:
+            try:
+                gone = self._call_unless(
+                    "delete", key, partial(self._client.delete_object, Bucket=self.target.bucket,
+                                           Key=key, VersionId=version),
+                    frozenset({"NoSuchVersion", "NoSuchKey"}))
+            except AccessDenied as exc:
+                # Object lock refuses with AccessDenied; the version is data we must keep.
+                reason = (f"S3 refused deleting version {version}: "
+                          f"{_error_code(exc) or type(exc).__name__}")
+                held[key] = f"{held[key]}; {reason}" if key in held else reason
+                continue
+            if gone is not None:
+                deleted += 1
+        return Residue(versions_deleted=deleted, held=held)
 
     def residue_left(self, prefix: str, *,
                      keep: frozenset[str] = frozenset()) -> builtins.list[str]:
@@ -536,6 +561,14 @@ class S3Store(ObjectStore):
                           keep: frozenset[str]) -> Iterator[tuple[str, str]]:
         """``(key, version_id)`` of every noncurrent version and delete marker under
         ``prefix``. Unversioned buckets report only current "null" versions: nothing."""
+        for key, version, marker, latest in self._versions(prefix):
+            if key not in keep and (marker or not latest):
+                yield key, version
+
+    def _versions(self, prefix: str) -> Iterator[tuple[str, str, bool, bool]]:
+        """``(key, version_id, is_delete_marker, is_latest)`` of every version and delete
+        marker under ``prefix``, page by page. A noncurrent version written before
+        versioning was enabled has the id "null" and is data like any other."""
         key_marker: str | None = None
         version_marker: str | None = None
         while True:
@@ -551,10 +584,9 @@ class S3Store(ObjectStore):
                 [(m, True) for m in page.get("DeleteMarkers", [])]
             for entry, marker in entries:
                 key, version = entry.get("Key"), entry.get("VersionId")
-                if key is None or key in keep or version in (None, "null"):
+                if key is None or version is None:
                     continue
-                if marker or not entry.get("IsLatest"):
-                    yield str(key), str(version)
+                yield str(key), str(version), marker, bool(entry.get("IsLatest"))
             key_marker = page.get("NextKeyMarker")
             version_marker = page.get("NextVersionIdMarker")
             if not page.get("IsTruncated") or not key_marker:

@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from components import missing
 from report_fixture import fixture_map, write_fixture_log
 
 from residency_sdk.audit.html import to_html
@@ -22,9 +23,8 @@ _CONSOLE = re.compile(r":CONSOLE[:(]")
 
 def _chromium() -> str:
     if not os.access(CHROMIUM, os.X_OK):
-        if os.environ.get("CI"):
-            pytest.fail(f"Debian chromium is required in CI and missing at {CHROMIUM}")
-        pytest.skip("chromium is not installed")
+        missing(f"chromium is not installed (looked for {CHROMIUM})",
+                "apt-get install chromium (Debian)")
     return CHROMIUM
 
 

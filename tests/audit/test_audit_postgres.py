@@ -19,14 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-try:
-    import psycopg
-except ImportError:  # the postgres extra is missing: same convention as a missing server
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("psycopg is not installed: pip install 'residency-sdk[postgres]'",
-                allow_module_level=True)
+from components import missing, require
 from conftest import KEY, event
 from emulators import LoopbackListener
 from pgserver import PASSWORD_ROLE, PostgresServer, free_port, start_postgres
@@ -40,6 +33,10 @@ from residency_sdk.audit.postgres_store import (
 )
 from residency_sdk.audit.store import Head, Row
 from residency_sdk.errors import AuditFormatError, AuditUnavailable, ChainRefused
+
+psycopg = require("psycopg", "pip install 'residency-sdk[postgres]'")
+POSTGRES_HINT = ("apt-get install postgresql (15; the suite starts its own server as the "
+                 "postgres user: tests/pgserver.py)")
 
 GENESIS = hashlib.sha256(b"test genesis").hexdigest()
 META = {"format": "residency.audit.log/v2", "log_id": "a" * 32, "chain": "sha256",
@@ -402,9 +399,7 @@ def test_server_down_is_unavailable_and_the_store_recovers() -> None:
     try:
         server = start_postgres()
     except Exception as exc:  # the session fixture decides skip/fail; this needs its own
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL unavailable: {exc}")
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        missing(f"PostgreSQL unavailable: {exc}", POSTGRES_HINT)
     try:
         url = server.create_database()
         store = PostgresChainStore(url, connect_timeout=3)
@@ -585,9 +580,7 @@ def test_auditlog_keeps_events_while_the_server_is_down() -> None:
     try:
         server = start_postgres()
     except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL unavailable: {exc}")
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        missing(f"PostgreSQL unavailable: {exc}", POSTGRES_HINT)
     try:
         url = server.create_database()
         log = AuditLog(url, hmac_key=KEY)

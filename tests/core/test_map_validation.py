@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import textwrap
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import residency_sdk as rs
@@ -309,13 +308,58 @@ def test_arbitrary_documents_are_refused_cleanly(doc):
         compile_doc(doc)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=200))
+# Overlay texts, some valid, most a little broken: pure junk text is almost never a map,
+# so without these the "loaded" half of the contract below would never run.
+_ROUTE_KEYS = st.sampled_from(["IS", "JP", "CA", "FR", "EU", "ZZ", "de", "1", ""])
+_ROUTE_VALUES = st.sampled_from(["FR", "DE", "AU", "US", "XX", "", "[]", "{location: DE}"])
+overlay_text = st.builds(
+    lambda key, value, tail: f"extends: default\nroutes:\n  {key}: {value}\n{tail}",
+    _ROUTE_KEYS, _ROUTE_VALUES,
+    st.sampled_from(["", "# comment\n", "name: fuzz\n"]) | st.text(max_size=40))
+
+
+def _assert_loaded_map_is_consistent(path: Path, region_map: Any) -> None:
+    """A map that loaded honours the residency invariants, and the router built from the
+    same file sends every overlaid route where the text said."""
+    for loc in region_map.locations.values():
+        for target in (*loc.backends.values(), *loc.failovers.values()):
+            assert target.country == loc.country, (loc.id, target)
+    for country, route in region_map.routes.items():
+        assert route.location in region_map.locations, (country, route)
+    policy = rs.ResidencyPolicy.load(path)
+    overlay = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for country, location in (overlay.get("routes") or {}).items():
+        if location is None or country in region_map.groups:
+            continue  # null removes the route; a group's members may have their own
+        placement = policy.resolve_country(country)
+        assert placement.location == location == region_map.routes[country].location
+        assert placement.storage.country == region_map.locations[location].country
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=200) | overlay_text)
+@example("extends: default\nroutes:\n  IS: FR\n")  # loads: the "loaded" half always runs
+@example("extends: default\nroutes:\n  IS: XX\n")  # refused: unknown location
+@example("routes: [\n")  # refused: invalid YAML
 def test_arbitrary_yaml_text_is_refused_or_loaded(tmp_path_factory, text):
+    """Any text is either refused with a MapError (an InputError, so a ResidencyError)
+    whose message names the file and says what is wrong, or loads into a map whose routes
+    and backends honour the residency invariants and which the router follows. Any other
+    exception escapes and fails the test."""
     path = tmp_path_factory.mktemp("fuzz") / "m.yaml"
     path.write_text(text, encoding="utf-8")
-    with contextlib.suppress(rs.MapError):
-        load_region_map(path)
+    try:
+        region_map = load_region_map(path)
+    except rs.MapError as exc:
+        assert isinstance(exc, rs.InputError) and isinstance(exc, rs.ResidencyError)
+        # The file named is this one or a map it extends (`extends: missing.yaml`).
+        assert exc.file is not None and Path(exc.file).parent in (path.parent,
+                                                                  packaged_maps_dir()), exc
+        where, _, problem = str(exc).partition(": ")
+        assert where.startswith(exc.file), str(exc)
+        assert problem.strip(), f"no problem named in {exc}"
+    else:
+        _assert_loaded_map_is_consistent(path, region_map)
 
 
 # --- the map cannot lie about where a region or an endpoint is (issue 11) -------------

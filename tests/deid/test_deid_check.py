@@ -5,10 +5,11 @@ without its evidence; tampering, other evidence and non-DICOM fail."""
 from __future__ import annotations
 
 import pytest
+from components import require
 
-pytest.importorskip("pydicom")
+require("pydicom", "pip install 'residency-sdk[dicom]'")
 
-from deid_samples import (
+from deid_samples import (  # noqa: E402
     ACCESSION,
     PATIENT_ID,
     PATIENT_NAME,
@@ -19,14 +20,14 @@ from deid_samples import (
     with_trailing_private_group,
 )
 
-from residency_sdk.deid import (
+from residency_sdk.deid import (  # noqa: E402
     DeidKey,
     check_dicom,
     deidentify_dicom,
     external_evidence,
     is_dicom,
 )
-from residency_sdk.errors import InputError, NotDicom
+from residency_sdk.errors import InputError, NotDicom  # noqa: E402
 
 KEY = DeidKey("k", b"c" * 32)
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import hashlib
 import tracemalloc
 
-import pytest
+from components import require
 
-pytest.importorskip("pydicom")
+require("pydicom", "pip install 'residency-sdk[dicom]'")
 
-from deid_samples import ACCESSION, INSTITUTION, PATIENT_ID, ct_series, read, to_bytes
-from pydicom.dataset import Dataset
+from deid_samples import ACCESSION, INSTITUTION, PATIENT_ID, ct_series, read, to_bytes  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
 
-from residency_sdk.deid import (
+from residency_sdk.deid import (  # noqa: E402
     BASIC_PROFILE,
     DeidKey,
     Evidence,

@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from components import require
 
-pytest.importorskip("pydicom")
+require("pydicom", "pip install 'residency-sdk[dicom]'")
 
-from deid_samples import ct_series, generate_uid, multiframe, read
+from deid_samples import ct_series, generate_uid, multiframe, read  # noqa: E402
 
-from residency_sdk.deid import DeidKey, check_dicom, deidentify_dicom
-from residency_sdk.errors import InputError
+from residency_sdk.deid import DeidKey, check_dicom, deidentify_dicom  # noqa: E402
+from residency_sdk.errors import InputError  # noqa: E402
 
 KEY_A = DeidKey("tenant-a/1", b"a" * 32)
 KEY_B = DeidKey("tenant-b/1", b"b" * 32)

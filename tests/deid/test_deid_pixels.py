@@ -5,10 +5,11 @@ pixels were cleaned (recorded in evidence and object)."""
 from __future__ import annotations
 
 import pytest
+from components import require
 
-pytest.importorskip("pydicom")
+require("pydicom", "pip install 'residency-sdk[dicom]'")
 
-from deid_samples import (
+from deid_samples import (  # noqa: E402
     ct_series,
     ct_with_burned_in,
     read,
@@ -16,8 +17,8 @@ from deid_samples import (
     ultrasound,
 )
 
-from residency_sdk.deid import DeidKey, check_dicom, deidentify_dicom
-from residency_sdk.errors import DeidentificationRefused, ResidencyError
+from residency_sdk.deid import DeidKey, check_dicom, deidentify_dicom  # noqa: E402
+from residency_sdk.errors import DeidentificationRefused, ResidencyError  # noqa: E402
 
 KEY = DeidKey("k", b"k" * 32)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import pytest
+from components import require
 
-pytest.importorskip("pydicom")
-hypothesis = pytest.importorskip("hypothesis")
+require("pydicom", "pip install 'residency-sdk[dicom]'")
+hypothesis = require("hypothesis", "pip install 'residency-sdk[test]'")
 
 from deid_samples import read, to_bytes  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from components import require
 
 from residency_sdk.deid import BASIC_PROFILE, Profile
 from residency_sdk.errors import InputError
@@ -58,7 +59,8 @@ def test_known_rows() -> None:
 
 def test_committed_json_matches_the_generator_rules() -> None:
     gen = _generator()
-    keyword_for_tag = pytest.importorskip("pydicom.datadict").keyword_for_tag
+    datadict = require("pydicom.datadict", "pip install 'residency-sdk[dicom]'")
+    keyword_for_tag = datadict.keyword_for_tag
 
     for row in json.loads(TABLE.read_text())["attributes"]:
         assert row["basic"] == gen.RESOLVE[row["action"]], row["tag"]
@@ -70,7 +72,7 @@ def test_committed_json_matches_the_generator_rules() -> None:
 
 
 def test_generator_parses_the_upstream_format(tmp_path: Path) -> None:
-    pytest.importorskip("pydicom")  # keywords come from its dictionary
+    require("pydicom", "pip install 'residency-sdk[dicom]'")  # keywords come from its dictionary
     gen = _generator()
     text = '''
 # Tags anonymized in DICOM standard

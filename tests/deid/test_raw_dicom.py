@@ -7,10 +7,11 @@ import io
 from pathlib import Path
 
 import pytest
+from components import require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pydicom = pytest.importorskip("pydicom")
+pydicom = require("pydicom", "pip install 'residency-sdk[dicom]'")
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.filebase import DicomBytesIO  # noqa: E402
 

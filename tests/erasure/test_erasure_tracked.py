@@ -134,6 +134,15 @@ def test_deadline_is_thirty_days_after_termination_and_overdue_shows(tmp_path: P
     assert rows[late.id]["overdue"] is True and rows[late.id]["days_left"] == -10.0
     assert rows[fresh.id]["overdue"] is False and rows[fresh.id]["days_left"] == 20.0
     assert [r.id for r in tracker.requests(open_only=True)] == [late.id, fresh.id]
+    # The boundary: 29 days after termination still in time, 31 days overdue, and at
+    # exactly 30 days the deadline is now (due, not yet past).
+    edge = {days: tracker.request(_tenant(), terminated_at=now - timedelta(days=days))
+            for days in (29, 30, 31)}
+    for days, request in edge.items():
+        assert request.deadline == now - timedelta(days=days) + timedelta(days=30)
+    rows = {r["id"]: r for r in tracker.status()}
+    assert [(rows[edge[d].id]["overdue"], rows[edge[d].id]["days_left"]) for d in (29, 30, 31)] \
+        == [(False, 1.0), (False, 0.0), (True, -1.0)]
 
 
 def test_legal_hold_blocks_erasure_and_keeps_the_request_open(tmp_path: Path) -> None:

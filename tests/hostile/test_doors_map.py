@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from components import require
 from typer.testing import CliRunner
 
 import residency_sdk as rs
@@ -122,7 +123,7 @@ def test_region_table_keeps_the_builtin_countries_authoritative() -> None:
 
 
 def test_an_aws_region_botocore_does_not_know_is_refused_even_unused(tmp_path: Path) -> None:
-    pytest.importorskip("botocore")
+    require("botocore", "pip install 'residency-sdk[aws]'")
     refused(tmp_path, {"cloud_regions": {"aws": {"xx-fake-1": "DE"}}},
             "cloud_regions.aws.xx-fake-1", "botocore")
 
@@ -139,7 +140,7 @@ def test_added_region_is_unreviewed_and_listed(tmp_path: Path) -> None:
 
 def test_botocore_known_aws_region_missing_from_the_table_is_unreviewed(tmp_path: Path,
                                                                        ) -> None:
-    pytest.importorskip("botocore")
+    require("botocore", "pip install 'residency-sdk[aws]'")
     region_map = load(tmp_path, {"cloud_regions": {"aws": {"me-central-1": "AE"}}})
     [entry] = region_map.unreviewed_regions
     assert entry.region == "me-central-1" and entry.provider_knows

@@ -4,12 +4,12 @@ documented skip list (residency_sdk/infra/checkov_skips.py, docs/infra.md)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from components import missing
 
 from residency_sdk.infra import build_plan
 from residency_sdk.infra.checkov_skips import CHECKOV_SKIPS, unexpected_failures
@@ -24,10 +24,8 @@ DEFAULT_MAP = load_region_map()
 def checkov(root: Path, files: list[str]) -> dict[str, Any]:
     """One Checkov run over ``files`` (relative to ``root``); ~5 s however many files."""
     if not CHECKOV.exists():
-        msg = f"checkov not installed at {CHECKOV}: run scripts/test.sh to create .checkov-venv"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"checkov is not installed at {CHECKOV}",
+                "run scripts/test.sh (it creates .checkov-venv)")
     proc = subprocess.run(
         [str(CHECKOV), "-f", *files, "--framework", "terraform_json", "--skip-download",
          "-o", "json"],

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from components import require
 from typer.testing import CliRunner
 
 from residency_sdk.cli.app import app
@@ -244,7 +245,7 @@ _RUNS: dict[str, Any] = {}
 
 
 def guarded(loc: str) -> Any:
-    pytest.importorskip("pulumi_aws")
+    require("pulumi_aws", "pip install 'residency-sdk[infra]'")
     from infra_mocks import run_stack
 
     if loc not in _RUNS:
@@ -342,7 +343,7 @@ def test_policy_pack_catches_guardrails_that_allow_abroad() -> None:
 
 
 def test_pulumi_without_targets_skips_aws_and_gcp_and_says_so() -> None:
-    pytest.importorskip("pulumi_aws")
+    require("pulumi_aws", "pip install 'residency-sdk[infra]'")
     from infra_mocks import run_stack
 
     run = run_stack("fr")

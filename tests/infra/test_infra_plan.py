@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from residency_sdk import Residency
 from residency_sdk.errors import InfraCrossesBorder, InfraError, ResidencyError
 from residency_sdk.infra import build_plan
 from residency_sdk.infra.plan import DEFAULT_AUDIT_LOCK_DAYS, KEY_ROTATION_DAYS
-from residency_sdk.regionmap import load_region_map
+from residency_sdk.model import Placement
+from residency_sdk.regionmap import RegionMap, load_region_map
 from residency_sdk.regions import region_table
 
 DEFAULT_MAP = load_region_map()
@@ -23,17 +26,78 @@ def write_overlay(tmp_path: Path, text: str) -> Path:
     return path
 
 
+# An overlay whose names all differ from the naming rule's, so a plan that derives a
+# name instead of taking the map's (the router's) shows up even where the default map's
+# names happen to equal what the rule would give.
+RENAMED = """\
+locations:
+  DE:
+    backends:
+      aws: {bucket: clinic-de-images, kms_key: alias/clinic-de-images}
+      gcp: {bucket: clinic-de-images-gcs, failover_region: null}
+      azure: {bucket: clinic-de-blobs, account: clinicdeblobs, encryption_scope: clinic-de-scope}
+"""
+
+
+@pytest.fixture(scope="module", params=["default", "renamed"])
+def mapped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           ) -> Iterator[tuple[RegionMap, Residency]]:
+    """A region map for the plans and, from its own load of the same file, the router as
+    an application gets it (``Residency.load``)."""
+    path = None
+    if request.param == "renamed":
+        path = write_overlay(tmp_path_factory.mktemp("renamed"), RENAMED)
+    res = Residency.load(path)
+    try:
+        yield load_region_map(path), res
+    finally:
+        res.close()
+
+
+def _routed_to(router: Residency, loc: str) -> list[Placement]:
+    """The router's placement of every country it sends to ``loc``."""
+    return [placement for placement in router.placements.values()
+            if placement.location == loc]
+
+
 @pytest.mark.parametrize("loc", sorted(DEFAULT_MAP.locations))
-def test_plan_matches_the_map_the_router_uses(loc: str) -> None:
-    location = DEFAULT_MAP.locations[loc]
-    plan = build_plan(DEFAULT_MAP, loc.lower())
-    assert plan.location == loc and plan.country == location.country
-    clouds = {p for p in location.backends if p != "local"}
-    assert {p.provider for p in plan.providers} == clouds
+def test_plan_matches_the_map_the_router_uses(
+        loc: str, mapped: tuple[RegionMap, Residency]) -> None:
+    """Each bucket, region, failover region, key and Azure account/scope the plan
+    provisions is the one the router independently resolves for every country it routes to
+    this location (and, for the failover, what the router's location targets name): a plan
+    that drifts from routing fails here."""
+    region_map, router = mapped
+    location = region_map.locations[loc]
+    plan = build_plan(region_map, loc.lower())
+    placements = _routed_to(router, loc)
+    assert placements, f"the router sends no country to {loc}"
+    for placement in placements:
+        assert placement.storage.country == plan.country == location.country
+        assert plan.location == placement.location == loc
+        routed_clouds = {t.provider for t in placement.backends if t.provider != "local"}
+        assert {p.provider for p in plan.providers} == routed_clouds
+        for p in plan.providers:
+            routed = placement.storage_for(p.provider)
+            assert routed is not None
+            # the bucket the router sends data to is the bucket the plan creates, same region
+            assert (p.data.name, p.region, p.failover_region) == \
+                (routed.bucket, routed.region, routed.failover_region)
+            if p.provider == "aws":
+                assert p.key.alias == routed.kms_key
+            elif p.provider == "gcp":
+                assert routed.kms_key == (
+                    f"projects/{p.key.project}/locations/{p.key.region}/keyRings/"
+                    f"{p.key.key_ring}/cryptoKeys/{p.key.name}")
+            else:
+                assert (p.account, p.encryption_scope) == \
+                    (routed.account, routed.encryption_scope)
     for p in plan.providers:
-        target = location.backends[p.provider]
-        # the bucket the router sends data to is the bucket the plan creates, same region
-        assert (p.data.name, p.region) == (target.bucket, target.region)
+        # the router's failover target (what sweeps and erasure visit) is in the region the
+        # plan names, never one it does not know about
+        roles = dict(router.location_targets(loc, [p.provider]))
+        assert roles["primary"].region == p.region
+        assert (roles["failover"].region if "failover" in roles else None) == p.failover_region
         assert REGIONS[p.provider][p.region] == location.country
         assert p.key.region == p.region
         if p.failover_region:
@@ -43,15 +107,7 @@ def test_plan_matches_the_map_the_router_uses(loc: str) -> None:
         assert p.labels["residency-location"] == loc.lower()
         assert p.labels["residency-regime"] == plan.regime != "none"
         assert p.min_tls == "1.2"
-    # the SDK adapters' key and scope names are what gets provisioned
-    assert plan.provider("aws").key.alias == location.backends["aws"].kms_key
-    assert plan.provider("azure").account == location.backends["azure"].account
-    assert plan.provider("azure").encryption_scope == location.backends["azure"].encryption_scope
     assert plan.provider("azure").redundancy == "ZRS"
-    gcp_key = location.backends["gcp"].kms_key
-    gp = plan.provider("gcp")
-    assert gcp_key == (f"projects/{gp.key.project}/locations/{gp.region}/keyRings/"
-                       f"{gp.key.key_ring}/cryptoKeys/{gp.key.name}")
 
 
 def test_retention_hours_become_whole_days_and_versions_go_too() -> None:

@@ -11,23 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from components import require
 
-pytest.importorskip("pulumi")
-pytest.importorskip("pulumi_aws")
-pytest.importorskip("pulumi_gcp")
-pytest.importorskip("pulumi_azure_native")
+# Before anything imports Pulumi: missing, it fails the run under CI (skips locally).
+for _module in ("pulumi", "pulumi_aws", "pulumi_gcp", "pulumi_azure_native"):
+    require(_module, "pip install 'residency-sdk[infra]'")
 
-import pulumi_aws as aws
-import pulumi_gcp as gcp
-import yaml
-from infra_mocks import INFRA_DIR, StackRun, run_stack
-from residency_infra.policy import check_resources
+import pulumi_aws as aws  # noqa: E402
+import pulumi_gcp as gcp  # noqa: E402
+import yaml  # noqa: E402
+from infra_mocks import INFRA_DIR, StackRun, run_stack  # noqa: E402
+from residency_infra.policy import check_resources  # noqa: E402
 
-from residency_sdk.infra import build_plan
-from residency_sdk.infra.outputs import overlay_from_outputs
-from residency_sdk.infra.stack import render_stack_yaml, stack_file_name
-from residency_sdk.regionmap import load_region_map
-from residency_sdk.regions import region_table
+from residency_sdk.infra import build_plan  # noqa: E402
+from residency_sdk.infra.outputs import overlay_from_outputs  # noqa: E402
+from residency_sdk.infra.stack import render_stack_yaml, stack_file_name  # noqa: E402
+from residency_sdk.regionmap import load_region_map  # noqa: E402
+from residency_sdk.regions import region_table  # noqa: E402
 
 # The providers' own deprecated aliases warn when their modules load; not our code.
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated in favor of:DeprecationWarning")
@@ -196,7 +196,8 @@ def test_azure_account_vault_containers_and_lifecycle(name: str) -> None:
     assert rotate == {"trigger": {"timeAfterCreate": "P90D"}, "action": {"type": "rotate"}}
     blob = run.one("azure-native:storage:BlobServiceProperties",
                    f"residency-{name}-azure-blob-service").inputs
-    assert blob["deleteRetentionPolicy"] == {"enabled": True, "days": 7}
+    assert blob["deleteRetentionPolicy"] == {"enabled": True, "days": 7,
+                                             "allowPermanentDelete": True}
     scope = run.one("azure-native:storage:EncryptionScope", f"residency-{name}-azure-scope")
     assert scope.inputs["encryptionScopeName"] == plan.encryption_scope
     data = run.one("azure-native:storage:BlobContainer", f"residency-{name}-azure-data").inputs

@@ -8,41 +8,17 @@ in the normal suite.
 
 from __future__ import annotations
 
-import ast
-import re
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+from promise_table import parse_enforced, row_problems  # noqa: E402
+
 TABLE = REPO / "docs" / "promises.md"
 COMPANIES = ("MVision AI", "MedAgento", "MD.ai", "Med Dimensions", "Medsee")
-_REF = re.compile(r"`(tests/[\w/.-]+\.py)::(\w+)(?:\[[^\]]*\])?`")
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    company: str
-    promise: str
-    enforced_by: str
-    tests: tuple[tuple[str, str], ...]
-
-
-def parse_enforced(text: str) -> list[Row]:
-    """The rows of the table under '## Enforced promises'."""
-    section = text.split("## Enforced promises", 1)[1].split("\n## ", 1)[0]
-    rows = []
-    for line in section.splitlines():
-        if not line.startswith("|") or line.startswith("|---") or line.startswith("| ID "):
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        if len(cells) != 5:
-            raise AssertionError(f"promise row does not have 5 cells: {line!r}")
-        row_id, company, promise, enforced, test = cells
-        rows.append(Row(row_id, company, promise, enforced, tuple(_REF.findall(test))))
-    return rows
 
 
 def parse_out_of_scope(text: str) -> list[tuple[str, str, str]]:
@@ -56,33 +32,10 @@ def parse_out_of_scope(text: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-def defined_tests(path: Path) -> set[str]:
-    """Names of the test functions defined in ``path`` (module level or in classes)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    return {node.name for node in ast.walk(tree)
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.name.startswith("test")}
-
-
-def missing_tests(rows: list[Row], root: Path) -> list[str]:
-    """One message per row whose test reference does not resolve (empty: all fine)."""
-    problems = []
-    for row in rows:
-        if not row.tests:
-            problems.append(f"{row.id}: names no test (`tests/...py::test_name`)")
-        for file, name in row.tests:
-            path = root / file
-            if not path.is_file():
-                problems.append(f"{row.id}: test file {file} does not exist")
-            elif name not in defined_tests(path):
-                problems.append(f"{row.id}: {file} has no test function {name!r}")
-    return problems
-
-
-def test_every_row_names_a_test_that_exists() -> None:
+def test_every_row_names_a_guard_and_a_test_that_exist() -> None:
     rows = parse_enforced(TABLE.read_text(encoding="utf-8"))
     assert len(rows) >= 30
-    assert missing_tests(rows, REPO) == []
+    assert row_problems(rows, REPO) == []
 
 
 def test_rows_are_unique_and_name_a_seed_company() -> None:
@@ -110,8 +63,25 @@ def test_every_example_map_is_referenced() -> None:
     ("see the suite", "names no test"),
 ])
 def test_the_checker_catches_a_missing_test(cell: str, problem: str) -> None:
-    table = ("## Enforced promises\n\n| ID | Company | Promise | Enforced by | Test |\n"
-             "|---|---|---|---|---|\n"
-             f"| X-1 | Medsee | a promise | a feature | {cell} |\n")
-    [message] = missing_tests(parse_enforced(table), REPO)
+    table = ("## Enforced promises\n\n| ID | Company | Promise | Enforced by | Guard | Test |\n"
+             "|---|---|---|---|---|---|\n"
+             f"| X-1 | Medsee | a promise | a feature | `residency_sdk.rules:TransferRules.decide` "
+             f"| {cell} |\n")
+    [message] = row_problems(parse_enforced(table), REPO)
     assert message.startswith("X-1: ") and problem in message
+
+
+@pytest.mark.parametrize(("cell", "problem"), [
+    ("`residency_sdk.rules:TransferRules.decide_later`", "has no TransferRules.decide_later"),
+    ("`residency_sdk.gone:anything`", "cannot be imported"),
+    ("`residency_sdk.rules:__name__`", "is not a function"),
+    ("the transfer rules", "names no guard"),
+])
+def test_the_checker_catches_a_missing_guard(cell: str, problem: str) -> None:
+    table = ("## Enforced promises\n\n| ID | Company | Promise | Enforced by | Guard | Test |\n"
+             "|---|---|---|---|---|---|\n"
+             f"| X-1 | Medsee | a promise | a feature | {cell} "
+             "| `tests/promises/test_seed_promises.py::test_plain_http_endpoints_are_refused` |\n")
+    problems = row_problems(parse_enforced(table), REPO)
+    assert len(problems) == 1 and problems[0].startswith("X-1: ") and problem in problems[0], \
+        problems

@@ -4,21 +4,31 @@ the configurations a company with that policy would run."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import sqlite3
+import struct
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import residency_sdk as rs
 from residency_sdk.audit import verify_log
 from residency_sdk.erasure import audit_log_events
 from residency_sdk.infra.plan import build_plan
+from residency_sdk.infra.terraform import write as write_terraform
 from residency_sdk.marks import CATEGORY_META
 from residency_sdk.regionmap import load_region_map
+from residency_sdk.storage.factory import open_store
 from residency_sdk.storage.keys import tenant_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -243,26 +253,201 @@ def test_phi_only_on_backends_covered_by_a_baa(tmp_path: Path) -> None:
                .backends.items())
 
 
-def test_phi_is_encrypted_at_rest_with_aes_256(tmp_path: Path) -> None:
-    res = rs.Residency.load(_map("medagento"), local_root=tmp_path)
+# The local store's stored format, version 1 (residency_sdk/storage/_local_blob.py and
+# local_keys.py): read here independently of the store's own code.
+_BLOB_MAGIC = b"RSDKLE01"
+_BLOB_HKDF_INFO = b"residency-sdk local store v1"
+_WRAP_HKDF_INFO = b"residency-sdk local tenant-key wrap v1"
+_AES_256_KEY_BYTES = 32
+
+
+def _hkdf_256(key: bytes, salt: bytes | None, info: bytes) -> AESGCM:
+    """AES-GCM under a 256-bit key derived from ``key`` (HKDF-SHA256, as the format says)."""
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=_AES_256_KEY_BYTES, salt=salt,
+                       info=info).derive(key))
+
+
+def _decrypt_local_blob(root: Path, location: str, tenant_id: str, stored_key: str,
+                        blob: bytes) -> bytes:
+    """Decrypt a one-chunk local blob from the files alone: the location key file (a
+    256-bit key), the tenant key it wraps (a 256-bit key), then the blob sealed with
+    AES-256-GCM under a key derived from the tenant key. Any shorter key, another cipher or
+    another layout fails here."""
+    keys = root / location / ".keys"
+    tenant_doc = json.loads(
+        (keys / "tenants" / f"{hashlib.sha256(tenant_id.encode()).hexdigest()[:40]}.json")
+        .read_text())
+    location_doc = json.loads((keys / f"{tenant_doc['kek']}.json").read_text())
+    assert location_doc["algorithm"] == tenant_doc["algorithm"] == "AES-256-GCM"
+    location_key = base64.b64decode(location_doc["key"])
+    assert len(location_key) == _AES_256_KEY_BYTES
+    aad = json.dumps(["residency-sdk tenant key v1", location, tenant_id,
+                      tenant_doc["key_id"]]).encode()
+    tenant_key_bytes = _hkdf_256(location_key, None, _WRAP_HKDF_INFO).decrypt(
+        base64.b64decode(tenant_doc["nonce"]), base64.b64decode(tenant_doc["wrapped"]), aad)
+    assert len(tenant_key_bytes) == _AES_256_KEY_BYTES
+    # header: magic, key-id length, key id, 32-byte salt, 7-byte nonce prefix, chunk size
+    assert blob.startswith(_BLOB_MAGIC)
+    kid_len = blob[len(_BLOB_MAGIC)]
+    kid_end = len(_BLOB_MAGIC) + 1 + kid_len
+    assert blob[len(_BLOB_MAGIC) + 1:kid_end].decode() == tenant_doc["key_id"]
+    salt, prefix = blob[kid_end:kid_end + 32], blob[kid_end + 32:kid_end + 39]
+    header_end = kid_end + 39 + 4
+    aead = _hkdf_256(tenant_key_bytes, salt, _BLOB_HKDF_INFO)
+    nonce = prefix + struct.pack(">I", 0) + b"\x01"  # chunk 0, the last one
+    return aead.decrypt(nonce, blob[header_end:], blob[:header_end] + stored_key.encode())
+
+
+def _medagento_on(harness: Any, tmp_path: Path) -> Path:
+    """The MedAgento map with ``harness``'s provider's backends on its emulator."""
+    doc = yaml.safe_load(harness.write_map(tmp_path).read_text())
+    doc.update({"extends": str(_map("medagento")), "name": f"medagento-{harness.provider}"})
+    path = tmp_path / "medagento-emulated.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_phi_is_encrypted_at_rest_with_aes_256(provider_harness: Any, tmp_path: Path) -> None:
+    """MedAgento PHI written through the facade is encrypted at rest with AES-256, shown
+    by what each backend stores or was sent and reports back, never by a label:
+
+    - local: the stored files decrypt only as AES-256-GCM under 256-bit keys;
+    - aws: the PutObject asked for SSE-KMS with the tenant's key, and moto's HeadObject
+      reports ``aws:kms`` with that key (not the bucket default), a KMS key of spec
+      SYMMETRIC_DEFAULT (AES-256-GCM) in the location's region;
+    - gcp: the upload named the location's Cloud KMS key; the emulator never reports
+      ``kms_key_name`` (TEST_INFRA.md), so what it reports can only be checked to be that
+      key or nothing;
+    - azure: the upload named the location's encryption scope; Azurite drops scopes
+      (TEST_INFRA.md), so the reported scope, likewise, is that scope or nothing.
+    Cloud KMS keys and Azure encryption scopes are AES-256 by the providers' definition;
+    the emulators cannot show the cipher itself."""
+    provider = provider_harness.provider
+    tenant = _tenant("US", "baa")
+    sent: list[dict[str, str]] = []
+
+    def opener(target: rs.StorageTarget, location: str) -> rs.ObjectStore:
+        if target.provider == "azure":
+            from residency_sdk.storage.azure import AzureStore
+
+            return AzureStore(target, raw_request_hook=lambda r: sent.append(
+                {"method": r.http_request.method, "url": r.http_request.url,
+                 **dict(r.http_request.headers)}))
+        return open_store(target, local_root=provider_harness.local_root, location=location)
+
+    res = rs.Residency.load(_medagento_on(provider_harness, tmp_path), storage=opener,
+                            local_root=provider_harness.local_root if provider == "local"
+                            else None)
+    target = res.backend("US", provider)
+    adapter: Any = res.store(target, "US")
+    if provider == "aws":
+        adapter.client.meta.events.register("before-send.s3.PutObject", lambda request, **kw:
+                                             sent.append({"url": request.url, **{
+                                                 k.lower(): v.decode() if isinstance(
+                                                     v, bytes) else v for k, v in
+                                                 request.headers.items()}}))
+    elif provider == "gcp":
+        adapter.client._http.hooks["response"].append(
+            lambda response, *a, **kw: sent.append({"url": response.request.url, "body": bytes(
+                response.request.body or b"") if isinstance(response.request.body, bytes)
+                else b""}))
     secret = b"PATIENT-NAME-JANE-DOE" * 10
-    info = res.storage_for(_tenant("US", "baa")).put("note.txt", secret, data_class="phi")
-    assert info.encryption == "local:aes-256-gcm"
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert files and all(b"PATIENT-NAME" not in p.read_bytes() for p in files)
-    # The cloud backends of every example map name a customer-managed key in-location.
+    info = res.storage_for(tenant, provider=provider).put("note.txt", secret,
+                                                           data_class="phi")
+    stored = tenant_key(tenant, "note.txt")
+    try:
+        if provider == "local":
+            assert info.encryption == "local:aes-256-gcm"
+            root = provider_harness.local_root
+            files = [p for p in root.rglob("*") if p.is_file()]
+            assert files and all(b"PATIENT-NAME" not in p.read_bytes() for p in files)
+            [blob] = (root / "US" / target.bucket).glob("tenants/*/note.txt/@v-*")
+            assert _decrypt_local_blob(root, "US", tenant.id, stored,
+                                       blob.read_bytes()) == secret
+        elif provider == "aws":
+            tenant_kms = adapter.tenant_key_id(tenant.id)
+            assert tenant_kms and tenant_kms != provider_harness.kms_keys["US"]
+            [put] = [h for h in sent if urlsplit(h["url"]).path.endswith("/" + stored)]
+            assert put["x-amz-server-side-encryption"] == "aws:kms"
+            assert put["x-amz-server-side-encryption-aws-kms-key-id"] == tenant_kms
+            head = provider_harness.aws_client("s3", target.region).head_object(
+                Bucket=target.bucket, Key=stored)
+            assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms",
+                                                                          tenant_kms)
+            meta = provider_harness.aws_client("kms", target.region).describe_key(
+                KeyId=tenant_kms)["KeyMetadata"]
+            assert (meta["KeySpec"], meta["KeyUsage"], meta["KeyState"]) == (
+                "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", "Enabled")
+            assert meta["Arn"].split(":")[3] == target.region == "us-east-1"
+        elif provider == "gcp":
+            # a multipart upload: the object's name is in the JSON part of the body
+            uploads = [h["url"] for h in sent if "/upload/" in h["url"]
+                       and f'"name": "{stored}"'.encode() in h["body"]]
+            assert len(uploads) == 1, [h["url"] for h in sent]
+            for url in uploads:
+                assert parse_qs(urlsplit(url).query)["kmsKeyName"] == [target.kms_key]
+            assert "/locations/us-central1/" in target.kms_key
+            blob = provider_harness.gcs_client().bucket(target.bucket).get_blob(stored)
+            assert blob is not None and blob.kms_key_name in (None, target.kms_key)
+        else:
+            writes = [h for h in sent if h["method"] == "PUT"
+                      and quote(stored, safe="/") in h["url"]]
+            assert writes
+            for request in writes:
+                assert request.get("x-ms-encryption-scope") == target.encryption_scope \
+                    == "residency-us-cmk"
+            props = adapter.head(stored)
+            assert props.kms_key in (None, target.encryption_scope)
+    finally:
+        res.close()
+
+
+def test_every_example_map_names_an_in_location_key_for_aws_and_gcp() -> None:
+    """The aws and gcp backends of every example map name a customer-managed key (the
+    adapters refuse to write without one), and a GCP key path names the backend's own
+    region."""
     for path in EXAMPLE_MAPS:
         for loc in load_region_map(path).locations.values():
             for provider in ("aws", "gcp"):
                 target = loc.backends.get(provider)
                 assert target is None or target.kms_key, (path.stem, loc.id, provider)
+                if provider == "gcp" and target is not None:
+                    assert f"/locations/{target.region}/" in str(target.kms_key)
 
 
-def test_keys_rotate_and_tls_is_at_least_1_2_in_the_infra_plan() -> None:
+def test_keys_rotate_and_tls_is_at_least_1_2_in_the_infra_plan(tmp_path: Path) -> None:
+    """MedAgento's US plan rotates every provider's key every 90 days and asks for TLS 1.2
+    at least, and the Terraform export carries exactly that: KMS rotation 90 days, the
+    Cloud KMS rotation period of 90 days, the Key Vault key's P90D rotation policy, the S3
+    bucket policy denying TLS below 1.2 and the storage account's TLS1_2 minimum.
+    (GCS has no TLS setting to export: Google serves it with TLS 1.2 or newer only.)"""
     plan = build_plan(load_region_map(_map("medagento")), "US")
+    assert {p.provider for p in plan.providers} == {"aws", "gcp", "azure"}
     for provider in plan.providers:
-        assert 0 < provider.key.rotation_days <= 365
-        assert provider.min_tls in ("1.2", "1.3")
+        assert provider.key.rotation_days == 90
+        assert provider.min_tls == "1.2"
+    write_terraform(plan, tmp_path)
+    resources = json.loads((tmp_path / "main.tf.json").read_text())["resource"]
+    [aws_key] = resources["aws_kms_key"].values()
+    assert (aws_key["enable_key_rotation"], aws_key["rotation_period_in_days"]) == (True, 90)
+    [gcp_key] = resources["google_kms_crypto_key"].values()
+    assert gcp_key["rotation_period"] == f"{90 * 86400}s"
+    assert gcp_key["purpose"] == "ENCRYPT_DECRYPT"
+    [azure_key] = resources["azurerm_key_vault_key"].values()
+    [policy] = azure_key["rotation_policy"]
+    assert policy["automatic"] == [{"time_after_creation": "P90D"}]
+    [account] = resources["azurerm_storage_account"].values()
+    assert account["min_tls_version"] == "TLS1_2"
+    assert account["https_traffic_only_enabled"] is True
+    bucket_policies = resources["aws_s3_bucket_policy"]
+    assert set(bucket_policies) == {"data", "audit"}
+    for bucket_policy in bucket_policies.values():
+        statements = {st["Sid"]: st for st in json.loads(bucket_policy["policy"])["Statement"]}
+        assert statements["DenyOldTls"]["Effect"] == "Deny"
+        assert statements["DenyOldTls"]["Condition"] == {
+            "NumericLessThan": {"s3:TlsVersion": 1.2}}
+        assert statements["DenyInsecureTransport"]["Condition"] == {
+            "Bool": {"aws:SecureTransport": "false"}}
 
 
 @pytest.mark.parametrize("endpoint", ["http://inference.example.com",

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -116,6 +117,37 @@ def run_worker(mode: str, cfg: dict[str, Any], cfg_path: Path, *,
     if run.killed and run.done is not None:
         run.killed = False  # killed after it had finished: not an interruption
     return run
+
+
+def sigkilled(run: WorkerRun) -> bool:
+    """True when the worker died of our SIGKILL (exit status -9) before it finished (no
+    ``DONE`` line): the only way a crash scenario's kill counts."""
+    return run.returncode == -signal.SIGKILL and run.done is None
+
+
+def stored_events(path: Path) -> list[dict[str, Any]]:
+    """Every event of a SQLite audit log, read straight from the file (not the SDK)."""
+    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return [json.loads(row[0]) for row in
+                conn.execute("SELECT event FROM audit_events ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+def unanswered_intents(path: Path, operation: str, *, object_key: str | None = None,
+                       purpose_prefix: str | None = None) -> list[dict[str, Any]]:
+    """The ``operation`` intents (on ``object_key``, or with a purpose starting with
+    ``purpose_prefix``) in the audit log at ``path`` that no event answers: operations that
+    were in progress when their process died (the log writes an intent ahead of every
+    data operation and answers it with the outcome)."""
+    events = stored_events(path)
+    answered = {e["intent_id"] for e in events if e.get("intent_id")}
+    return [e for e in events if e["operation"] == operation and e["outcome"] == "intent"
+            and e["event_id"] not in answered
+            and (object_key is None or e.get("object_key") == object_key)
+            and (purpose_prefix is None or str(e.get("purpose") or "").startswith(
+                purpose_prefix))]
 
 
 class Clock:

@@ -1,7 +1,8 @@
 """Worker process for the crash-consistency and load scenarios (run as a subprocess).
 
 ``python reliability_worker.py MODE CONFIG_JSON``. Crash modes print progress lines the
-parent uses to pick a random kill point (``READY``, ``P <bytes so far>``, ``N <events
+parent uses to pick a random kill point (``READY``, ``P <bytes so far>`` of an upload or
+of a transfer's copy, ``D <backend>`` per object an erasure deleted, ``N <events
 durable>``) and ``DONE <json>`` when they finish uninterrupted. ``load`` runs a share of
 the load scenario and prints ``DONE <json counts>``.
 
@@ -57,8 +58,62 @@ def crash_upload(cfg: dict[str, Any]) -> None:
     say("DONE " + json.dumps({"checksum": info.checksum, "size": info.size}))
 
 
+class AnnouncingReader:
+    """A reader that prints ``P <bytes read so far>`` as the copy reads it."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._done = 0
+
+    def _announce(self, n: int) -> None:
+        if n:
+            self._done += n
+            say(f"P {self._done}")
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._inner.read(size)
+        self._announce(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._inner.readinto(buffer) or 0
+        self._announce(n)
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> AnnouncingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._inner.close()
+
+
+class AnnouncingStore:
+    """A store whose readers announce their progress (the transfer's kill points); every
+    other call goes to the real adapter."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def open(self, key: str) -> AnnouncingReader:
+        return AnnouncingReader(self._inner.open(key))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def crash_transfer(cfg: dict[str, Any]) -> None:
-    res = load_residency(cfg, cfg["audit"])
+    from residency_sdk.storage.factory import open_store
+
+    def opener(target: Any, location: str) -> Any:
+        return AnnouncingStore(open_store(target, local_root=cfg.get("local_root"),
+                                          location=location))
+
+    res = rs.Residency.load(cfg.get("map"), audit=cfg["audit"],
+                            local_root=cfg.get("local_root"), state_dir=cfg.get("state_dir"),
+                            storage=opener)
     tenant = rs.Tenant(id=cfg["tenant"], country=TENANT_COUNTRY)
     say("READY")
     info = res.transfer(tenant, cfg["key"], TRANSFER_TO, "phi", actor="crash-test")
@@ -68,8 +123,13 @@ def crash_transfer(cfg: dict[str, Any]) -> None:
 def crash_erase(cfg: dict[str, Any]) -> None:
     res = load_residency(cfg, cfg["audit"])
     tenant = rs.Tenant(id=cfg["tenant"], country=TENANT_COUNTRY)
+
+    def deleted(backend: str, _key: str) -> None:
+        say(f"D {backend}")  # one line per object deleted: the parent's kill points
+
+    tracker = res.erasure_tracker(progress=deleted, actor="crash-test")
     say("READY")
-    receipt = res.erase(tenant, actor="crash-test", providers=cfg.get("providers"))
+    receipt = tracker.erase(tenant, providers=cfg.get("providers"))
     say("DONE " + json.dumps({"request_id": receipt.request_id, "objects": receipt.objects}))
 
 

@@ -21,20 +21,15 @@ from typing import Any
 
 import pytest
 
-try:
-    import psycopg
-except ImportError:  # the postgres extra is missing: same convention as a missing server
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("psycopg is not installed: pip install 'residency-sdk[postgres]'",
-                allow_module_level=True)
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from components import require
 from reliability_support import write_figures
 
 from residency_sdk.audit import verify_log
 from residency_sdk.audit.chain import HMAC_KEY_ENV
+
+psycopg = require("psycopg", "pip install 'residency-sdk[postgres]'")
 
 PROCESSES, THREADS, EVENTS = 4, 8, 2_500
 KEY = "fleet-load-test-key-0123456789abcdef"

@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_support import Clock, count, run_worker, seeded, write_figures
+from reliability_support import Clock, count, run_worker, seeded, sigkilled, write_figures
 
 from residency_sdk.audit import AuditLog, build_report, verify_log
 from residency_sdk.audit.anchors import LocalAnchorFolder
@@ -79,7 +79,8 @@ def test_kill_between_intent_and_outcome(tmp_path: Path) -> None:
                                     "puts": 50, "delay": 0.3},
                          tmp_path / f"cfg-{i}.json", kill_on=kill_on, worker=WORKER)
         figures["runs"] += 1
-        assert run.killed, f"run {i}: the worker was not killed mid-operation"
+        assert sigkilled(run), (f"run {i}: the worker was not killed by SIGKILL mid-operation "
+                                f"(exit status {run.returncode}, done {run.done})")
         intents = lines(run, "INTENT ")
         finished = len(lines(run, "PUT "))
         # Landed between intent and outcome: the last intent's put never reported back.
@@ -146,10 +147,15 @@ def test_kill_during_group_commit(tmp_path: Path) -> None:
                                           "run": f"r{i}"},
                          tmp_path / f"cfg-{i}.json", kill_on=kill_on, worker=WORKER)
         figures["runs"] += 1
-        figures["kills"] += int(run.killed)
-        if not run.killed:
-            problems.append(f"run {i}: finished before the kill at {threshold} acks")
+        figures["kills"] += int(sigkilled(run))
+        if not sigkilled(run):
+            problems.append(f"run {i}: not killed by SIGKILL before it finished (exit "
+                            f"status {run.returncode}) at {threshold} acks")
         acked = set(lines(run, "ACK "))
+        # Killed mid-operation: the threads were still appending (not every event made it).
+        if len(acked) >= 8 * 400:
+            problems.append(f"run {i}: all {len(acked)} events were acknowledged: the kill "
+                            "did not land while the threads were appending")
         figures["acknowledged"] += len(acked)
         keys = [e["object_key"] for e in stored_events(audit)
                 if (e.get("object_key") or "").startswith(f"r{i}/")]
@@ -200,9 +206,13 @@ def test_kill_during_anchoring(tmp_path: Path) -> None:
                                        "every": 5, "events": 400, "run": f"r{i}"},
                          tmp_path / f"cfg-{i}.json", kill_on=kill_on, worker=WORKER)
         figures["runs"] += 1
-        figures["kills"] += int(run.killed)
+        figures["kills"] += int(sigkilled(run))
         figures["anchors_published"] += len(lines(run, "ANCHOR "))
         acked = set(lines(run, "ACK "))
+        # Killed mid-operation: by SIGKILL, while the writer was still appending.
+        if not sigkilled(run) or len(acked) >= 400:
+            problems.append(f"run {i}: not killed by SIGKILL while appending (exit status "
+                            f"{run.returncode}, {len(acked)} of 400 events acknowledged)")
         keys = {e["object_key"] for e in stored_events(audit)
                 if (e.get("object_key") or "").startswith(f"r{i}/")}
         if acked - keys:

@@ -2,6 +2,16 @@
 audit append; afterwards the store holds the old or the new object (never part of one),
 the audit log verifies, and re-running finishes the job.
 
+A kill counts only when the worker died of it (exit status -9, no ``DONE``) and what is
+left shows the operation was in progress: an upload or transfer had logged its intent
+(no outcome) and read bytes, and the store does not show the new object; an erasure's
+request is recorded and still open (and, killed on a deletion, some objects are gone,
+not all); an audit writer had logged fewer events than it was appending. Half the runs
+of the upload, transfer and erasure scenarios are killed on a progress line the worker
+prints (bytes read, objects deleted), which must land mid-operation; the other half at a
+random time, which may miss it (counted, not a failure); audit appends are always killed
+on a progress line.
+
 Default: a few runs per scenario; ``RESIDENCY_FULL_RELIABILITY=1``: 20 runs each.
 Figures go to ``${RESIDENCY_RELIABILITY_FIGURES:-.reliability}/crash-*.json``.
 """
@@ -17,7 +27,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_support import Clock, count, run_worker, seeded, write_figures
+from reliability_support import (
+    Clock,
+    count,
+    run_worker,
+    seeded,
+    sigkilled,
+    unanswered_intents,
+    write_figures,
+)
 
 import residency_sdk as rs
 from residency_sdk.audit import verify_log
@@ -53,32 +71,35 @@ class Tally:
                                   "objects_lost": 0, "corrupt_reads": 0,
                                   "audit_mismatches": 0, "reruns_completed": 0,
                                   "old_seen": 0, "new_seen": 0, "absent_seen": 0,
-                                  "erasure_incomplete": 0}
+                                  "erasure_incomplete": 0, "killed_mid_operation": 0,
+                                  "killed_outside_operation": 0, "kill_missed": 0}
         self.problems: list[str] = []
 
     def bad(self, figure: str, message: str) -> None:
         self.f[figure] += 1
         self.problems.append(message)
 
-    def read(self, read: Any, *, old: str | None, new: str, what: str) -> None:
+    def read(self, read: Any, *, old: str | None, new: str, what: str) -> str:
         """Classify one read after a crash: old, new, absent (only if no old) or bad."""
         try:
             got = sha(read())
         except ObjectNotFound:
             if old is not None:
                 self.bad("objects_lost", f"{what}: the old object is gone")
-            else:
-                self.f["absent_seen"] += 1
-            return
+                return "bad"
+            self.f["absent_seen"] += 1
+            return "absent"
         except IntegrityError as exc:
             self.bad("corrupt_reads", f"{what}: {exc}")
-            return
+            return "bad"
         if got == new:
             self.f["new_seen"] += 1
-        elif got == old:
+            return "new"
+        if got == old:
             self.f["old_seen"] += 1
-        else:
-            self.bad("corrupt_reads", f"{what}: neither the old nor the new payload")
+            return "old"
+        self.bad("corrupt_reads", f"{what}: neither the old nor the new payload")
+        return "bad"
 
     def audit(self, path: Path, what: str) -> None:
         result = verify_log(path)
@@ -89,12 +110,39 @@ class Tally:
     def killed(self, run: Any) -> None:
         self.f["runs"] += 1
         self.f["kills" if run.killed else "finished_before_kill"] += 1
+        if run.killed and not sigkilled(run):
+            self.problems.append(f"worker died with exit status {run.returncode}, not our "
+                                 "SIGKILL (-9)")
+
+    def landed(self, run: Any, in_progress: bool, *, on_progress: bool, what: str) -> None:
+        """Record where the kill landed: ``in_progress`` is the evidence (an intent with
+        no outcome, an open request) that the operation was under way. A kill sent on a
+        progress line must land mid-operation; a timed one may miss it."""
+        if sigkilled(run) and in_progress:
+            self.f["killed_mid_operation"] += 1
+        elif on_progress:
+            self.bad("kill_missed", f"{what}: killed on a progress line, yet "
+                     f"{'no operation was in progress' if sigkilled(run) else 'it finished'}")
+        elif sigkilled(run):
+            self.f["killed_outside_operation"] += 1
 
     def finish(self, scenario: str, clock: Clock, rng: Any, **extra: Any) -> None:
         write_figures(scenario, {**self.f, **extra, "duration_s": clock.seconds(),
                                  "seed": rng.seed_value})
         assert not self.problems, "\n".join(self.problems)
         assert self.f["runs"] == RUNS
+        # Every progress-line kill landed mid-operation (else a problem above), so this
+        # holds whatever the timed kills did: the scenario really crashed its operation.
+        assert self.f["killed_mid_operation"] >= RUNS // 2, self.f
+
+
+def _started(run: Any, audit: Path, operation: str, key: str) -> bool:
+    """The worker's ``operation`` on ``key`` had begun when it died: its intent is in the
+    audit log with no outcome, and the worker had read some of the bytes (a ``P`` line).
+    (An outcome may be queued, not yet durable, when the process dies, so the missing
+    outcome alone proves nothing; the caller adds what the store shows.)"""
+    return bool(unanswered_intents(audit, operation, object_key=key)) and any(
+        line.startswith("P ") for line in run.lines)
 
 
 def tenant_files(local_root: Path, tenant_id: str) -> list[str]:
@@ -138,7 +186,9 @@ def test_crash_during_large_upload(provider_harness: Any, tmp_path: Path) -> Non
             store.put(key, old_file.read_bytes())
         # Half the runs die after a random number of bytes read, half after a random time
         # (which also lands in the commit of a multipart upload, after every byte is read).
-        threshold = rng.randrange(0, BIG)
+        # Bytes are read well before the object commits: a kill in the first 7/8 of them
+        # lands while the upload is still under way.
+        threshold = rng.randrange(0, BIG - BIG // 8)
         delay = rng.uniform(0, window * 1.1)
         by_bytes = (i // 2) % 2 == 0
         run = run_worker("crash-upload", {**worker_cfg, "key": key},
@@ -148,8 +198,14 @@ def test_crash_during_large_upload(provider_harness: Any, tmp_path: Path) -> Non
                          kill_after=None if by_bytes else delay)
         tally.killed(run)
         point = f"{threshold} bytes" if by_bytes else f"{delay:.3f}s"
-        tally.read(lambda k=key: store.get(k), old=old_sha if had_old else None, new=new_sha,
-                   what=f"run {i} ({'old' if had_old else 'no old'} object, kill at {point})")
+        seen = tally.read(lambda k=key: store.get(k), old=old_sha if had_old else None,
+                          new=new_sha, what=f"run {i} ({'old' if had_old else 'no old'} "
+                          f"object, kill at {point})")
+        # In progress: the put had begun (its intent is in the log, bytes were read) and
+        # had not committed (the store still shows the old object, or none).
+        tally.landed(run, _started(run, tmp_path / "audit.db", "put", key)
+                     and seen in ("old", "absent"),
+                     on_progress=by_bytes, what=f"run {i} (kill at {point})")
         tally.audit(tmp_path / "audit.db", f"run {i}")
         with open(new_file, "rb") as fh:  # re-running the upload finishes the job
             store.put(key, fh)
@@ -221,14 +277,26 @@ def test_crash_during_transfer(provider_harness: Any, tmp_path: Path) -> None:
             store.put(key, old)
             res.transfer(tenant, key, "FR")
         store.put(key, new)
+        # Half the runs die after a random number of bytes copied (the worker's source
+        # reader announces them), half after a random time.
+        by_bytes = (i // 2) % 2 == 0
+        threshold = rng.randrange(0, BIG - BIG // 8)
         delay = rng.uniform(0, window)
         run = run_worker("crash-transfer", {**cfg, "tenant": tenant.id, "key": key},
-                         tmp_path / f"cfg-{i}.json", kill_after=delay)
+                         tmp_path / f"cfg-{i}.json",
+                         kill_on=(lambda line, t=threshold: line.startswith("P ")
+                                  and int(line[2:]) >= t) if by_bytes else None,
+                         kill_after=None if by_bytes else delay)
         tally.killed(run)
         stored = keys.tenant_key(tenant, key)
-        what = f"run {i} (kill {delay:.3f}s after start)"
-        tally.read(lambda s=stored: fr.get(s), old=old_sha if had_old else None, new=new_sha,
-                   what=f"{what}, destination")
+        what = (f"run {i} (kill after {threshold} bytes copied)" if by_bytes
+                else f"run {i} (kill {delay:.3f}s after start)")
+        seen = tally.read(lambda s=stored: fr.get(s), old=old_sha if had_old else None,
+                          new=new_sha, what=f"{what}, destination")
+        # In progress: the copy had begun (intent logged, source bytes read) and the
+        # destination does not hold the new object yet.
+        tally.landed(run, _started(run, audit, "transfer", key)
+                     and seen in ("old", "absent"), on_progress=by_bytes, what=what)
         source.read(lambda k=key: store.get(k), old=None, new=new_sha, what=f"{what}, source")
         tally.audit(audit, what)
         res.transfer(tenant, key, "FR")  # re-running finishes the job
@@ -275,16 +343,37 @@ def test_crash_during_erasure(provider_harness: Any, tmp_path: Path) -> None:
         tenant = rs.Tenant(id=f"erase-{provider}-{i}", country=TENANT_COUNTRY)
         store = res.storage_for(tenant)
         data = _fill(store, rng, objects)
+        # Half the runs die after a random number of objects deleted (the worker prints
+        # a line per deletion; at most half of them, so some are always left), half after
+        # a random time.
+        by_deletions = i % 2 == 0
+        after = rng.randint(1, len(data) // 2)
+        seen = {"n": 0}
+
+        def on_deleted(line: str, t: int = after, s: dict[str, int] = seen) -> bool:
+            s["n"] += line.startswith("D ")
+            return s["n"] >= t
+
         delay = rng.uniform(0, window)
         absent_before = tally.f["absent_seen"]
         run = run_worker("crash-erase", {**cfg, "tenant": tenant.id},
-                         tmp_path / f"cfg-{i}.json", kill_after=delay)
+                         tmp_path / f"cfg-{i}.json",
+                         kill_on=on_deleted if by_deletions else None,
+                         kill_after=None if by_deletions else delay)
         tally.killed(run)
-        what = f"run {i} (kill {delay:.3f}s after start)"
+        what = (f"run {i} (kill after {after} deletions)" if by_deletions
+                else f"run {i} (kill {delay:.3f}s after start)")
         for key, value in data.items():  # each object: intact or gone, never half
             tally.read(lambda k=key, s=store: s.get(k), old=None, new=sha(value),
                        what=f"{what}, {key}")
-        deleted_before_rerun += tally.f["absent_seen"] - absent_before
+        deleted_now = tally.f["absent_seen"] - absent_before
+        deleted_before_rerun += deleted_now
+        # In progress: the request is recorded and still open, and (killed on a deletion)
+        # some of the tenant's objects are gone, not all.
+        open_request = any(r.tenant_id == tenant.id and r.is_open for r in
+                           res.erasure_tracker(cfg["state_dir"]).requests())
+        partial = 0 < deleted_now < len(data) if by_deletions else True
+        tally.landed(run, open_request and partial, on_progress=by_deletions, what=what)
         tally.audit(audit, what)
         # Re-running resumes the open request and finishes it.
         receipt = res.erase(tenant, providers=[provider])
@@ -348,6 +437,8 @@ def test_crash_during_audit_append(tmp_path: Path, batched: bool) -> None:
                       f"{written} survived")
         if written > state["durable"] + in_flight + (0 if run.killed else 2000):
             tally.bad("audit_mismatches", f"{what}: {written} events, more than appended")
+        # In progress: the worker was still appending (fewer than its 2000 events logged).
+        tally.landed(run, written < 2000, on_progress=True, what=what)
         total += written
         # Re-running: the log accepts appends again and the chain still verifies.
         from residency_sdk.audit import AuditLog

@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_support import Clock, count, run_worker, seeded, write_figures
+from reliability_support import Clock, count, run_worker, seeded, sigkilled, write_figures
 
 import residency_sdk as rs
 from residency_sdk.audit import verify_log
@@ -59,6 +59,20 @@ class Scenario:
         self.f["kills" if run.killed else "finished_before_kill"] += 1
         if run.killed:
             self.f["kill_points"][point] = self.f["kill_points"].get(point, 0) + 1
+        if not sigkilled(run):
+            self.bad("not_sigkilled", f"kill at {point}: the worker exited with status "
+                     f"{run.returncode}{' after DONE' if run.done else ''}, not killed by "
+                     "SIGKILL (-9) mid-erasure")
+
+    def in_progress(self, res: rs.Residency, tenant: rs.Tenant, what: str) -> None:
+        """The killed erasure was under way: its request is recorded and still open (the
+        request file is the erasure's durable state; a finished one says completed)."""
+        mine = [r for r in res.erasure_tracker().requests() if r.tenant_id == tenant.id]
+        if len(mine) == 1 and mine[0].is_open and mine[0].status == "in_progress":
+            self.f["open_request_after_kill"] = self.f.get("open_request_after_kill", 0) + 1
+        else:
+            self.bad("not_mid_erasure", f"{what}: requests after the kill "
+                     f"{[(r.id, r.status) for r in mine]}: expected one open, in progress")
 
     def audit(self, path: Path, what: str) -> None:
         result = verify_log(path)
@@ -206,6 +220,7 @@ def test_crash_during_a_multi_location_erasure(provider_harness: Any,
         else:
             sc.bad("not_mid_erasure", f"{what}: {len(left)} of {len(objects)} objects left: "
                    "the kill did not land in the middle of the erasure")
+        sc.in_progress(res, tenant, what)
         # Each object left is intact (all of it or nothing).
         for (location, key), data in objects.items():
             stored = keys.tenant_key(tenant, key)
@@ -263,6 +278,10 @@ def test_crash_during_key_destruction(provider_harness: Any, tmp_path: Path) -> 
                          worker=WORKER)
         sc.killed(run, point)
         what = f"run {i} (kill at {point!r})"
+        if point not in run.lines or any(line.startswith("DONE") for line in run.lines):
+            sc.bad("not_mid_erasure", f"{what}: the worker never reached the kill point, or "
+                   "finished")
+        sc.in_progress(res, tenant, what)
         # Keys go last: when the kill lands there, every location is already empty.
         left = _data_left(provider_harness, res, tenant)
         if left:

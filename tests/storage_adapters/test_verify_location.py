@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulators import AZURITE_ACCOUNT, RewritingProxy
 from typer.testing import CliRunner
 
 from residency_sdk import Residency
@@ -26,6 +27,23 @@ def cloud(request: pytest.FixtureRequest, emulators: Any, monkeypatch: pytest.Mo
     from storage_harness import ProviderHarness
 
     return ProviderHarness(request.param, emulators, monkeypatch, tmp_path)
+
+
+# Azure's data plane reports no region (the account's region needs the management API),
+# so the region checks run where the provider reports one; Azure has its own tests below.
+@pytest.fixture(params=["aws", "gcp"])
+def regional_cloud(request: pytest.FixtureRequest, emulators: Any,
+                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    from storage_harness import ProviderHarness
+
+    return ProviderHarness(request.param, emulators, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def azure(emulators: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    from storage_harness import ProviderHarness
+
+    return ProviderHarness("azure", emulators, monkeypatch, tmp_path)
 
 
 def _statuses(report: Any, role: str = "primary") -> dict[str, str]:
@@ -57,9 +75,8 @@ def test_provisioned_location_verifies(cloud: Any, tmp_path: Path) -> None:
         assert _statuses(report, "failover")["exists"] == "pass"
 
 
-def test_failover_bucket_is_checked_too(cloud: Any, tmp_path: Path) -> None:
-    if cloud.provider == "azure":
-        pytest.skip("Azure reports no region")
+def test_failover_bucket_is_checked_too(regional_cloud: Any, tmp_path: Path) -> None:
+    cloud = regional_cloud
     res = Residency.load(cloud.write_map(tmp_path))
     report = verify_location(res.policy, "US", provider=cloud.provider)
     failover = _statuses(report, "failover")
@@ -67,9 +84,8 @@ def test_failover_bucket_is_checked_too(cloud: Any, tmp_path: Path) -> None:
                         "public_access": "pass"}
 
 
-def test_misplaced_bucket_is_a_violation(cloud: Any, tmp_path: Path) -> None:
-    if cloud.provider == "azure":
-        pytest.skip("Azure's data plane reports no region to compare")
+def test_misplaced_bucket_is_a_violation(regional_cloud: Any, tmp_path: Path) -> None:
+    cloud = regional_cloud
     name = _bucket("misplaced")
     wrong_region = "eu-west-1" if cloud.provider == "aws" else "europe-west1"  # IE / BE
     key = cloud.aws_kms_key(wrong_region) if cloud.provider == "aws" else \
@@ -98,9 +114,9 @@ def test_unencrypted_bucket_is_a_violation(cloud: Any, tmp_path: Path) -> None:
     assert _statuses(report)["exists"] == "pass"
 
 
-def test_wrong_kms_key_is_a_violation(cloud: Any, tmp_path: Path) -> None:
-    if cloud.provider == "azure":
-        pytest.skip("Azurite reports no encryption scope at all")
+def test_wrong_kms_key_is_a_violation(regional_cloud: Any, tmp_path: Path) -> None:
+    # Azure (an encryption scope, not a key): test_azure_wrong_encryption_scope_...
+    cloud = regional_cloud
     name = _bucket("otherkey")
     region = Residency.load().map.locations["DE"].backends[cloud.provider].region
     other = cloud.aws_kms_key(region) if cloud.provider == "aws" else \
@@ -110,6 +126,60 @@ def test_wrong_kms_key_is_a_violation(cloud: Any, tmp_path: Path) -> None:
     report = verify_location(res.policy, "DE", provider=cloud.provider)
     assert _statuses(report)["encryption"] == "fail"
     assert other in report.violations[0].detail
+
+
+def test_azure_region_is_unknown_and_a_violation_only_when_strict(azure: Any,
+                                                                   tmp_path: Path) -> None:
+    """Azure's data plane does not report where a storage account is: verify says so for
+    the primary and the failover container (region ``unknown``, naming the management
+    API it would need) instead of passing them, and ``strict`` makes that a violation."""
+    res = Residency.load(azure.write_map(tmp_path))
+    report = verify_location(res.policy, "US", provider="azure")
+    targets = dict(res.location_targets("US", ["azure"]))
+    for role in ("primary", "failover"):
+        statuses = _statuses(report, role)
+        assert (statuses["exists"], statuses["region"], statuses["public_access"]) == (
+            "pass", "unknown", "pass"), role
+    unknown = [(c.role, c.bucket, c.check) for c in report.unknown]
+    assert unknown == [("primary", targets["primary"].bucket, "region"),
+                       ("failover", targets["failover"].bucket, "region")]
+    assert all("management API" in c.detail for c in report.unknown)
+    assert not any(c.check == "region" for c in report.violations)
+    with pytest.raises(ResidencyViolation, match="region: the provider does not report"):
+        report.raise_for_violations(strict=True)
+    assert not report.ok(strict=True)
+
+
+# Azurite drops encryption scopes (TEST_INFRA.md): a proxy makes its container properties
+# report a default scope, as Azure does. Both headers are 35 bytes (same-length rewrite).
+_AZURITE_HEADER = b"x-ms-has-immutability-policy: false"
+
+
+def _azure_reports_scope(scope: str) -> dict[bytes, bytes]:
+    forged = f"x-ms-default-encryption-scope: {scope}".encode()
+    assert len(forged) == len(_AZURITE_HEADER), "the scope must be 4 characters"
+    return {_AZURITE_HEADER: forged}
+
+
+@pytest.mark.parametrize(("reported", "status"), [("rs-d", "pass"), ("rs-x", "fail")])
+def test_azure_wrong_encryption_scope_is_a_violation(azure: Any, tmp_path: Path,
+                                                     reported: str, status: str) -> None:
+    """The container's default encryption scope, as Azure reports it (Azurite keeps no
+    scopes, so a proxy puts the header Azure sends into Azurite's answer), must be the
+    map's: another scope is a violation naming it, the map's passes."""
+    port = azure.emulators.get("azure").port
+    with RewritingProxy(port, _azure_reports_scope(reported)) as proxy:
+        endpoint = f"http://127.0.0.1:{proxy.port}/{AZURITE_ACCOUNT}"
+        res = Residency.load(azure.write_map(
+            tmp_path, extra={"DE": {"endpoint": endpoint, "encryption_scope": "rs-d"}}))
+        report = verify_location(res.policy, "DE", provider="azure")
+    assert proxy.hits >= 1
+    assert _statuses(report)["encryption"] == status
+    if status == "fail":
+        [bad] = [c for c in report.violations if c.role == "primary"]
+        assert bad.check == "encryption" and "'rs-x'" in bad.detail and "'rs-d'" in bad.detail
+    else:
+        assert "rs-d" in next(c.detail for c in report.checks if c.check == "encryption")
 
 
 def test_public_bucket_is_a_violation(cloud: Any, tmp_path: Path) -> None:

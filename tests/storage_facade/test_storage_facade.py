@@ -494,12 +494,20 @@ def test_phi_refused_on_a_backend_without_baa(tmp_path: Path) -> None:
     assert store.put("contacts.csv", b"a,b", data_class="personal").data_class == "personal"
     assert [e.outcome for e in events if e.operation == "put" and e.outcome != "intent"
             and e.purpose not in ("tenant_record", "lineage")] == ["blocked", "ok"]
-    # The destination of a transfer needs a BAA too.
+    # The destination of a transfer needs a BAA too. HIPAA lets this tenant's phi leave
+    # the US (it has a BAA with us), so the transfer decision allows it: what refuses the
+    # copy is the DE backend's own `baa: false`, after the decision, before any byte moves.
     us = rs.Residency.load(overlay, local_root=tmp_path / "root2")
     mayo = rs.Tenant(id="mayo", country="US", agreements=frozenset({"baa"}))
     us.storage_for(mayo).put("scan.dcm", b"phi")
-    with pytest.raises((BAARequired, TransferBlocked)):
+    assert us.check_transfer(mayo, "DE", "phi").allowed
+    with pytest.raises(BAARequired, match=r"phi refused on the local backend "
+                       r"'residency-de-local-data' of location DE: its map entry has "
+                       r"baa: false") as refused:
         us.transfer(mayo, "scan.dcm", to="DE")
+    assert not isinstance(refused.value, TransferBlocked)
+    de_store = us.store(us.backend("DE", "local"), "DE")
+    assert [i.key for i in de_store.list("tenants/")] == []
 
 
 def test_invalid_inputs_are_refused_before_any_write(local: Env) -> None:
