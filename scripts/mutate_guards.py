@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     tests = sorted({f"{file}::{name}" for r in rows for file, name in r.tests})
     python = Path(args.python) if args.python else _mutation_venv(args.venv)
     work = Path(args.work)
+    if args.collect:
+        # An interrupted run: report what was tried (mutants not reached are not counted).
+        report = _report(_collect(python, work, guards), args.collect_minutes)
+        report["interrupted"] = True
+        (work / "mutation-report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return _finish(report, args.write_docs)
     started = time.monotonic()
     _prepare(work, guards, tests)
     patterns = [g.mutant_pattern() for g in guards]
@@ -116,21 +122,37 @@ def _finish(report: dict[str, Any], write_docs: bool) -> int:
 
 
 def _merge(paths: list[Path]) -> dict[str, Any]:
-    """One report from the reports of runs over disjoint sets of rows (``--rows``), with
-    the survivors explained again from the current ``mutation_survivors.toml``."""
+    """One report from the reports of runs over parts of the table (``--rows``), with
+    the survivors explained again from the current ``mutation_survivors.toml``. A guard
+    that two parts mutated (rows of both name it) counts a mutant as killed when either
+    part's tests killed it: both are real runs over the same source."""
     explained = _load_explanations()
     by_guard: dict[str, dict[str, Any]] = {}
-    survivors: list[dict[str, str]] = []
+    survived: dict[str, dict[str, dict[str, str]]] = {}
     minutes = 0.0
     for path in paths:
         part = json.loads(path.read_text())
         minutes += part["minutes"]
-        for guard in part["by_guard"]:
-            if guard["guard"] in by_guard:
-                sys.exit(f"{path}: guard {guard['guard']} is in two reports: merge only runs "
-                         "over disjoint rows")
-            by_guard[guard["guard"]] = guard
+        mine: dict[str, dict[str, dict[str, str]]] = {}
         for s in part["survivors"]:
+            mine.setdefault(s["guard"], {})[s["mutant"]] = s
+        for guard in part["by_guard"]:
+            name = guard["guard"]
+            if name not in by_guard:
+                by_guard[name] = dict(guard)
+                survived[name] = mine.get(name, {})
+                continue
+            if guard["tried"] != by_guard[name]["tried"]:
+                sys.exit(f"{path}: {name} was mutated differently in another part "
+                         f"({guard['tried']} and {by_guard[name]['tried']} mutants): "
+                         "merge only runs over the same source")
+            by_guard[name]["rows"] = sorted(set(by_guard[name]["rows"]) | set(guard["rows"]))
+            survived[name] = {m: s for m, s in survived[name].items()
+                              if m in mine.get(name, {})}
+    survivors = []
+    for name, guard in by_guard.items():
+        guard["killed"] = guard["tried"] - len(survived[name])
+        for s in survived[name].values():
             reason = explained.get((s["guard"], s["change"].strip()))
             survivors.append(dict(s, reason=reason or "UNEXPLAINED"))
     tried = sum(g["tried"] for g in by_guard.values())
@@ -153,8 +175,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="virtual environment with the SDK and mutmut (created if absent)")
     parser.add_argument("--python", help="use this interpreter instead (mutmut installed)")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--collect", action="store_true",
+                        help="report on the mutants an interrupted run in --work reached")
+    parser.add_argument("--collect-minutes", type=float, default=0.0,
+                        help="with --collect: how long the interrupted run took")
     parser.add_argument("--merge", nargs="+", metavar="REPORT",
-                        help="combine mutation-report.json files of runs over disjoint rows")
+                        help="combine mutation-report.json files of runs over parts of the table")
     parser.add_argument("--write-docs", action="store_true",
                         help=f"replace the mutation section of {RELIABILITY.relative_to(REPO)}")
     return parser
@@ -286,8 +312,10 @@ def _markdown(report: dict[str, Any]) -> str:
     by_guard: list[dict[str, Any]] = report["by_guard"]
     survivors: list[dict[str, str]] = report["survivors"]
     parts = report.get("parts", 1)
-    how = (f"in {parts} runs over disjoint rows (`--rows`), {report['minutes']} minutes in "
+    how = (f"in {parts} runs over parts of the table (`--rows`), {report['minutes']} minutes in "
            "all" if parts > 1 else f"{report['minutes']} minutes")
+    if report.get("interrupted"):
+        how += ", interrupted: the mutants it had not reached are not counted"
     lines = [
         f"Latest run: {report['date']}, {how} on this machine "
         f"(`python scripts/mutate_guards.py`): **{report['killed']} of {report['tried']} "

@@ -173,8 +173,8 @@ def test_without_versions_the_step_deletes_and_leaves_the_purge_to_the_caller(
         store: Scripted) -> None:
     info = store.head("k")
     audit = Audit()
-    assert examine(store, "k", NOW, audit=audit, versions=False) == ItemResult(
-        "k", "deleted", DELETE, info, None)
+    assert examine(store, "k", NOW, judge=lambda _i: EXPIRED, audit=audit,
+                   versions=False) == ItemResult("k", "deleted", EXPIRED, info, EXPIRED.detail)
     assert "purge_versions" not in store.names()
     assert audit.outcomes == [(None, None)]  # deleted; no purge residue to report
 
@@ -243,3 +243,15 @@ def test_an_old_version_the_provider_keeps_makes_the_item_held_naming_why(
     assert audit.outcomes == [(None, residue)]
     store.put("k2", b"x")
     assert examine(store, "k2", NOW).action == "held"  # also without an audit hook
+
+
+def test_the_policy_judges_the_object_the_head_reported(store: Scripted) -> None:
+    info = store.head("k")
+    judged: list[ObjectInfo] = []
+
+    def judge(seen: ObjectInfo) -> Verdict:
+        judged.append(seen)
+        return KEEP
+
+    assert examine(store, "k", NOW, judge=judge).action == "kept"
+    assert judged == [info]
