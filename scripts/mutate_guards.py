@@ -125,7 +125,8 @@ def _merge(paths: list[Path]) -> dict[str, Any]:
     """One report from the reports of runs over parts of the table (``--rows``), with
     the survivors explained again from the current ``mutation_survivors.toml``. A guard
     that two parts mutated (rows of both name it) counts a mutant as killed when either
-    part's tests killed it: both are real runs over the same source."""
+    part's tests killed it: both are real runs over the same source (when one part was
+    interrupted and tried fewer of the guard's mutants, the fuller part counts)."""
     explained = _load_explanations()
     by_guard: dict[str, dict[str, Any]] = {}
     survived: dict[str, dict[str, dict[str, str]]] = {}
@@ -143,9 +144,12 @@ def _merge(paths: list[Path]) -> dict[str, Any]:
                 survived[name] = mine.get(name, {})
                 continue
             if guard["tried"] != by_guard[name]["tried"]:
-                sys.exit(f"{path}: {name} was mutated differently in another part "
-                         f"({guard['tried']} and {by_guard[name]['tried']} mutants): "
-                         "merge only runs over the same source")
+                # An interrupted part tried fewer of its mutants: keep the fuller run.
+                if guard["tried"] > by_guard[name]["tried"]:
+                    rows = sorted(set(by_guard[name]["rows"]) | set(guard["rows"]))
+                    by_guard[name] = dict(guard, rows=rows)
+                    survived[name] = mine.get(name, {})
+                continue
             by_guard[name]["rows"] = sorted(set(by_guard[name]["rows"]) | set(guard["rows"]))
             survived[name] = {m: s for m, s in survived[name].items()
                               if m in mine.get(name, {})}

@@ -275,3 +275,53 @@ def test_keep_use_and_clean_sequences_outside_a_replaced_one_keep_their_untabled
     else:  # without clean_descriptors the sequence gets its basic X
         assert "ReferencedPatientSequence" not in out
         assert result.evidence.counts.model_dump() == _counts(kept=2 + 2 + 2, removed=2)
+
+
+COUNTING_PROFILE = _profile(
+    _row("00080020", "StudyDate", "DA", "X", retain_longitudinal_modified_dates="S"),
+    _row("00080021", "SeriesDate", "DA", "X", retain_longitudinal_modified_dates="S"),
+    _row("00080050", "AccessionNumber", "SH", "D"),
+    _row("00080070", "Manufacturer", "LO", "K"),
+    _row("00081010", "StationName", "SH", "K"),
+    _row("00081030", "StudyDescription", "LO", "X", clean_descriptors="C"),
+    _row("0008103E", "SeriesDescription", "LO", "X", clean_descriptors="C"),
+    _row("00081110", "ReferencedStudySequence", "SQ", "X", clean_descriptors="C"),
+    _row("00100010", "PatientName", "PN", "Z"),
+    _row("00100020", "PatientID", "LO", "D"),
+    _row("00101000", "OtherPatientIDs", "LO", "X"),
+    _row("00101040", "PatientAddress", "LO", "X"),
+    _row("00104000", "PatientComments", "LT", "Z"),
+    _row("0020000D", "StudyInstanceUID", "UI", "U"),
+    _row("0020000E", "SeriesInstanceUID", "UI", "U"),
+    _row("00200010", "StudyID", "SH", "U"),
+    _row("00200052", "FrameOfReferenceUID", "UI", "D"),
+)
+
+
+def test_every_action_counts_each_attribute_it_touches_not_just_the_first() -> None:
+    result = deidentify_dicom(_object(
+        StudyDate="20200102", SeriesDate="20200103",
+        AccessionNumber="ACC1", PatientID=PATIENT_ID,                # D: replaced
+        Manufacturer="ACME", StationName="CT1",                      # K: kept
+        StudyDescription="CT HEAD", SeriesDescription="AX BRAIN",    # C: cleaned
+        ReferencedStudySequence=Sequence([_item(ReferencedSOPClassUID=SOP_CLASS)]),
+        PatientName="Doe^Jane", PatientComments="nervous",          # Z: emptied
+        OtherPatientIDs="OLD-1", PatientAddress="Main Street 1",     # X: removed
+        StudyInstanceUID=STUDY_UID, SeriesInstanceUID=REF_UID,       # U on UIDs
+        StudyID="S1",                                                # U on text: dummy
+        FrameOfReferenceUID=STUDY_UID + ".9",                        # D on a UID
+    ), tenant="t", key=KEY, profile=COUNTING_PROFILE, options=SHIFT + CLEAN)
+    out = read(result.data)
+    assert (out.StudyDate, out.SeriesDate) == (_shifted("20200102"), _shifted("20200103"))
+    assert (out.AccessionNumber, out.PatientID, out.StudyID) == ("ANONYMIZED",) * 3
+    assert (out.Manufacturer, out.StationName) == ("ACME", "CT1")
+    assert (out.StudyDescription, out.SeriesDescription) == ("CT HEAD", "AX BRAIN")
+    assert out.ReferencedStudySequence[0].ReferencedSOPClassUID == SOP_CLASS
+    assert (out.PatientName, out.PatientComments) == ("", "")
+    assert "OtherPatientIDs" not in out and "PatientAddress" not in out
+    assert out.StudyInstanceUID == KEY.map_uid(STUDY_UID)
+    assert out.SeriesInstanceUID == KEY.map_uid(REF_UID)
+    assert out.FrameOfReferenceUID == KEY.map_uid(STUDY_UID + ".9")
+    assert result.evidence.counts.model_dump() == _counts(
+        dates_shifted=2, replaced=2 + 1, uids_replaced=3, cleaned=3, emptied=2,
+        removed=2 + 1, kept=2 + 1 + 2)

@@ -107,3 +107,26 @@ def test_the_export_refuses_burned_in_text_unless_pixels_cleaned_is_stated(
                           destination="US")
     assert sent == []
     assert not store.exists("deid/capture.dcm")
+
+
+def test_the_export_passes_its_options_and_the_pixels_statement_to_every_copy_and_receipt(
+        loaded: tuple[rs.Residency, list[AuditEvent]]) -> None:
+    res, _ = loaded
+    store = res.storage_for(DE)
+    store.put("capture.dcm", burned_in_capture())
+    sent: list[str] = []
+
+    def transfer(key: str) -> Any:
+        sent.append(key)
+        return store.head(key)
+
+    receipt = export_anonymised(store, res.deid_key(DE), ["capture.dcm"], transfer=transfer,
+                                destination="US", options=["clean_descriptors"],
+                                pixels_cleaned=True)
+    assert sent == ["deid/capture.dcm"]
+    assert receipt.options == ("clean_descriptors",)
+    assert receipt.pixels_cleaned is True
+    [item] = receipt.objects
+    evidence = res.deid_records.evidence(DE, item.evidence_digest)
+    assert evidence is not None
+    assert "clean_descriptors" in evidence.options and "pixels_cleaned" in evidence.options
