@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import residency_sdk as rs
+from residency_sdk.regionmap import load_region_map
 
 EU_MEMBERS = [
     "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE",
@@ -146,3 +147,19 @@ def test_client_and_policy_share_one_decision_cache_key(monkeypatch):
     assert res.check_transfer(tenant, "US", "personal", source="DE") is first  # its location
     assert res.check_transfer(tenant, "GB", "personal").destination == "GB"
     assert len(calls) == 1  # only the new question was decided
+
+
+def test_location_targets_list_each_primary_then_its_failover_in_the_order_asked() -> None:
+    """The sweep and erasure cover what ``Location.targets`` lists (MV-4): every provider
+    asked for, in that order, its primary first and its in-country failover next; a
+    provider without a failover contributes its primary only, one not asked for nothing."""
+    location = load_region_map(None).locations["DE"]
+    listed = location.targets(["azure", "local", "gcp"])
+    assert listed == [
+        ("primary", location.backends["azure"]), ("failover", location.failovers["azure"]),
+        ("primary", location.backends["local"]),
+        ("primary", location.backends["gcp"]), ("failover", location.failovers["gcp"]),
+    ]
+    assert [t.region for _role, t in listed] == [
+        "germanywestcentral", "germanynorth", "local-de", "europe-west3", "europe-west10"]
+    assert location.targets([]) == []
