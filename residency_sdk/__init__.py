@@ -10,6 +10,7 @@ Importing this package never imports a cloud SDK.
 """
 
 from residency_sdk._version import __version__
+from residency_sdk.agreements import Agreement, Derogation
 from residency_sdk.audit import AuditLog, AuditReport, VerifyResult, verify_log
 from residency_sdk.client import Residency
 from residency_sdk.erasure import (
@@ -97,6 +98,7 @@ __all__ = [
     "CATEGORY_META",
     "LEGAL_HOLD_META",
     "AccessDenied",
+    "Agreement",
     "AuditEmitter",
     "AuditError",
     "AuditEvent",
@@ -123,6 +125,7 @@ __all__ = [
     "DeidentificationError",
     "DeidentificationRefused",
     "DeploymentReport",
+    "Derogation",
     "EncryptionError",
     "EnvironmentOverride",
     "ErasureBlocked",

@@ -14,10 +14,11 @@ import getpass
 import os
 import socket
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from residency_sdk.agreements import Derogation
 from residency_sdk.countries import normalise_country
 from residency_sdk.deid_records import DeidRecords
 from residency_sdk.erasure import ErasureReceipt, ErasureTracker
@@ -33,7 +34,14 @@ from residency_sdk.errors import (
 from residency_sdk.events import AuditEmitter, AuditEvent, AuditHook, AuditSink, is_sink
 from residency_sdk.lineage import Lineage
 from residency_sdk.model import Decision, StorageTarget, Tenant
-from residency_sdk.policy import PLACEMENT_CLASS, PlacementTable, ResidencyPolicy
+from residency_sdk.policy import (
+    PLACEMENT_CLASS,
+    Clock,
+    PlacementTable,
+    ResidencyPolicy,
+    day_of,
+    utc_day,
+)
 from residency_sdk.regionmap import RegionMap, Role
 from residency_sdk.regions import RegionTable
 from residency_sdk.retention import RetentionSweep
@@ -82,17 +90,20 @@ class Residency(PlacementTable):
                  audit_hooks: Iterable[AuditHook] = (), *, local_root: str | Path | None = None,
                  storage: StoreOpener | None = None,
                  state_dir: str | Path | None = None,
-                 audit_sinks: Iterable[AuditSink] = ()) -> None:
+                 audit_sinks: Iterable[AuditSink] = (), clock: Clock | None = None) -> None:
         """The low-level form: audits only to the ``audit_hooks`` (callables) and
         ``audit_sinks`` given, nothing by default. Applications use :meth:`load`, which
-        opens the audit trail (see there)."""
+        opens the audit trail (see there). ``clock`` (returning an aware datetime) is the
+        time decisions are taken at; default the system clock."""
         if isinstance(region_map, ResidencyPolicy):
             self.policy = region_map
+            if clock is not None:
+                self.policy.clock = clock
         else:
             if rules is None:
                 raise TypeError("Residency(region_map, rules): the transfer rules are "
                                 "needed with a region map (or pass a ResidencyPolicy)")
-            self.policy = ResidencyPolicy(region_map, rules)
+            self.policy = ResidencyPolicy(region_map, rules, clock=clock)
         """The pure policy: region map and transfer rules."""
         self.audit = AuditEmitter(audit_hooks, audit_sinks)
         """Where every audit event goes."""
@@ -124,9 +135,11 @@ class Residency(PlacementTable):
              audit_hooks: Iterable[AuditHook] = (), local_root: str | Path | None = None,
              storage: StoreOpener | None = None,
              state_dir: str | Path | None = None,
-             audit_off_reason: str | None = None) -> Residency:
+             audit_off_reason: str | None = None,
+             clock: Clock | None = None) -> Residency:
         """Load a region map (the packaged default when ``path`` is None), with the audit
-        trail on.
+        trail on. ``clock`` (an aware datetime source) is the time transfer decisions are
+        taken at; default the system clock.
 
         Every decision and data operation is recorded in an audit sink, chosen by
         ``audit``:
@@ -158,7 +171,7 @@ class Residency(PlacementTable):
         the durable folder for tracked erasure requests (default
         ``<local_root>/.residency-state``; see :meth:`erase`).
         """
-        policy = ResidencyPolicy.load(path)
+        policy = ResidencyPolicy.load(path, clock=clock)
         folder = state_folder(state_dir, local_root)
         if audit is False:
             record_audit_off(policy, folder, audit_off_reason)
@@ -192,7 +205,10 @@ class Residency(PlacementTable):
 
     def check_transfer(self, tenant: Tenant, to: str, data_class: str = "phi", *,
                        source: str | None = None, actor: str | None = None,
-                       purpose: str | None = None) -> Decision:
+                       purpose: str | None = None, at: datetime | date | None = None,
+                       counterparty: str | None = None,
+                       derogation: Derogation | None = None,
+                       own_use: bool = False) -> Decision:
         """Decide whether ``tenant``'s ``data_class`` data may move to country ``to``.
 
         Where the data lives is derived, never taken from the caller: the tenant's
@@ -213,15 +229,20 @@ class Residency(PlacementTable):
                         data_class=str(data_class)[:64], is_transfer=True,
                         reasons=(str(exc),), error=f"InvalidSource: {exc}"))
                 raise
+        extra = None if counterparty is None and derogation is None and not own_use \
+            else (counterparty, derogation, own_use)
         try:
             # The policy's cache, read inline: a repeated question costs no extra call.
             # The tuple is ResidencyPolicy.decision_key's (a test holds the two equal).
             decision = self._known_decisions.get(
-                (tenant.country, tenant.agreements, to, data_class, source))
+                (tenant.country, tenant.agreements, tenant.out_of_scope, to, data_class,
+                 source, utc_day(self.policy.clock) if at is None else day_of(at), extra))
         except (AttributeError, TypeError):  # junk arguments: decide() names the problem
             decision = None
         if decision is None:
-            decision = self.policy.decide(tenant, to, data_class, source)
+            decision = self.policy.decide(tenant, to, data_class, source, at=at,
+                                          counterparty=counterparty, derogation=derogation,
+                                          own_use=own_use)
         if self.audit.enabled:
             self.audit.decision("transfer_check", tenant, decision, actor=actor,
                                 purpose=purpose)
@@ -243,10 +264,14 @@ class Residency(PlacementTable):
 
     def require_transfer(self, tenant: Tenant, to: str, data_class: str = "phi", *,
                          source: str | None = None, actor: str | None = None,
-                         purpose: str | None = None) -> Decision:
+                         purpose: str | None = None, at: datetime | date | None = None,
+                         counterparty: str | None = None,
+                         derogation: Derogation | None = None,
+                         own_use: bool = False) -> Decision:
         """Like :meth:`check_transfer`, but raise :class:`TransferBlocked` when blocked."""
         decision = self.check_transfer(tenant, to, data_class, source=source, actor=actor,
-                                       purpose=purpose)
+                                       purpose=purpose, at=at, counterparty=counterparty,
+                                       derogation=derogation, own_use=own_use)
         if not decision.allowed:
             raise TransferBlocked(decision)
         return decision
@@ -277,7 +302,8 @@ class Residency(PlacementTable):
 
     def transfer(self, tenant: Tenant, key: str, to: str, data_class: str = "phi", *,
                  actor: str | None = None, purpose: str | None = None,
-                 provider: str | None = None) -> StoredObject:
+                 provider: str | None = None,
+                 derogation: Derogation | None = None) -> StoredObject:
         """Copy ``tenant``'s object ``key`` into location ``to`` only if
         :meth:`check_transfer` allows it; otherwise raise :class:`TransferBlocked` and copy
         nothing. ``to`` must be a residency location of the map.
@@ -285,9 +311,11 @@ class Residency(PlacementTable):
         A transfer decided as ``anonymised`` verifies the object first (its evidence, and
         a DICOM object's content): one that fails is decided as ``phi`` (refused with
         :class:`NotAnonymised` where ``phi`` may not go); see
-        :func:`~residency_sdk.storage.tenant_store.transfer`."""
+        :func:`~residency_sdk.storage.tenant_store.transfer`. ``derogation`` is one given
+        for this copy (explicit consent, with its reference)."""
         return transfer(self.policy, self.stores, self.audit, tenant, key, to, data_class,
                         actor=actor, purpose=purpose, provider=provider,
+                        derogation=derogation,
                         registry=self.tenants, lineage=self.lineage,
                         deid=self.deid_records)
 

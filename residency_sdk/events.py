@@ -101,6 +101,9 @@ class AuditEvent(BaseModel):
     mechanism: str | None = None
     regimes: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    agreements: tuple[str, ...] = ()
+    """The agreements and derogations a transfer decision rests on, each with its
+    contract reference (``scc[SCC-2026-17]``)."""
     error: str | None = None
     intent_id: str | None = None
     """On an outcome event: the ``event_id`` of the intent it completes."""
@@ -262,7 +265,8 @@ class AuditEmitter:
             "tenant_country": tenant.country, "data_class": decision.data_class,
             "source_location": decision.source, "destination_country": decision.destination,
             "is_transfer": decision.is_transfer, "mechanism": decision.mechanism,
-            "regimes": decision.regimes, "reasons": decision.reasons, **extra}))
+            "regimes": decision.regimes, "reasons": decision.reasons,
+            "agreements": decision.agreements, **extra}))
 
     def flush(self) -> None:
         """Make every event queued in the sinks durable."""

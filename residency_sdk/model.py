@@ -7,12 +7,16 @@ cheap to cache.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from collections.abc import Iterable
+from datetime import date
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from residency_sdk._values import FrozenValue
+from residency_sdk.agreements import Agreement, as_agreement
 from residency_sdk.countries import normalise_country
-from residency_sdk.errors import InvalidTenant, ResidencyError
+from residency_sdk.errors import InvalidTenant
 
 Provider = Literal["aws", "gcp", "azure", "local"]
 PROVIDERS: tuple[Provider, ...] = ("aws", "gcp", "azure", "local")
@@ -28,26 +32,25 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Tenant(_Frozen):
+class Tenant(FrozenValue):
     """A customer (a clinic, a hospital) whose data must stay in its residency location.
 
-    ``country`` is the tenant's jurisdiction (normalised to an ISO alpha-2 code);
-    ``agreements`` are the transfer-mechanism flags the tenant has signed (``scc``,
-    ``kvkk_standard_contract``, ``baa``, ...). Unknown flags are rejected when the tenant
-    is used with a :class:`~residency_sdk.client.Residency`, against its rules.
+    ``country`` is the tenant's jurisdiction (normalised to an ISO alpha-2 code).
+    ``agreements`` are the transfer mechanisms the tenant holds: :class:`Agreement`
+    values scoped to a counterparty, destinations, data classes and dates, or bare
+    mechanism flags (``"scc"``, ``"baa"``: unscoped, every destination, no expiry).
+    Unknown mechanisms are rejected when the tenant is used with a
+    :class:`~residency_sdk.client.Residency`, against its rules. ``out_of_scope`` maps a
+    sector overlay id (``sgb5_393``, ``hds``, ``doj_dsp``) to the stated reason the
+    tenant is outside it; decisions show the reason.
     """
 
     id: str
     country: str
-    agreements: frozenset[str] = frozenset()
+    agreements: frozenset[Agreement] = frozenset()
+    out_of_scope: tuple[tuple[str, str], ...] = ()
 
-    def __init__(self, **data: Any) -> None:
-        # pydantic wraps the ValueErrors our validators raise; callers are promised the
-        # residency error itself (InvalidCountry, InvalidTenant), never a ValidationError.
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise residency_error_from(exc) from None
+    value_name: ClassVar[str] = "tenant"
 
     @field_validator("id", mode="before")
     @classmethod
@@ -66,29 +69,35 @@ class Tenant(_Frozen):
 
     @field_validator("agreements", mode="before")
     @classmethod
-    def _normalise_agreements(cls, value: object) -> frozenset[str]:
-        if isinstance(value, str):
+    def _normalise_agreements(cls, value: object) -> frozenset[Agreement]:
+        if isinstance(value, (str, Agreement)):
             value = [value]
         if not isinstance(value, (list, tuple, set, frozenset)):
-            raise InvalidTenant(f"agreements must be a set of mechanism flags, got {value!r}")
-        flags = set()
-        for flag in value:
-            if not isinstance(flag, str) or not flag.strip():
-                raise InvalidTenant(f"invalid agreement flag {flag!r}: expected e.g. 'scc'")
-            flags.add(flag.strip().lower())
-        return frozenset(flags)
+            raise InvalidTenant(f"agreements must be a set of mechanism flags or "
+                                f"rs.Agreement values, got {value!r}")
+        return frozenset(as_agreement(item) for item in value)
 
+    @field_validator("out_of_scope", mode="before")
+    @classmethod
+    def _normalise_out_of_scope(cls, value: object) -> tuple[tuple[str, str], ...]:
+        items = value.items() if isinstance(value, dict) else value
+        if not isinstance(items, Iterable) or isinstance(items, str):
+            raise InvalidTenant(f"out_of_scope must map an overlay id to a stated reason, "
+                                f"got {value!r}")
+        pairs: dict[str, str] = {}
+        for item in items:
+            if (not isinstance(item, (tuple, list)) or len(item) != 2
+                    or not all(isinstance(v, str) and v.strip() for v in item)):
+                raise InvalidTenant(f"out_of_scope entry {item!r}: give the overlay id and a "
+                                    "non-empty reason, e.g. {'sgb5_393': 'private clinic, "
+                                    "not an SGB V provider'}")
+            pairs[item[0].strip().lower()] = item[1].strip()
+        return tuple(sorted(pairs.items()))
 
-def residency_error_from(exc: ValidationError) -> ResidencyError:
-    """The first :class:`ResidencyError` inside a pydantic error, or an InvalidTenant."""
-    errors = exc.errors(include_url=False)
-    for err in errors:
-        original = (err.get("ctx") or {}).get("error")
-        if isinstance(original, ResidencyError):
-            return original
-    first = errors[0]
-    field = ".".join(str(part) for part in first["loc"]) or "tenant"
-    return InvalidTenant(f"invalid tenant field {field!r}: {first['msg']}")
+    @property
+    def mechanisms(self) -> frozenset[str]:
+        """The mechanism flags of the tenant's agreements."""
+        return frozenset(a.mechanism for a in self.agreements)
 
 
 class CredentialSource(_Frozen):
@@ -171,13 +180,22 @@ class Placement(_Frozen):
 
 
 class RegimeVerdict(_Frozen):
-    """One regime's view of a transfer."""
+    """One regime's (or sector overlay's) view of a transfer.
+
+    ``source``, ``as_of`` and ``review_by`` are those of the rule fact the verdict rests
+    on (the adequacy entry, the accepted mechanism, the overlay, or the regime itself);
+    ``agreement`` names the agreement or derogation relied on (its label, with the
+    contract reference)."""
 
     regime: str
     allowed: bool
     basis: str | None
     reason: str
     unblock_with: tuple[str, ...] = ()
+    source: str | None = None
+    as_of: str | None = None
+    review_by: str | None = None
+    agreement: str | None = None
 
 
 class Decision(_Frozen):
@@ -200,6 +218,16 @@ class Decision(_Frozen):
     regimes: tuple[str, ...]
     verdicts: tuple[RegimeVerdict, ...] = ()
     reasons: tuple[str, ...]
+    agreements: tuple[str, ...] = ()
+    """The agreements and derogations the decision rests on (their labels, with the
+    contract reference); recorded in the audit trail."""
+    warnings: tuple[str, ...] = ()
+    """What a privacy officer should look at: an unscoped agreement relied on, a
+    deprecated mechanism name."""
+    decided_on: date | None = None
+    """The day the decision was taken for (agreements in force that day count)."""
+    out_of_scope: tuple[tuple[str, str], ...] = ()
+    """Sector overlays not applied, with the stated reason."""
 
     @property
     def unblock_with(self) -> tuple[tuple[str, ...], ...]:

@@ -151,6 +151,9 @@ class LocationSpec(_Doc):
 
     name: str
     country: str | None = None
+    operator: str | None = Field(
+        default=None, description="The entity that holds data placed here (the importer "
+        "an agreement's counterparty names); default: the map's operator")
     default_provider: Provider
     backends: dict[Provider, BackendSpec] = Field(min_length=1)
     compute: list[ComputeSpec] = []
@@ -172,6 +175,20 @@ class NamingSpec(_Doc):
     bucket: str = "{prefix}-{location}-{provider}-data"
 
 
+class TransferPolicySpec(_Doc):
+    """How this map's operator applies the transfer rules."""
+
+    out_of_scope: dict[str, str] = Field(
+        default={}, description="Sector overlay id -> the stated reason every tenant of "
+        "this map is outside it (e.g. sgb5_393: 'no SGB V providers among our clients')")
+    require_alongside: dict[str, list[str]] = Field(
+        default={}, description="Mechanism -> mechanisms one of which must also cover the "
+        "transfer (e.g. dpf_eu: [scc], SCCs as a fallback beside the DPF)")
+    agreements: list[dict[str, Any]] = Field(
+        default=[], description="Agreements the operator holds for every tenant (e.g. its "
+        "intra-group SCCs), fields as rs.Agreement")
+
+
 class RegionMapDocument(_Doc):
     """The schema of a region map file (exported to ``region_maps/schema.json``)."""
 
@@ -179,6 +196,10 @@ class RegionMapDocument(_Doc):
     name: str
     as_of: str | None = None
     source: str | None = None
+    operator: str | None = Field(
+        default=None, description="The entity (the vendor) that holds tenants' data: the "
+        "counterparty of tenants' agreements for placement and copies between locations")
+    transfer_policy: TransferPolicySpec = TransferPolicySpec()
     extends: str | None = Field(
         default=None, description="'default' or a path: this file overlays that map"
     )
@@ -244,6 +265,7 @@ class Location:
     country: str
     default_provider: Provider
     backends: dict[str, StorageTarget]
+    operator: str | None
     compute: tuple[ComputeTarget, ...]
     retention: dict[str, RetentionSpec]
     failovers: dict[str, StorageTarget]
@@ -574,6 +596,7 @@ class _Checker:
             locations[loc_id] = Location(
                 id=loc_id, name=spec.name, country=country,
                 default_provider=spec.default_provider, backends=backends,
+                operator=_stripped(spec.operator) or _stripped(self.doc.operator),
                 compute=tuple(compute), retention=retention, failovers=failovers,
                 audit=self.audit_target(spec.audit, f"{base}.audit"),
             )

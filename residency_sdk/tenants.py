@@ -316,7 +316,8 @@ def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
     ``providers`` narrows the old location's backends copied (default: every backend that
     may hold its data, as for erasure).
     """
-    moved = Tenant(id=tenant.id, country=to_country, agreements=tenant.agreements)
+    moved = Tenant(id=tenant.id, country=to_country, agreements=tenant.agreements,
+                   out_of_scope=tenant.out_of_scope)
     records = registry.records(tenant.id)
     current = [r for r in records if r.country == tenant.country]
     strangers = [r for r in records if r.country not in (tenant.country, moved.country)]

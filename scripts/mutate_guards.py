@@ -8,7 +8,7 @@ tests the table names that call the function (mutmut records which tests call wh
 function in one clean run first); a mutant no test notices *survived*. Only the named
 tests count: a test that should pin a guard down is named in its row.
 
-    python scripts/mutate_guards.py                # every guard, about 15 minutes on 2 vCPUs
+    python scripts/mutate_guards.py                # every guard, about 25 minutes on 2 vCPUs
     python scripts/mutate_guards.py --rows MA-5    # the guards of some rows only
     python scripts/mutate_guards.py --write-docs   # also refresh docs/reliability.md
     python scripts/mutate_guards.py --merge A.json B.json --write-docs  # runs over parts
@@ -19,7 +19,7 @@ plus ``mutmut``, pinned in the ``mutation`` extra), so the checkout is never mod
 Survivors that are harmless are explained in ``scripts/mutation_survivors.toml`` (keyed
 by guard and the mutated line); the report lists every survivor with its reason, or as
 UNEXPLAINED. Exit status 1 when fewer than 95 % of the mutants are killed or a survivor is
-unexplained. Not part of CI (about 15 minutes); the latest result lives in
+unexplained. Not part of CI (about 25 minutes); the latest result lives in
 ``docs/reliability.md``.
 """
 

@@ -7,7 +7,12 @@ container or in the tests:
 ``IMAGING_LOCAL_ROOT``   use the embedded local backend under this folder (no cloud needed)
 ``IMAGING_AUDIT``        audit log file (SQLite, hash-chained)
 ``IMAGING_TENANTS``      JSON file: ``{"clinic-17": {"country": "TR",
-                         "agreements": ["kvkk_standard_contract"]}, ...}``
+                         "agreements": ["kvkk_standard_contract"]}, ...}``; an agreement
+                         is a mechanism flag (unscoped) or an object of ``rs.Agreement``
+                         fields (``{"mechanism": "scc", "destinations": ["US"],
+                         "reference": "SCC-17", "signed_on": "2026-03-01"}``);
+                         ``"out_of_scope": {"sgb5_393": "reason"}`` declares a clinic
+                         outside a sector overlay
 ``IMAGING_COMPUTE``      JSON object mapping a location's compute endpoint (from the map)
                          to the URL of the model server serving it, e.g.
                          ``{"https://inference.de.residency.example": "http://127.0.0.1:9001"}``
@@ -31,14 +36,20 @@ class ConfigError(rs.ResidencyError):
 
 @dataclass(frozen=True)
 class TenantRecord:
-    """A clinic registered with the service."""
+    """A clinic registered with the service.
+
+    ``agreements`` holds mechanism flags (``"scc"``: unscoped) and/or scoped
+    :class:`rs.Agreement` values; ``out_of_scope`` pairs a sector overlay id with the
+    stated reason the clinic is outside it."""
 
     id: str
     country: str
-    agreements: frozenset[str] = frozenset()
+    agreements: frozenset[str | rs.Agreement] = frozenset()
+    out_of_scope: tuple[tuple[str, str], ...] = ()
 
     def tenant(self) -> rs.Tenant:
-        return rs.Tenant(id=self.id, country=self.country, agreements=self.agreements)
+        return rs.Tenant(id=self.id, country=self.country, agreements=self.agreements,
+                         out_of_scope=self.out_of_scope)
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,8 @@ class ServiceConfig:
 
 
 def load_tenants(path: Path) -> dict[str, TenantRecord]:
-    """The tenant registry: clinic id -> country and signed transfer mechanisms."""
+    """The tenant registry: clinic id -> country, signed transfer agreements and the
+    sector overlays the clinic is declared outside of."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -84,11 +96,49 @@ def load_tenants(path: Path) -> dict[str, TenantRecord]:
     for tenant_id, entry in raw.items():
         if not isinstance(entry, dict) or "country" not in entry:
             raise ConfigError(f"tenant {tenant_id!r} in {path} needs a 'country'")
+        where = f"tenant {tenant_id!r} in {path}"
         record = TenantRecord(id=tenant_id, country=entry["country"],
-                              agreements=frozenset(entry.get("agreements", [])))
-        record.tenant()  # validate id, country and flags now, not on the first request
+                              agreements=_agreements(entry.get("agreements", []), where),
+                              out_of_scope=_out_of_scope(entry.get("out_of_scope", {}), where))
+        try:
+            # Validate id, country, agreements and overlays now, not on the first request.
+            record.tenant()
+        except rs.ResidencyError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         tenants[tenant_id] = record
     return tenants
+
+
+def _agreements(items: object, where: str) -> frozenset[str | rs.Agreement]:
+    """A clinic's ``agreements``: mechanism flags and/or objects of rs.Agreement fields."""
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: 'agreements' must be a list of mechanism flags or "
+                          f"agreement objects, got {items!r}")
+    out: set[str | rs.Agreement] = set()
+    for n, item in enumerate(items, 1):
+        if isinstance(item, str):
+            out.add(item)  # a bare flag: an unscoped agreement
+        elif isinstance(item, dict):
+            try:
+                out.add(rs.Agreement(**item))
+            except rs.ResidencyError as exc:
+                named = repr(item["mechanism"]) if "mechanism" in item else "no mechanism"
+                raise ConfigError(f"{where}: agreement {n} ({named}): {exc}") from None
+        else:
+            raise ConfigError(f"{where}: agreement {n} must be a mechanism flag such as "
+                              "\"scc\" or an object such as {\"mechanism\": \"scc\", "
+                              f"\"destinations\": [\"US\"]}}, got {item!r}")
+    return frozenset(out)
+
+
+def _out_of_scope(value: object, where: str) -> tuple[tuple[str, str], ...]:
+    """A clinic's ``out_of_scope``: sector overlay id -> the stated reason."""
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ConfigError(f"{where}: 'out_of_scope' must map an overlay id to the reason "
+                          "the clinic is outside it, e.g. {\"sgb5_393\": \"private clinic, "
+                          f"not an SGB V provider\"}}, got {value!r}")
+    return tuple(sorted(value.items()))
 
 
 def _json_object(text: str, name: str) -> dict[str, Any]:

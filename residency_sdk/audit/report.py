@@ -167,6 +167,9 @@ class AuditReport:
     SHA-256 of input and output; None when none was recorded: a transfer made before the
     SDK verified anonymised data) (the first :data:`MAX_LISTED`;
     ``totals["anonymised_transfers"]`` counts them all)."""
+    unscoped_agreements: list[dict[str, Any]] = field(default_factory=list)
+    """Per tenant and agreement label, the decisions in the window that rested on an
+    unscoped agreement (a bare mechanism flag): each a contract to scope."""
     notes: list[str] = field(default_factory=list)
     stated_endpoints: list[dict[str, str]] = field(default_factory=list)
     """Endpoints the region map places by its own word (``endpoint_country`` and
@@ -203,7 +206,8 @@ class AuditReport:
             "violations": self.violations, "tenants": self.tenants,
             "outcome_unknown": self.outcome_unknown,
             "unaudited_periods": self.unaudited_periods,
-            "anonymised_transfers": self.anonymised_transfers, "notes": self.notes,
+            "anonymised_transfers": self.anonymised_transfers,
+            "unscoped_agreements": self.unscoped_agreements, "notes": self.notes,
             "stated_endpoints": self.stated_endpoints,
         }
 
@@ -276,6 +280,11 @@ def build_report(log_path: str | Path, *, since: str | datetime | date | None = 
     elif chain.head_seq < read.upto:
         notes.append(f"the log shrank from {read.upto} to {chain.head_seq} events while the "
                      "report was built: events were removed")
+    past_review = _rules_past_review(region_map)
+    notes.extend(f"rule past review: {item}" for item in past_review)
+    notes.extend(f"tenant {row['tenant_id']}: {row['decisions']} decision(s) rested on the "
+                 f"unscoped agreement {row['agreement']} (every destination, no counterparty, "
+                 "no expiry): scope it" for row in read.sections["unscoped_agreements"])
     return AuditReport(
         log_path=read.name, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         since=lo, until=hi, map_name=region_map.name, chain=chain, chain_state=state,
@@ -283,6 +292,15 @@ def build_report(log_path: str | Path, *, since: str | datetime | date | None = 
         stated_endpoints=[{"path": e.path, "endpoint": e.endpoint, "country": e.country,
                            "source": e.source} for e in region_map.stated_endpoints],
         **read.sections)
+
+
+def _rules_past_review(region_map: RegionMap) -> list[str]:
+    """The map's transfer-rule facts whose review date has passed (the decisions the
+    report shows rest on them)."""
+    from residency_sdk.rules import load_transfer_rules
+
+    rules = load_transfer_rules(region_map.rules_file, region_map.groups)
+    return rules.facts_past_review(datetime.now(UTC).date())
 
 
 def _location_countries(region_map: RegionMap, location: str) -> list[str]:
@@ -590,12 +608,31 @@ def _sections(conn: sqlite3.Connection, q: dict[str, Any], counts: dict[str, int
             else _outcome_unknown(conn, q))
     unaudited = _unaudited(conn, q) if counts["unaudited_periods"] else []
     deid_count, deid_rows = _anonymised_transfers(conn, q)
+    unscoped = _unscoped_agreements(conn, q)
     sections["totals"].update(intents=counts["intents"],
                               outcome_unknown=counts["outcome_unknown"],
                               unaudited_periods=counts["unaudited_periods"],
                               anonymised_transfers=deid_count)
     return {**sections, "outcome_unknown": unknown, "unaudited_periods": unaudited,
-            "anonymised_transfers": deid_rows}
+            "anonymised_transfers": deid_rows, "unscoped_agreements": unscoped}
+
+
+def _unscoped_agreements(conn: sqlite3.Connection,
+                         q: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per tenant and agreement, how many allowed decisions rested on an unscoped
+    agreement (a bare mechanism flag: every destination, no counterparty, no expiry)."""
+    cols = ", ".join(f"{_extract(name)} AS {col}" for name, col in (
+        ("tenant_id", "tenant_id"), ("tenant_country", "tenant_country"),
+        ("source_location", "source_location"), ("agreements", "agreements")))
+    rows = _window_rows(cols, prefilter="AND event LIKE '%[unscoped]%'")
+    counts: dict[tuple[str, str], int] = {}
+    for tenant, agreements in conn.execute(f"SELECT tenant_id, agreements FROM {rows}", q):
+        for label in json.loads(agreements or "[]"):
+            if label.endswith("[unscoped]"):
+                key = (tenant or "(no tenant)", label)
+                counts[key] = counts.get(key, 0) + 1
+    return [{"tenant_id": t, "agreement": a, "decisions": n}
+            for (t, a), n in sorted(counts.items())]
 
 
 # Conditions on one event (or one summary row) for each kind of violation.

@@ -10,6 +10,7 @@ from residency_sdk.cli import deid as deid_cli
 from residency_sdk.cli import infra as infra_cli
 from residency_sdk.cli import keys as keys_cli
 from residency_sdk.cli import retention as retention_cli
+from residency_sdk.cli import rules as rules_cli
 from residency_sdk.cli import storage as storage_cli
 from residency_sdk.cli import tenant as tenant_cli
 from residency_sdk.cli import verify as verify_cli
@@ -40,6 +41,7 @@ tenant_cli.register(app)
 verify_cli.register(app)
 keys_cli.register(app)
 deid_cli.register(app)
+rules_cli.register(app)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from residency_sdk.agreements import Agreement, Derogation, as_agreement
 from residency_sdk.cli.common import (
     EXIT_BLOCKED,
     AuditOption,
@@ -22,7 +24,9 @@ from residency_sdk.cli.common import (
     print_json,
     residency_errors,
 )
+from residency_sdk.errors import InputError
 from residency_sdk.model import Decision, Placement, Tenant
+from residency_sdk.policy import ResidencyPolicy
 from residency_sdk.regionmap import load_region_map, region_map_json_schema
 from residency_sdk.rules import load_transfer_rules
 
@@ -49,11 +53,59 @@ def decision_dict(d: Decision) -> dict[str, Any]:
     return data
 
 
+AgreementsFileOption = Annotated[Path | None, typer.Option(
+    "--agreements-file", help="YAML or JSON list of agreements (mechanism, counterparty, "
+    "destinations, data_classes, signed_on, expires_on, reference, notified_on).",
+    dir_okay=False)]
+OutOfScopeOption = Annotated[list[str] | None, typer.Option(
+    "--out-of-scope", help="OVERLAY=REASON: the tenant is outside a sector overlay "
+    "(sgb5_393, hds, doj_dsp), for the stated reason.")]
+
+
+def cli_tenant(tenant_id: str, country: str, mechanisms: list[str] | None,
+               agreements_file: Path | None = None,
+               out_of_scope: list[str] | None = None) -> Tenant:
+    """The tenant a command asks about: bare mechanisms, agreements from a file, and
+    overlays it is declared outside of."""
+    agreements: set[Agreement] = {Agreement(m) for m in mechanisms or ()}
+    if agreements_file is not None:
+        agreements |= load_agreements_file(agreements_file)
+    declared: dict[str, str] = {}
+    for item in out_of_scope or ():
+        overlay, sep, reason = item.partition("=")
+        if not sep or not overlay.strip() or not reason.strip():
+            raise InputError(f"--out-of-scope {item!r}: give OVERLAY=REASON, e.g. "
+                             "'sgb5_393=private clinic, not an SGB V provider'")
+        declared[overlay.strip()] = reason.strip()
+    return Tenant(id=tenant_id, country=country, agreements=frozenset(agreements),
+                  out_of_scope=declared)
+
+
+def load_agreements_file(path: Path) -> set[Agreement]:
+    """The agreements listed in a YAML/JSON file (a list, or ``{agreements: [...]}``)."""
+    from residency_sdk._yamlio import load_yaml_file
+
+    raw = load_yaml_file(path)
+    items = raw.get("agreements") if isinstance(raw, dict) else raw
+    if not isinstance(items, list):
+        raise InputError(f"{path}: expected a list of agreements (or a mapping with an "
+                         "'agreements' list)")
+    out: set[Agreement] = set()
+    for i, item in enumerate(items):
+        try:
+            out.add(as_agreement(item))
+        except InputError as exc:
+            raise InputError(f"{path}: agreement {i}: {exc}") from None
+    return out
+
+
 def resolve(
     country: Annotated[str, typer.Option("--country", "-c", help="Tenant jurisdiction (ISO).")],
     agreement: Annotated[
         list[str] | None, typer.Option("--mechanism", "-m", help="A signed mechanism flag.")
     ] = None,
+    agreements_file: AgreementsFileOption = None,
+    out_of_scope: OutOfScopeOption = None,
     map_path: MapOption = None,
     as_json: JsonOption = False,
     audit: AuditOption = None,
@@ -64,7 +116,7 @@ def resolve(
     The placement decision is audited."""
     res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit)
     with residency_errors(as_json):
-        tenant = Tenant(id="cli", country=country, agreements=frozenset(agreement or ()))
+        tenant = cli_tenant("cli", country, agreement, agreements_file, out_of_scope)
         placement = res.resolve(tenant)
         decision = res.check_placement(tenant)
     if as_json:
@@ -82,7 +134,9 @@ def resolve(
         if placement.required_mechanisms:
             needs = " and ".join(" or ".join(alts) for alts in placement.required_mechanisms)
             verdict = "[green]held[/]" if decision.allowed else "[bold red]missing[/]"
-            console.print(f"  placement is a cross-border transfer: needs {needs} ({verdict})")
+            what = ("placement is a cross-border transfer" if decision.is_transfer
+                    else "placement with the vendor")
+            console.print(f"  {what}: needs {needs} ({verdict})")
     if not decision.allowed:
         raise typer.Exit(EXIT_BLOCKED)
 
@@ -98,6 +152,17 @@ def transfer_check(
     source: Annotated[
         str | None, typer.Option("--from", help="Where the data lives now (default: location).")
     ] = None,
+    agreements_file: AgreementsFileOption = None,
+    out_of_scope: OutOfScopeOption = None,
+    derogation: Annotated[str | None, typer.Option(
+        "--consent", help="Explicit consent given for this one transfer: its reference "
+        "(a derogation, GDPR Art. 49 / FADP Art. 17 / KVKK Art. 9(6)).")] = None,
+    counterparty: Annotated[str | None, typer.Option(
+        "--counterparty", help="The recipient (default: the map's operator there).")] = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="Decide as on this date (YYYY-MM-DD); default today.")] = None,
+    own_use: Annotated[bool, typer.Option(
+        "--own-use", help="The recipient uses the data for its own purposes.")] = False,
     map_path: MapOption = None,
     as_json: JsonOption = False,
     audit: AuditOption = None,
@@ -105,11 +170,14 @@ def transfer_check(
 ) -> None:
     """Decide whether a tenant's data may move to another country. Exit 1 when blocked.
 
-    The decision is audited."""
+    The decision is audited, with the references of the agreements it rests on."""
     res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit)
     with residency_errors(as_json):
-        tenant = Tenant(id="cli", country=country, agreements=frozenset(mechanism or ()))
-        decision = res.check_transfer(tenant, to, data_class, source=source)
+        tenant = cli_tenant("cli", country, mechanism, agreements_file, out_of_scope)
+        decision = res.check_transfer(
+            tenant, to, data_class, source=source, counterparty=counterparty,
+            derogation=None if derogation is None else Derogation(reference=derogation),
+            at=None if at is None else _parse_date(at), own_use=own_use)
     if as_json:
         print_json({"ok": decision.allowed, "decision": decision_dict(decision)})
     else:
@@ -118,9 +186,21 @@ def transfer_check(
         console.print(f"{head} {decision.data_class} {decision.source} -> "
                       f"{decision.destination}{basis}")
         for reason in decision.reasons:
-            console.print(f"  - {reason}", highlight=False)
+            console.print(f"  - {reason}", highlight=False, markup=False)
+        for agreement in decision.agreements:
+            console.print(f"  rests on: {agreement}", highlight=False, markup=False)
+        for warning in decision.warnings:
+            console.print(f"  warning: {warning}", style="yellow", highlight=False,
+                          markup=False)
     if not decision.allowed:
         raise typer.Exit(EXIT_BLOCKED)
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(f"--at {text!r}: expected a date such as 2026-12-31") from None
 
 
 @map_app.command("validate")
@@ -129,6 +209,9 @@ def map_validate(
     strict: Annotated[bool, typer.Option(
         "--strict", help="Also fail (exit 1) when the map adds cloud regions the built-in "
         "table lacks (unreviewed regions: their country is the map's word only).")] = False,
+    on_date: Annotated[str | None, typer.Option(
+        "--on", help="Check review dates as on this date (YYYY-MM-DD); default today.")]
+    = None,
     as_json: JsonOption = False,
 ) -> None:
     """Validate a region map and its transfer rules. Exit 1 with the bad path on error.
@@ -139,6 +222,8 @@ def map_validate(
     with residency_errors(as_json):
         region_map = load_region_map(path)
         rules = load_transfer_rules(region_map.rules_file, region_map.groups)
+        policy = ResidencyPolicy(region_map, rules)
+        on = _parse_date(on_date) if on_date else datetime.now(UTC).date()
     unreviewed = [{"provider": u.provider, "region": u.region, "country": u.country,
                    "path": u.path, "provider_knows_region": u.provider_knows}
                   for u in region_map.unreviewed_regions]
@@ -151,6 +236,14 @@ def map_validate(
         f"in {u['country']} on this map's word only: it is not in the built-in region "
         "table; check it against the provider's region list, then add it to "
         "region_maps/cloud_regions.yaml (or drop it)" for u in unreviewed]
+    past_review = rules.facts_past_review(on)
+    unscoped = [f"unscoped agreement {a.label} in transfer_policy.agreements: it covers "
+                "every destination and recipient and never expires; give it destinations, a "
+                "counterparty, dates and a reference" for a in sorted(
+                    policy.map_agreements, key=lambda a: a.label) if not a.scoped]
+    declared = [f"the whole map is declared out of scope of {rules.overlays[o].name}: "
+                f"{reason}" for o, reason in policy.map_out_of_scope]
+    warnings += [f"rule past review: {item}" for item in past_review] + unscoped + declared
     if strict and unreviewed:
         names = ", ".join(f"{u['provider']} {u['region']} ({u['path']})" for u in unreviewed)
         fail(f"{path}: --strict refuses unreviewed cloud regions: {names}; their country "
@@ -162,7 +255,8 @@ def map_validate(
                "locations": sorted(region_map.locations), "countries_routed":
                len(region_map.routes), "regimes": sorted(rules.regimes),
                "unreviewed_regions": unreviewed, "stated_endpoints": stated,
-               "emulator_endpoints": emulators, "warnings": warnings}
+               "emulator_endpoints": emulators, "rules_past_review": past_review,
+               "unscoped_agreements": unscoped, "warnings": warnings}
     if as_json:
         print_json(summary)
         return

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO, Literal, TypeVar
 
 from residency_sdk import anonymised, marks
+from residency_sdk.agreements import Derogation
 from residency_sdk.deid.evidence import EVIDENCE_META, Evidence
 from residency_sdk.deid_records import DeidRecords
 from residency_sdk.errors import (
@@ -152,7 +153,7 @@ class TenantStore:
         self.failover = loc.failover_for(target)
         self.actor = actor
         self.purpose = purpose
-        self._decisions: dict[str, Decision] = {}
+        self._decisions: dict[tuple[str, int], Decision] = {}
 
     def __repr__(self) -> str:
         t = self.target
@@ -238,6 +239,7 @@ class TenantStore:
         if decision is not None:
             fields_.update(is_transfer=decision.is_transfer, mechanism=decision.mechanism,
                            regimes=decision.regimes, reasons=decision.reasons,
+                           agreements=decision.agreements,
                            destination_country=decision.destination)
         if intent is not None:
             fields_["intent_id"] = intent.event_id
@@ -336,12 +338,13 @@ class TenantStore:
         """Decide placing ``data_class`` data in this store's location and audit it as
         one ``placement`` event: the one audit path for placement decisions. Each class
         is decided and audited once per store."""
-        decision = self._decisions.get(data_class)
+        day = self._policy.today()  # agreements start and end: a new day, a new decision
+        decision = self._decisions.get((data_class, day))
         if decision is None:
             decision = self._policy.placement_decision(self.tenant, data_class)
             self._emit("placement", "allowed" if decision.allowed else "blocked",
                        data_class=data_class, decision=decision)
-            self._decisions[data_class] = decision
+            self._decisions[(data_class, day)] = decision
         return decision
 
     def check_write(self, data_class: str) -> str:
@@ -603,7 +606,8 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
              purpose: str | None = None, provider: str | None = None,
              registry: TenantRegistry | None = None,
              lineage: Lineage | None = None,
-             deid: DeidRecords | None = None) -> StoredObject:
+             deid: DeidRecords | None = None,
+             derogation: Derogation | None = None) -> StoredObject:
     """Copy one object of ``tenant`` into location ``to`` if the transfer is lawful.
 
     The decision comes first: a blocked transfer raises :class:`TransferBlocked` before any
@@ -647,7 +651,8 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
 
     def decide(dc: str, intent: AuditEvent | None = None,
                verdict: anonymised.Verdict | None = None) -> Decision:
-        decision = policy.decide(tenant, destination.country, dc, source=source_country)
+        decision = policy.decide(tenant, destination.country, dc, source=source_country,
+                                 counterparty=destination.operator, derogation=derogation)
         audit.decision("transfer_check", tenant, decision, actor=actor, purpose=purpose)
         if not decision.allowed:
             error: ResidencyError = TransferBlocked(decision)

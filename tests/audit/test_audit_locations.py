@@ -184,7 +184,9 @@ def test_erasure_at_a_destination_is_recorded_in_that_locations_trail(
     """Issue 13: erasing a tenant's copy in another location is audited in that
     location's own log; the receipt stays in the tenant's location."""
     res = rs.Residency.load(_map(tmp_path), storage=_memory, state_dir=tmp_path / "state")
-    tenant = rs.Tenant(id="charite-erase", country="DE", agreements=frozenset({"scc"}))
+    # An Austrian clinic: § 393 SGB V keeps German health data out of SCC transfers
+    # (LEGAL_FACTS 12); Austria is routed to the DE location all the same.
+    tenant = rs.Tenant(id="vienna-erase", country="AT", agreements=frozenset({"scc"}))
     res.storage_for(tenant).put("scan.dcm", b"phi")
     res.transfer(tenant, "scan.dcm", to="US")
     receipt = res.erase(tenant)

@@ -205,7 +205,9 @@ def test_the_intent_is_on_disk_before_the_backend_is_called(tmp_path: Path) -> N
 
     with AuditLog(log) as audit:
         res = rs.Residency.load(storage=opener, audit=audit)
-        tenant = rs.Tenant(id="charite-berlin", country="DE", agreements=frozenset({"scc"}))
+        # An Austrian clinic: § 393 SGB V keeps German health data out of SCC transfers
+        # (LEGAL_FACTS 12); Austria is routed to the DE location all the same.
+        tenant = rs.Tenant(id="vienna-clinic", country="AT", agreements=frozenset({"scc"}))
         store = res.storage_for(tenant, actor="dr-who")
         store.put("scan.dcm", b"phi", data_class="phi",
                   metadata={CATEGORY_META: "imaging_upload"})
@@ -220,15 +222,15 @@ def test_the_intent_is_on_disk_before_the_backend_is_called(tmp_path: Path) -> N
         res.transfer(tenant, "scan.dcm", to="US", data_class="phi")
         store.delete("scan.dcm")
         assert [(c, k) for c, k, _ in calls if c != "get"] \
-            == [("put", "tenants/charite-berlin/scan.dcm"),
-                ("put", "tenants/charite-berlin/scan.dcm"),  # the transfer's copy, in US
-                ("delete", "tenants/charite-berlin/scan.dcm")]
+            == [("put", "tenants/vienna-clinic/scan.dcm"),
+                ("put", "tenants/vienna-clinic/scan.dcm"),  # the transfer's copy, in US
+                ("delete", "tenants/vienna-clinic/scan.dcm")]
         expected = {"put": "put", "get": "get", "delete": "delete"}
         for i, (call, key, on_disk) in enumerate(calls):
             if i in reads:
                 continue
             mine = [e for e in on_disk if e.object_key == key.removeprefix(
-                "tenants/charite-berlin/") and e.purpose not in ("tenant_record", "lineage")]
+                "tenants/vienna-clinic/") and e.purpose not in ("tenant_record", "lineage")]
             last = mine[-1]
             # The newest event about the object on disk is the intent of this very call
             # (the transfer's copy reads the source, then writes under the transfer intent).

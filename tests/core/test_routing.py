@@ -100,8 +100,10 @@ def test_placement_names_storage_and_compute(res):
 
 @pytest.mark.parametrize(
     ("country", "needs"),
-    [("TR", (("kvkk_standard_contract", "bcr"),)), ("NZ", (("nz_model_clauses", "bcr"),)),
-     ("DE", ()), ("AT", ()), ("FR", ()), ("US", ()), ("AU", ()), ("GB", ()), ("CH", ())],
+    # LEGAL_FACTS 12: NZ data hosted in AU for the clinic is no disclosure (s11); a US
+    # clinic's PHI needs a BAA to be placed with the vendor at all (HIPAA by holder).
+    [("TR", (("kvkk_standard_contract", "bcr"),)), ("NZ", ()), ("US", (("baa",),)),
+     ("DE", ()), ("AT", ()), ("FR", ()), ("AU", ()), ("GB", ()), ("CH", ())],
 )
 def test_required_mechanisms_for_placement(res, country, needs):
     assert res.resolve(_tenant(country)).required_mechanisms == needs
@@ -138,7 +140,7 @@ def test_client_and_policy_share_one_decision_cache_key(monkeypatch):
     res = rs.Residency.load()
     tenant = rs.Tenant(id="t", country="TR", agreements={"kvkk_standard_contract"})
     first = res.check_transfer(tenant, "US", "personal")
-    key = res.policy.decision_key(tenant, "US", "personal", None)
+    key = res.policy.decision_key(tenant, "US", "personal", None, res.policy.today())
     assert res.policy.decision_cache[key] is first
     calls = []
     original = res.policy.decide

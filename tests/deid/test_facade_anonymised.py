@@ -292,7 +292,9 @@ def test_an_object_altered_after_its_evidence_is_treated_as_phi(env: Env) -> Non
 def test_an_object_that_fails_the_check_moves_as_phi_where_phi_may_go(env: Env) -> None:
     """A tenant with SCCs may send phi to the US: the object moves, decided and marked
     as phi, with the reason in the event."""
-    with_scc = rs.Tenant(id="charite-scc", country="DE", agreements=frozenset({"scc"}))
+    # An Austrian clinic: § 393 SGB V keeps German health data out of SCC transfers
+    # (LEGAL_FACTS 12); Austria is routed to the DE location all the same.
+    with_scc = rs.Tenant(id="vienna-scc", country="AT", agreements=frozenset({"scc"}))
     _labelled(env, with_scc, "labelled.dcm", sample())
     copy = env.res.transfer(with_scc, "labelled.dcm", to="US", data_class="anonymised")
     assert copy.data_class == "phi"

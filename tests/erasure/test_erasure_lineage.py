@@ -27,7 +27,8 @@ from residency_sdk.tenants import RECORDS_PREFIX
 
 
 def _tenant(country: str = "DE") -> rs.Tenant:
-    # scc: the EU tenant may send phi to GB (adequacy) and to the US (SCCs).
+    # scc: the EU tenant may send phi to GB (adequacy) and, unless German (§ 393 SGB V,
+    # LEGAL_FACTS 12), to the US (SCCs).
     return rs.Tenant(id=f"clinic-{uuid.uuid4().hex[:10]}", country=country,
                      agreements=frozenset({"scc"}))
 
@@ -83,7 +84,9 @@ def test_copies_transferred_to_other_locations_are_erased(provider_harness: Any,
     provider = provider_harness.provider
     audit = tmp_path / "audit.db"
     res = provider_harness.residency(tmp_path, audit=str(audit), state_dir=tmp_path / "st")
-    tenant, neighbour = _tenant(), _tenant("GB")
+    # An Austrian clinic: § 393 SGB V keeps German health data out of SCC transfers
+    # (LEGAL_FACTS 12); Austria is routed to the DE location all the same.
+    tenant, neighbour = _tenant("AT"), _tenant("GB")
     store = res.storage_for(tenant)
     store.put("study/1.dcm", b"first study", data_class="phi")
     store.put("study/2.dcm", b"second", data_class="phi")

@@ -342,6 +342,9 @@ def _event(run: Run, outcome: str, *, actor: str = "run-actor", reason: str,
         "object_key": None, "size": None, "checksum": None, "mechanism": None,
         "regimes": (), "reasons": (f"{run.item.name}: {reason}", "reason: contract ended",
                                    "purpose: gdpr art 17"),
+        # Audit events name the agreements a decision rests on (LEGAL_FACTS 12); a key
+        # destruction rests on none.
+        "agreements": (),
         "error": error, "intent_id": intent_id, "deid": None}
 
 

@@ -23,8 +23,9 @@ def _residency(harness: Any, tmp_path: Path) -> rs.Residency:
     return rs.Residency.load(map_path, audit=str(tmp_path / "audit.db"), local_root=local_root)
 
 
-def _tenant(country: str = "DE") -> rs.Tenant:
-    return rs.Tenant(id=f"clinic-{uuid.uuid4().hex[:10]}", country=country)
+def _tenant(country: str = "DE", agreements: frozenset[str] = frozenset()) -> rs.Tenant:
+    return rs.Tenant(id=f"clinic-{uuid.uuid4().hex[:10]}", country=country,
+                     agreements=agreements)
 
 
 def _left_everywhere(res: rs.Residency, tenant: rs.Tenant, provider: str) -> list[str]:
@@ -52,7 +53,8 @@ def test_erasure_leaves_nothing_of_the_tenant_and_spares_others(provider_harness
     res = _residency(provider_harness, tmp_path)
     provider = provider_harness.provider
     # US has an in-country failover backend for every provider: erasure must cover both.
-    gone, kept = _tenant("US"), _tenant("US")
+    # HIPAA by holder (LEGAL_FACTS 12): a US clinic's PHI is held under a BAA.
+    gone, kept = _tenant("US", frozenset({"baa"})), _tenant("US", frozenset({"baa"}))
     _fill(res, gone)
     others = _fill(res, kept)
     # A copy on the failover backend (as after a failover write) must be erased too.

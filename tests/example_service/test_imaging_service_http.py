@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -28,7 +29,11 @@ REPO = Path(__file__).resolve().parents[2]
 MAP = REPO / "region_maps" / "examples" / "mvision.yaml"
 TENANTS = {
     "clinic-berlin": {"country": "DE"},
-    "clinic-munich": {"country": "DE", "agreements": ["scc"]},
+    # An Austrian clinic: § 393 SGB V keeps German health data out of SCC transfers
+    # (LEGAL_FACTS 12), so the lawful SCC transfer is an Austrian one, under a scoped SCC.
+    "clinic-vienna": {"country": "AT", "agreements": [
+        {"mechanism": "scc", "destinations": ["US"], "reference": "SCC-VIE-1",
+         "signed_on": "2025-06-01"}]},
     "clinic-istanbul": {"country": "TR", "agreements": ["kvkk_standard_contract"]},
     "clinic-sydney": {"country": "AU"},
     "clinic-paris": {"country": "FR"},
@@ -174,7 +179,11 @@ def test_blocked_transfer_abroad_is_451_with_the_reason_and_copies_nothing(
     detail = response.json()["detail"]
     assert detail["error"] == "transfer_blocked" and detail["to"] == "US"
     assert any("GDPR" in reason and "scc" in reason for reason in detail["reasons"])
-    assert [sorted(alts) for alts in detail["unblock_with"]] == [["bcr", "dpf", "scc"]]
+    # Two blocking rules (LEGAL_FACTS 12): the § 393 SGB V overlay (only an adequacy
+    # finding, i.e. a DPF-certified recipient, unblocks German health data) and the GDPR.
+    assert any("§ 393 SGB V" in reason for reason in detail["reasons"])
+    assert [sorted(alts) for alts in detail["unblock_with"]] == [
+        ["dpf_eu"], ["bcr", "dpf_eu", "scc"]]
     res = stack.residency()
     tenant = rs.Tenant(id="clinic-berlin", country="DE")
     [(_, us_target)] = res.location_targets("US", ["local"])
@@ -187,18 +196,26 @@ def test_blocked_transfer_abroad_is_451_with_the_reason_and_copies_nothing(
 
 
 def test_lawful_transfer_with_scc_is_copied(stack: Stack) -> None:
-    data = _study("munich-1")
-    with stack.client("clinic-munich") as http:
+    data = _study("vienna-1")
+    with stack.client("clinic-vienna") as http:
         study = http.post("/studies", content=data).json()["study_id"]
         response = http.post(f"/studies/{study}/transfer", json={"to": "US"})
     assert response.status_code == 200, response.text
     assert response.json()["copied_to"] == "US"
     res = stack.residency()
     [(_, us_target)] = res.location_targets("US", ["local"])
-    tenant = rs.Tenant(id="clinic-munich", country="DE", agreements={"scc"})
+    tenant = rs.Tenant(id="clinic-vienna", country="AT", agreements={rs.Agreement(
+        "scc", destinations=["US"], reference="SCC-VIE-1", signed_on=date(2025, 6, 1))})
     copy = res.store(us_target, "US").get(
         tenant_key(tenant, f"studies/{study}/original.dcm"))
     assert copy == data
+    # The audit trail names the scoped agreement the transfer rests on (the clinic's
+    # only transfer: its decision, then the copy).
+    rested_on = [(e.operation, e.outcome, e.destination_country, e.agreements)
+                 for e in audit_log_events(stack.audit) if e.tenant_id == "clinic-vienna"
+                 and e.operation in ("transfer", "transfer_check") and e.outcome != "intent"]
+    assert rested_on == [("transfer_check", "allowed", "US", ("scc[SCC-VIE-1]",)),
+                         ("transfer", "ok", "US", ("scc[SCC-VIE-1]",))], rested_on
 
 
 def test_location_without_a_model_fails_closed(stack: Stack) -> None:

@@ -167,7 +167,9 @@ def test_move_tenant_copies_verifies_rebinds_and_erases(provider_harness: Any,
 def test_a_blocked_move_copies_nothing(tmp_path: Path) -> None:
     res = rs.Residency.load(local_root=tmp_path / "data")
     events = _events(res)
-    de = rs.Tenant(id="clinic-stay", country="DE")
+    # With a BAA the US placement itself is lawful (HIPAA by holder, LEGAL_FACTS 12), so
+    # what blocks is the GDPR transfer DE -> US.
+    de = rs.Tenant(id="clinic-stay", country="DE", agreements={"baa"})
     res.storage_for(de).put("a", b"phi", data_class="phi")
     with pytest.raises(rs.TransferBlocked):
         res.move_tenant(de, "US")

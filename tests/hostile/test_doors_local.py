@@ -26,7 +26,9 @@ from residency_sdk.storage import keys
 
 KEY = "studies/1/img.dcm"
 DE_TENANT = rs.Tenant(id="clinic-1", country="DE")
-US_TENANT = rs.Tenant(id="us-clinic", country="US")  # a US tenant of the same deployment
+# A US tenant of the same deployment; its PHI is held by the vendor under a BAA
+# (LEGAL_FACTS 12: HIPAA by holder, even in the US).
+US_TENANT = rs.Tenant(id="us-clinic", country="US", agreements={"baa"})
 NEIGHBOUR = rs.Tenant(id="clinic-2", country="DE")
 
 

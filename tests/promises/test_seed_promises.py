@@ -190,9 +190,11 @@ def test_medsee_indian_data_stays_in_india_on_aws() -> None:
 
 def test_transfers_out_of_the_eea_need_a_chapter_v_tool() -> None:
     res = rs.Residency.load(_map("mvision"))
-    blocked = res.check_transfer(_tenant("DE"), "US", "phi")
+    # An Austrian clinic: German health data cannot rest on SCCs (§ 393 SGB V, LEGAL_FACTS
+    # 12; see tests/core/test_transfer_law.py).
+    blocked = res.check_transfer(_tenant("AT"), "US", "phi")
     assert not blocked.allowed and "scc" in blocked.reasons[-1]
-    allowed = res.check_transfer(_tenant("DE", "scc"), "US", "phi")
+    allowed = res.check_transfer(_tenant("AT", "scc"), "US", "phi")
     assert allowed.allowed and allowed.mechanism == "scc"
     with pytest.raises(rs.TransferBlocked):
         res.require_transfer(_tenant("FR"), "US", "personal")

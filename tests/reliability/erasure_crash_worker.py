@@ -34,7 +34,9 @@ def say(line: str) -> None:
 
 
 def tenant_of(cfg: dict[str, Any]) -> rs.Tenant:
-    return rs.Tenant(id=cfg["tenant"], country="DE", agreements=frozenset({"scc"}))
+    # An Austrian clinic, as in the parent test: § 393 SGB V keeps German health data out
+    # of SCC transfers to the US (LEGAL_FACTS 12).
+    return rs.Tenant(id=cfg["tenant"], country="AT", agreements=frozenset({"scc"}))
 
 
 def erase_locations(cfg: dict[str, Any]) -> None:

@@ -353,7 +353,9 @@ def test_mixed_operations_under_faults(provider: str, emulators: Any,
         log = AuditLog(audit_path)
         res = rs.Residency.load(map_path, audit=log,
                                 storage=lambda target, _loc: _open_store(provider, target))
-        tenant = rs.Tenant(id=f"faults-{provider}-{seed % 10**8}", country=country)
+        # HIPAA by holder (LEGAL_FACTS 12): a US clinic's PHI is held under a BAA.
+        tenant = rs.Tenant(id=f"faults-{provider}-{seed % 10**8}", country=country,
+                           agreements=frozenset({"baa"}) if country == "US" else frozenset())
         store = res.storage_for(tenant)
         assert store.failover is not None, "the scenario needs an in-country failover"
         allowed_buckets = {store.target.bucket, store.failover.bucket}
@@ -591,7 +593,10 @@ def test_failover_not_found_is_not_reported_as_missing(provider: str, emulators:
         return store
 
     res = rs.Residency.load(harness.write_map(tmp_path), storage=opener)
-    store = res.storage_for(rs.Tenant(id=f"failover-{provider}", country=country))
+    # HIPAA by holder (LEGAL_FACTS 12): a US clinic's PHI is held under a BAA.
+    baa = frozenset({"baa"}) if country == "US" else frozenset()
+    store = res.storage_for(rs.Tenant(id=f"failover-{provider}", country=country,
+                                      agreements=baa))
     with pytest.raises(rs.BackendUnavailable, match="does not hold the object") as excinfo:
         store.get(f"never-on-failover-{time.monotonic_ns()}")
     assert not isinstance(excinfo.value, ObjectNotFound)

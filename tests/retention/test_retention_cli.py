@@ -205,8 +205,9 @@ def test_erasure_empties_primary_and_failover_as_the_provider_lists_them(
     provider = provider_harness.provider
     map_path = provider_harness.write_map(tmp_path)
     res = rs.Residency.load(map_path, audit=str(tmp_path / "setup-audit.db"))
-    gone = rs.Tenant(id=f"clinic-gone-{provider}", country="US")
-    kept = rs.Tenant(id=f"clinic-kept-{provider}", country="US")
+    # HIPAA by holder (LEGAL_FACTS 12): a US clinic's PHI is held under a BAA.
+    gone = rs.Tenant(id=f"clinic-gone-{provider}", country="US", agreements={"baa"})
+    kept = rs.Tenant(id=f"clinic-kept-{provider}", country="US", agreements={"baa"})
     targets = dict(res.location_targets("US", [provider]))
     assert set(targets) == {"primary", "failover"}
     for tenant in (gone, kept):

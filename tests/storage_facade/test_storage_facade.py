@@ -45,6 +45,8 @@ from residency_sdk.storage.keys import tenant_key
 # (local gets one from the test overlay).
 FAILOVER_LOCATION = {"local": "DE", "aws": "US", "gcp": "DE", "azure": "DE"}
 COUNTRY_OF = {"DE": "DE", "US": "US"}
+# HIPAA by holder (LEGAL_FACTS 12): a US clinic's PHI is held under a BAA.
+AGREEMENTS_OF = {"DE": frozenset(), "US": frozenset({"baa"})}
 
 
 @dataclass
@@ -163,8 +165,8 @@ def test_tenants_are_isolated(env: Env) -> None:
 
 def test_erase_deletes_every_object_in_primary_and_failover(env: Env) -> None:
     location = FAILOVER_LOCATION[env.provider]
-    tenant = env.tenant(COUNTRY_OF[location])
-    neighbour = env.tenant(COUNTRY_OF[location])
+    tenant = env.tenant(COUNTRY_OF[location], agreements=AGREEMENTS_OF[location])
+    neighbour = env.tenant(COUNTRY_OF[location], agreements=AGREEMENTS_OF[location])
     store = env.res.storage_for(tenant)
     sizes = [10, 2000, 0]
     for i, size in enumerate(sizes):
@@ -255,7 +257,8 @@ def test_erase_interrupted_by_an_outage_is_finished_by_a_rerun(provider_harness:
                                                                tmp_path: Path) -> None:
     env = _failover_env(provider_harness, tmp_path, primary_down=False, failover_down=True)
     location = FAILOVER_LOCATION[env.provider]
-    tenant, neighbour = env.tenant(COUNTRY_OF[location]), env.tenant(COUNTRY_OF[location])
+    tenant, neighbour = (env.tenant(COUNTRY_OF[location], agreements=AGREEMENTS_OF[location])
+                         for _ in range(2))
     store = env.res.storage_for(tenant)
     for i in range(3):
         store.put(f"obj/{i}", b"x" * (i + 1))
@@ -361,7 +364,7 @@ def _failover_env(harness: Any, tmp_path: Path, *, primary_down: bool = True,
 def test_failover_serves_inside_the_location(provider_harness: Any, tmp_path: Path) -> None:
     env = _failover_env(provider_harness, tmp_path)
     location = FAILOVER_LOCATION[env.provider]
-    tenant = env.tenant(COUNTRY_OF[location])
+    tenant = env.tenant(COUNTRY_OF[location], agreements=AGREEMENTS_OF[location])
     store = env.res.storage_for(tenant)
     assert store.failover is not None
     info = store.put("during-outage.dcm", b"kept in country", data_class="phi")
@@ -384,7 +387,8 @@ def test_no_failover_when_both_backends_are_down(provider_harness: Any,
                                                  tmp_path: Path) -> None:
     env = _failover_env(provider_harness, tmp_path, failover_down=True)
     location = FAILOVER_LOCATION[env.provider]
-    store = env.res.storage_for(env.tenant(COUNTRY_OF[location]))
+    store = env.res.storage_for(env.tenant(COUNTRY_OF[location],
+                                           agreements=AGREEMENTS_OF[location]))
     with pytest.raises(BackendUnavailable, match="both failed"):
         store.put("x", b"y")
     assert env.of("put")[0].outcome == "error"
