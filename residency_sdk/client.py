@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from residency_sdk.agreements import Derogation
 from residency_sdk.countries import normalise_country
 from residency_sdk.deid_records import DeidRecords
+from residency_sdk.egress.guard import EgressDecision, EgressGuard
 from residency_sdk.erasure import ErasureReceipt, ErasureTracker
 from residency_sdk.errors import (
     AuditUnavailable,
@@ -57,6 +58,8 @@ from residency_sdk.storage.tenant_store import (
 from residency_sdk.tenants import MoveReceipt, TenantRegistry, move_tenant
 
 if TYPE_CHECKING:
+    import httpx
+
     from residency_sdk.audit.anchors import Anchor
     from residency_sdk.deid.evidence import Option
     from residency_sdk.deid.keys import DeidKey
@@ -318,6 +321,73 @@ class Residency(PlacementTable):
                         derogation=derogation,
                         registry=self.tenants, lineage=self.lineage,
                         deid=self.deid_records)
+
+    # --- compute and egress ------------------------------------------------------------
+
+    @property
+    def egress(self) -> EgressGuard:
+        """The egress guard (made on first use): which HTTP calls tenants' data may make."""
+        guard: EgressGuard | None = self.__dict__.get("_egress")
+        if guard is None:
+            guard = EgressGuard(self.policy)
+            self.__dict__["_egress"] = guard
+        return guard
+
+    def compute_for(self, tenant: Tenant, *, purpose: str, actor: str | None = None,
+                    audit_before_send: bool = False, **options: Any) -> httpx.Client:
+        """An ``httpx.Client`` for ``tenant``'s inference and processor calls.
+
+        Every request (each redirect hop too) may go only to the compute endpoints of the
+        tenant's location or to a processor the map declares and the rules allow for the
+        data class the request carries (``extensions={"residency_data_class": ...}`` or
+        the ``X-Residency-Data-Class`` header, stripped before sending; none means
+        ``phi``). Anything else raises :class:`EgressBlocked` before a byte is sent. Each
+        request is audited (``egress``: endpoint, processor, data class, bytes, status,
+        decision, ``purpose``, ``actor``; never bodies or headers). ``options`` go to
+        ``httpx.Client`` (``transport=`` is wrapped; ``mounts``/``proxy`` are refused).
+
+        The request's intent is committed while it is in flight and the response is
+        handed back only once it is durable; ``audit_before_send=True`` makes it durable
+        before the first byte is sent (one commit per call; see
+        :mod:`residency_sdk.egress.transport`).
+        """
+        from residency_sdk.egress.transport import guarded_client  # httpx: on first use
+
+        _require_purpose(purpose)
+        self.policy.resolve(tenant)
+        return guarded_client(self.egress, tenant, self.audit, purpose=purpose, actor=actor,
+                              audit_before_send=audit_before_send, **options)
+
+    def async_compute_for(self, tenant: Tenant, *, purpose: str, actor: str | None = None,
+                          audit_before_send: bool = False,
+                          **options: Any) -> httpx.AsyncClient:
+        """Like :meth:`compute_for`, an ``httpx.AsyncClient``."""
+        from residency_sdk.egress.transport import async_guarded_client
+
+        _require_purpose(purpose)
+        self.policy.resolve(tenant)
+        return async_guarded_client(self.egress, tenant, self.audit, purpose=purpose,
+                                    actor=actor, audit_before_send=audit_before_send,
+                                    **options)
+
+    def check_egress(self, tenant: Tenant, url: str, data_class: str = "phi", *,
+                     actor: str | None = None, purpose: str | None = None) -> EgressDecision:
+        """Whether a request with ``tenant``'s ``data_class`` data may go to ``url``, and
+        why (audited as ``egress_check``; nothing is sent)."""
+        decision = self.egress.check(tenant, url, data_class)
+        if self.audit.enabled:
+            location = self.policy.resolve(tenant).location
+            d = decision.decision
+            self.audit.emit(AuditEvent.model_validate({
+                "operation": "egress_check",
+                "outcome": "allowed" if decision.allowed else "blocked", "actor": actor,
+                "purpose": purpose, "tenant_id": tenant.id, "tenant_country": tenant.country,
+                "data_class": decision.data_class, "source_location": location,
+                "destination_country": decision.country, "endpoint": decision.url[:2000],
+                "processor": decision.processor, "mechanism": d.mechanism if d else None,
+                "regimes": d.regimes if d else (), "reasons": decision.reasons,
+                "agreements": decision.agreements}))
+        return decision
 
     # --- de-identification -------------------------------------------------------------
 
@@ -761,3 +831,9 @@ def _each_sink(sinks: Iterable[AuditSink], method: str) -> None:
 
 def _close_all(sinks: Iterable[AuditSink]) -> None:
     _each_sink(sinks, "close")
+
+
+def _require_purpose(purpose: object) -> None:
+    if not isinstance(purpose, str) or not purpose.strip():
+        raise InputError(f"purpose={purpose!r}: say why the data is sent (e.g. "
+                         "'inference', 'report drafting'); it is recorded with each request")

@@ -115,6 +115,22 @@ class PlacementBlocked(TransferBlocked):
     """Placing the tenant's data in its residency location is itself a blocked transfer."""
 
 
+class EgressBlocked(ResidencyError):
+    """An HTTP request the guarded client refused before a byte left the process: an
+    undeclared host, a redirect to one, a processor the rules or its declaration do not
+    allow for this data, a compute endpoint of another location, or a malformed or
+    insecure URL. ``reasons`` say why and how to fix it; ``decision`` is the transfer
+    decision when the rules were asked."""
+
+    def __init__(self, message: str, *, url: str, host: str | None,
+                 reasons: tuple[str, ...] = (), decision: Decision | None = None) -> None:
+        self.url = url
+        self.host = host
+        self.reasons = reasons or (message,)
+        self.decision = decision
+        super().__init__(message)
+
+
 class InvalidSource(InputError):
     """A caller-asserted ``source`` that disagrees with where the SDK knows the data lives:
     where data lives is derived (the tenant's placement, an object's marks), never taken

@@ -41,6 +41,8 @@ Operation = Literal[
     "retention_delete",
     "audit_off",
     "key_rotate",
+    "egress",
+    "egress_check",
 ]
 Outcome = Literal["allowed", "blocked", "ok", "error", "intent"]
 """``intent``: written (durably) before a data operation starts; the event with the
@@ -107,6 +109,15 @@ class AuditEvent(BaseModel):
     error: str | None = None
     intent_id: str | None = None
     """On an outcome event: the ``event_id`` of the intent it completes."""
+    endpoint: str | None = None
+    """For ``egress``: the URL called (scheme, host, port, path; never the query or
+    credentials)."""
+    processor: str | None = None
+    """For ``egress`` to a third party: the processor's id in the region map."""
+    status: int | None = None
+    """For ``egress``: the HTTP status the endpoint answered."""
+    bytes_received: int | None = None
+    """For ``egress``: the response body's size (``size`` is what was sent)."""
     deid: str | None = None
     """For ``anonymised`` data: a summary of its de-identification evidence (profile,
     edition, options, attribute counts, SHA-256 of input and output; never a removed

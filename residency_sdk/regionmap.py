@@ -9,9 +9,10 @@ dotted path inside it and the offending value.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -29,8 +30,9 @@ from residency_sdk._endpoints import (
     storage_endpoint_problem,
 )
 from residency_sdk._yamlio import load_yaml_file
-from residency_sdk.countries import iso_alpha2_codes
-from residency_sdk.errors import InsecureEndpoint, MapError, NoSuchBackend
+from residency_sdk.agreements import Agreement
+from residency_sdk.countries import iso_alpha2_codes, normalise_country
+from residency_sdk.errors import InputError, InsecureEndpoint, MapError, NoSuchBackend
 from residency_sdk.model import ComputeTarget, CredentialSource, Provider, StorageTarget
 from residency_sdk.regions import (
     RegionTable,
@@ -175,6 +177,23 @@ class NamingSpec(_Doc):
     bucket: str = "{prefix}-{location}-{provider}-data"
 
 
+class ProcessorSpec(_Doc):
+    """A third party the operator sends tenants' data to (a model API, transcription,
+    email): calling it is a transfer to ``country``, decided by the transfer rules."""
+
+    name: str = Field(description="The processor's legal name (an agreement's counterparty)")
+    hosts: list[str] = Field(min_length=1, description="Hosts it receives data on: HOST or "
+                             "HOST:PORT (https), or a loopback address:PORT (tests)")
+    country: str = Field(description="Where it processes the data")
+    baa: bool = Field(default=False, description="It holds a BAA: may receive phi")
+    retention: str = Field(description="Its retention promise, e.g. 'none beyond the request'")
+    data_classes: list[str] = Field(min_length=1, description="What it may receive")
+    agreements: list[dict[str, Any]] = Field(
+        default=[], description="Agreements covering transfers to it (fields as rs.Agreement)")
+    source: str = Field(description="Where these facts come from (its DPA, certification)")
+    as_of: str
+
+
 class TransferPolicySpec(_Doc):
     """How this map's operator applies the transfer rules."""
 
@@ -200,6 +219,8 @@ class RegionMapDocument(_Doc):
         default=None, description="The entity (the vendor) that holds tenants' data: the "
         "counterparty of tenants' agreements for placement and copies between locations")
     transfer_policy: TransferPolicySpec = TransferPolicySpec()
+    processors: dict[str, ProcessorSpec] = Field(
+        default={}, description="Third-party processors tenants' data may be sent to")
     extends: str | None = Field(
         default=None, description="'default' or a path: this file overlays that map"
     )
@@ -306,6 +327,23 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class Processor:
+    """A compiled processor: ``hosts`` as ``host:port`` (port 443 for https hosts named
+    without one), ``loopback`` hosts reached over plain http (tests, local stubs)."""
+
+    id: str
+    name: str
+    hosts: frozenset[str]
+    country: str
+    baa: bool
+    retention: str
+    data_classes: frozenset[str]
+    agreements: tuple[dict[str, Any], ...]
+    source: str
+    as_of: str
+
+
+@dataclass(frozen=True, slots=True)
 class StatedEndpoint:
     """An endpoint accepted on the map's word: ``endpoint_country`` (equal to the
     location's country) and ``endpoint_source`` say where it serves from and how that is
@@ -349,6 +387,8 @@ class RegionMap:
     emulator_endpoints: tuple[EmulatorEndpoint, ...] = ()
     audit: AuditTarget | None = None
     """The map's default audit sink (top-level ``audit:``), or None."""
+    processors: dict[str, Processor] = field(default_factory=dict)
+    """Third-party processors by id (see :class:`Processor`)."""
 
     @property
     def audit_by_location(self) -> dict[str, AuditTarget]:
@@ -430,6 +470,7 @@ def compile_region_map(raw: Any, *, file: str, base_dir: Path) -> RegionMap:
         routes=routes, rules_file=rules_file, regions=regions,
         unreviewed_regions=unreviewed, stated_endpoints=tuple(checker.stated),
         emulator_endpoints=tuple(checker.emulators), audit=default_audit,
+        processors=checker.processors(),
     )
 
 
@@ -560,6 +601,34 @@ class _Checker:
         return region_table(overlay), unreviewed_regions(overlay)
 
     # locations ------------------------------------------------------------------------
+    def processors(self) -> dict[str, Processor]:
+        """The map's processors, their hosts and country checked."""
+        out: dict[str, Processor] = {}
+        for pid, spec in self.doc.processors.items():
+            base = f"processors.{pid}"
+            try:
+                country = normalise_country(spec.country)
+            except InputError as exc:
+                raise MapError(str(exc), file=self.file, path=f"{base}.country",
+                               value=spec.country) from None
+            hosts = frozenset(_processor_host(h, self.file, f"{base}.hosts.{i}")
+                              for i, h in enumerate(spec.hosts))
+            for i, raw in enumerate(spec.agreements):
+                try:
+                    Agreement(**raw)
+                except InputError as exc:
+                    raise MapError(str(exc), file=self.file,
+                                   path=f"{base}.agreements.{i}") from None
+            for i, dc in enumerate(spec.data_classes):
+                if dc not in ("phi", "personal", "anonymised"):
+                    raise MapError("unknown data class: use phi, personal or anonymised",
+                                   file=self.file, path=f"{base}.data_classes.{i}", value=dc)
+            out[pid] = Processor(
+                id=pid, name=spec.name.strip(), hosts=hosts, country=country, baa=spec.baa,
+                retention=spec.retention, data_classes=frozenset(spec.data_classes),
+                agreements=tuple(spec.agreements), source=spec.source, as_of=spec.as_of)
+        return out
+
     def build_locations(self, regions: RegionTable) -> dict[str, Location]:
         locations: dict[str, Location] = {}
         for loc_id, spec in self.doc.locations.items():
@@ -791,6 +860,32 @@ class _Checker:
                     f"routes.{second.matched}", second.matched)
             routes[country] = best
         return routes
+
+
+def _processor_host(raw: str, file: str, path: str) -> str:
+    """``HOST[:PORT]`` as ``host:port`` (443 when left out); IP literals only loopback."""
+    text = raw.strip().lower()
+    if not text or "/" in text or "@" in text:
+        raise MapError("a processor host is HOST or HOST:PORT (no scheme, path or "
+                       "credentials)", file=file, path=path, value=raw)
+    if text.startswith("["):  # [IPv6]:PORT
+        host, _, rest = text[1:].partition("]")
+        sep, port = (":", rest[1:]) if rest.startswith(":") else ("", "")
+    else:
+        host, sep, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if not sep:
+        host, port = host or text, "443"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise MapError("invalid port", file=file, path=path, value=raw)
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None and not literal.is_loopback:
+        raise MapError("a processor is named by its DNS host, not an IP address (an address "
+                       "says nothing about who answers there)", file=file, path=path,
+                       value=raw)
+    return f"{host}:{int(port)}"
 
 
 def _stripped(text: str | None) -> str | None:

@@ -13,9 +13,15 @@ container or in the tests:
                          "reference": "SCC-17", "signed_on": "2026-03-01"}``);
                          ``"out_of_scope": {"sgb5_393": "reason"}`` declares a clinic
                          outside a sector overlay
-``IMAGING_COMPUTE``      JSON object mapping a location's compute endpoint (from the map)
-                         to the URL of the model server serving it, e.g.
-                         ``{"https://inference.de.residency.example": "http://127.0.0.1:9001"}``
+``IMAGING_REPORT_DRAFTER``  base URL of the report-drafting model, e.g.
+                         ``https://drafter.example.com`` (unset: report drafting is off). Its
+                         host must be a processor's host under ``processors:`` in the map;
+                         the transfer rules decide, per clinic, whether a study summary may
+                         go there.
+
+Inference goes to the compute endpoint the region map declares for the clinic's location
+(a loopback ``http://127.0.0.1:PORT`` endpoint for a local model server in tests), through
+``res.compute_for``: the map is the only list of places study data may be sent.
 ``IMAGING_RESULT_CATEGORY``  retention category of stored results (default ``imaging_upload``)
 """
 
@@ -25,7 +31,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import residency_sdk as rs
 
@@ -60,7 +65,7 @@ class ServiceConfig:
     local_root: Path | None = None
     audit_path: Path | None = None
     tenants: dict[str, TenantRecord] = field(default_factory=dict)
-    compute_urls: dict[str, str] = field(default_factory=dict)
+    report_drafter_url: str | None = None
     result_category: str = "imaging_upload"
     inference_timeout: float = 30.0
 
@@ -76,10 +81,18 @@ class ServiceConfig:
         if tenants_file is None:
             raise ConfigError("IMAGING_TENANTS is not set: point it at a JSON file of "
                               "registered clinics ({\"clinic-17\": {\"country\": \"DE\"}})")
+        if env.get("IMAGING_COMPUTE"):
+            # Removed: a URL mapping beside the map was a second, unguarded list of where
+            # studies may go. Refuse rather than silently send studies elsewhere.
+            raise ConfigError(
+                "IMAGING_COMPUTE is no longer read: declare each location's model server as "
+                "its compute endpoint in the region map (locations.<LOC>.compute[].endpoint, "
+                "http://127.0.0.1:PORT for a local server; see "
+                "examples/imaging_service/local-map.yaml) and unset IMAGING_COMPUTE")
+        drafter = env.get("IMAGING_REPORT_DRAFTER", "").strip().rstrip("/") or None
         return cls(map_path=path("IMAGING_MAP"), local_root=path("IMAGING_LOCAL_ROOT"),
                    audit_path=path("IMAGING_AUDIT"), tenants=load_tenants(tenants_file),
-                   compute_urls=_json_object(env.get("IMAGING_COMPUTE", "{}"),
-                                             "IMAGING_COMPUTE"),
+                   report_drafter_url=drafter,
                    result_category=env.get("IMAGING_RESULT_CATEGORY", "imaging_upload"))
 
 
@@ -140,12 +153,3 @@ def _out_of_scope(value: object, where: str) -> tuple[tuple[str, str], ...]:
                           f"not an SGB V provider\"}}, got {value!r}")
     return tuple(sorted(value.items()))
 
-
-def _json_object(text: str, name: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ConfigError(f"{name} must be a JSON object of compute endpoint -> URL")
-    return value

@@ -67,7 +67,7 @@ _COLUMNS = {"operation": "op", "outcome": "outcome", "actor": "actor",
             "destination_location": "destination_location",
             "destination_country": "destination_country", "is_transfer": "is_transfer",
             "provider": "provider", "bucket": "bucket", "size": "size",
-            "mechanism": "mechanism", "reasons": "reasons"}
+            "mechanism": "mechanism", "reasons": "reasons", "processor": "processor"}
 # The canonical form writes every time as YYYY-MM-DDTHH:MM:SS.ffffffZ: string order is
 # time order, so windows and first/last seen compare the stored strings directly.
 _OK = "('allowed', 'ok')"
@@ -736,7 +736,10 @@ def _aggregate(conn: sqlite3.Connection, q: dict[str, Any]) -> dict[str, Any]:
     flows = _dicts(conn.execute(f"""
         SELECT coalesce(tenant_country, '?') AS origin,
                coalesce(source_location, '?') AS location,
-               coalesce(destination_location, destination_country, '?') AS destination,
+               CASE WHEN processor IS NOT NULL
+                    THEN coalesce(destination_country, '?') || ' (processor ' || processor || ')'
+                    ELSE coalesce(destination_location, destination_country, '?')
+               END AS destination,
                coalesce(data_class, '?') AS data_class, mechanism,
                sum(events) AS events, sum(bytes) AS bytes,
                min(first_seen) AS first_seen, max(last_seen) AS last_seen,

@@ -7,6 +7,7 @@ import typer
 from residency_sdk.cli import audit as audit_cli
 from residency_sdk.cli import common, core, demo
 from residency_sdk.cli import deid as deid_cli
+from residency_sdk.cli import egress as egress_cli
 from residency_sdk.cli import infra as infra_cli
 from residency_sdk.cli import keys as keys_cli
 from residency_sdk.cli import retention as retention_cli
@@ -42,6 +43,7 @@ verify_cli.register(app)
 keys_cli.register(app)
 deid_cli.register(app)
 rules_cli.register(app)
+egress_cli.register(app)
 
 
 def main() -> None:

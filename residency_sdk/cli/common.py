@@ -125,3 +125,18 @@ def _command() -> str:
 
 
 Registrar = Callable[[typer.Typer], None]
+
+
+def emit_document(text: str, out: Path | None, summary: str) -> None:
+    """Write a rendered document to stdout as is, or to ``out`` with ``summary`` on
+    stderr (an unwritable ``out`` is a clean error, not a traceback)."""
+    from rich.markup import escape
+
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(escape(f"cannot write {out}: {exc.strerror or exc}"), as_json=False)
+    err_console.print(summary, markup=False, highlight=False, soft_wrap=True, emoji=False)

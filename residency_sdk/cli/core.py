@@ -241,6 +241,17 @@ def map_validate(
                 "every destination and recipient and never expires; give it destinations, a "
                 "counterparty, dates and a reference" for a in sorted(
                     policy.map_agreements, key=lambda a: a.label) if not a.scoped]
+    for processor in region_map.processors.values():
+        for raw in processor.agreements:
+            agreement = Agreement(**raw)
+            if not agreement.scoped:
+                unscoped.append(f"unscoped agreement {agreement.label} of processor "
+                                f"{processor.id}: give it destinations, a counterparty "
+                                f"({processor.name!r}), dates and a reference")
+    processors: list[dict[str, Any]] = [{"id": p.id, "name": p.name, "country": p.country,
+                   "hosts": sorted(p.hosts), "baa": p.baa,
+                   "data_classes": sorted(p.data_classes), "retention": p.retention,
+                   "source": p.source} for p in region_map.processors.values()]
     declared = [f"the whole map is declared out of scope of {rules.overlays[o].name}: "
                 f"{reason}" for o, reason in policy.map_out_of_scope]
     warnings += [f"rule past review: {item}" for item in past_review] + unscoped + declared
@@ -256,7 +267,8 @@ def map_validate(
                len(region_map.routes), "regimes": sorted(rules.regimes),
                "unreviewed_regions": unreviewed, "stated_endpoints": stated,
                "emulator_endpoints": emulators, "rules_past_review": past_review,
-               "unscoped_agreements": unscoped, "warnings": warnings}
+               "unscoped_agreements": unscoped, "processors": processors,
+               "warnings": warnings}
     if as_json:
         print_json(summary)
         return
@@ -275,6 +287,10 @@ def map_validate(
     for e in emulators:
         say(f"emulator endpoint (loopback, not region-checked) at {e['path']}: "
             f"{e['endpoint']}")
+    for p in processors:
+        say(f"processor {p['id']} ({p['name']}) in {p['country']}: "
+            f"{', '.join(p['hosts'])}; receives {', '.join(p['data_classes'])}"
+            f"{'' if p['baa'] else ' (no BAA: never phi)'}; source: {p['source']}")
 
 
 @map_app.command("show")

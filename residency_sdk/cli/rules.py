@@ -6,7 +6,6 @@ to the rules), so neither is audited.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -16,7 +15,7 @@ from rich.markup import escape
 from residency_sdk.cli.common import (
     EXIT_BLOCKED,
     EXIT_USAGE,
-    err_console,
+    emit_document,
     fail,
     residency_errors,
 )
@@ -84,7 +83,7 @@ def matrix(
         _usage(str(exc))
     text = render_matrix(result, fmt)
     cells = len(result.cells)
-    _emit(text, out, f"rules matrix written to {out} ({fmt}, {cells} cells)")
+    emit_document(text, out, f"rules matrix written to {out} ({fmt}, {cells} cells)")
 
 
 def diff(
@@ -110,25 +109,13 @@ def diff(
                                           load_policy_for_diff(new))
     changes = diff_matrices(before, after)
     text = render_diff(changes, fmt, old_label=str(old), new_label=str(new))
-    _emit(text, out, f"rules diff written to {out} ({fmt}): {len(changes)} changed cell(s)")
+    emit_document(text, out, f"rules diff written to {out} ({fmt}): {len(changes)} changed cell(s)")
     if fail_on_change and changes:
         raise typer.Exit(EXIT_BLOCKED)
 
 
 def _load(path: Path | None) -> ResidencyPolicy:
     return ResidencyPolicy.load() if path is None else load_policy_for_diff(path)
-
-
-def _emit(text: str, out: Path | None, summary: str) -> None:
-    """Write ``text`` to stdout as is, or to ``out`` with ``summary`` on stderr."""
-    if out is None:
-        sys.stdout.write(text)
-        return
-    try:
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        fail(escape(f"cannot write {out}: {exc.strerror or exc}"), as_json=False)
-    err_console.print(summary, markup=False, highlight=False, soft_wrap=True, emoji=False)
 
 
 def _usage(message: str) -> NoReturn:

@@ -345,7 +345,10 @@ def _event(run: Run, outcome: str, *, actor: str = "run-actor", reason: str,
         # Audit events name the agreements a decision rests on (LEGAL_FACTS 12); a key
         # destruction rests on none.
         "agreements": (),
-        "error": error, "intent_id": intent_id, "deid": None}
+        "error": error, "intent_id": intent_id,
+        # The egress fields (issue 16) are for HTTP calls: a key destruction has none.
+        "endpoint": None, "processor": None, "status": None, "bytes_received": None,
+        "deid": None}
 
 
 def test_the_intent_comes_first_and_destroying_is_saved_before_the_destroy_call() -> None:

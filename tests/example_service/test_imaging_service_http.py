@@ -1,6 +1,9 @@
 """The example imaging service, started with uvicorn in a subprocess on a free loopback
 port, driven over HTTP with httpx. Two inference stubs (DE and AU) stand in for the
-locations' model servers; everything is stored on the embedded local backend."""
+locations' model servers and a drafter stub for a third-party report-drafting processor;
+the test's region map (extending the MVision map) declares their loopback URLs as the
+locations' compute endpoints and the processor's host, and the service reaches them only
+through ``res.compute_for``. Everything is stored on the embedded local backend."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from emulators import free_port
 
 import residency_sdk as rs
@@ -35,6 +39,11 @@ TENANTS = {
         {"mechanism": "scc", "destinations": ["US"], "reference": "SCC-VIE-1",
          "signed_on": "2025-06-01"}]},
     "clinic-istanbul": {"country": "TR", "agreements": ["kvkk_standard_contract"]},
+    # A Turkish clinic whose KVKK standard contract covers Germany (where its studies are
+    # kept) but not the United States (where the report drafter works).
+    "clinic-izmir": {"country": "TR", "agreements": [
+        {"mechanism": "kvkk_standard_contract", "destinations": ["DE"],
+         "reference": "KVKK-IZM-1", "signed_on": "2026-02-02", "notified_on": "2026-02-04"}]},
     "clinic-sydney": {"country": "AU"},
     "clinic-paris": {"country": "FR"},
 }
@@ -77,12 +86,36 @@ def _start(factory: str, env: dict[str, str], log: Path, probe: str) -> Server:
     raise RuntimeError(f"{factory} did not answer on port {port}")
 
 
+def _test_map(path: Path, stubs: dict[str, Server], drafter: Server) -> Path:
+    """The MVision map, with DE's and AU's compute endpoints at the stubs, France without
+    a model, and the drafter stub declared as a US processor holding an SCC."""
+    drafter_host = drafter.url.removeprefix("http://")
+    doc = {"extends": str(MAP), "name": "mvision-test", "locations": {
+        "DE": {"compute": [{"provider": "azure", "region": "germanywestcentral",
+                            "endpoint": stubs["DE"].url}]},
+        "AU": {"compute": [{"provider": "azure", "region": "australiaeast",
+                            "endpoint": stubs["AU"].url}]},
+        "FR": {"compute": []}},
+        "processors": {"report_drafter": {
+            "name": "Example Report Drafting Inc.", "hosts": [drafter_host],
+            "country": "US", "baa": False, "retention": "none beyond the request",
+            "data_classes": ["personal", "anonymised"],
+            "agreements": [{"mechanism": "scc", "counterparty": "Example Report Drafting Inc.",
+                            "destinations": ["US"], "reference": "SCC-DRAFT-1",
+                            "signed_on": "2026-01-15"}],
+            "source": "test DPA", "as_of": "2026-11-01"}}}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 @dataclass
 class Stack:
     service: Server
     stubs: dict[str, Server]
+    drafter: Server
     local_root: Path
     audit: Path
+    map: Path
 
     def client(self, tenant: str | None) -> httpx.Client:
         headers = {"X-Tenant-ID": tenant} if tenant else {}
@@ -91,8 +124,23 @@ class Stack:
     def received(self, location: str) -> list[dict[str, str]]:
         return list(httpx.get(self.stubs[location].url + "/v1/received", timeout=5).json())
 
+    def drafted(self) -> list[dict[str, object]]:
+        return list(httpx.get(self.drafter.url + "/v1/received", timeout=5).json())
+
     def residency(self) -> rs.Residency:
-        return rs.Residency.load(MAP, local_root=self.local_root)
+        return rs.Residency.load(self.map, local_root=self.local_root)
+
+    def egress_events(self, tenant_id: str, until: int = 1) -> list[rs.AuditEvent]:
+        """The clinic's ``egress`` events (waiting briefly: outcomes are group-committed
+        a few milliseconds after the response)."""
+        deadline = time.monotonic() + 5
+        while True:
+            events = [e for e in audit_log_events(self.audit)
+                      if e.operation == "egress" and e.tenant_id == tenant_id
+                      and e.outcome != "intent"]
+            if len(events) >= until or time.monotonic() > deadline:
+                return events
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -106,17 +154,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                      {"IMAGING_STUB_LOCATION": location},
                                      tmp / f"stub-{location}.log", "/v1/received")
             servers.append(stubs[location])
+        drafter = _start("imaging_service.inference_stub:create_drafter", {},
+                         tmp / "drafter.log", "/v1/received")
+        servers.append(drafter)
         (tmp / "tenants.json").write_text(json.dumps(TENANTS))
-        compute = {"https://inference.de.residency.example": stubs["DE"].url,
-                   "https://inference.au.residency.example": stubs["AU"].url}
-        env = {"IMAGING_MAP": str(MAP), "IMAGING_LOCAL_ROOT": str(tmp / "data"),
+        test_map = _test_map(tmp / "map.yaml", stubs, drafter)
+        env = {"IMAGING_MAP": str(test_map), "IMAGING_LOCAL_ROOT": str(tmp / "data"),
                "IMAGING_AUDIT": str(tmp / "audit.db"),
                "IMAGING_TENANTS": str(tmp / "tenants.json"),
-               "IMAGING_COMPUTE": json.dumps(compute)}
+               "IMAGING_REPORT_DRAFTER": drafter.url}
         service = _start("imaging_service.app:create_app_from_env", env, tmp / "service.log",
                          "/healthz")
         servers.append(service)
-        yield Stack(service, stubs, tmp / "data", tmp / "audit.db")
+        yield Stack(service, stubs, drafter, tmp / "data", tmp / "audit.db", test_map)
     finally:
         for server in servers:
             server.stop()
@@ -150,6 +200,13 @@ def test_upload_is_stored_in_the_clinics_location_and_inferred_there(stack: Stac
     assert store.exists(f"studies/{body['study_id']}/result.json")
     blobs = list((stack.local_root / "DE").rglob("@v-*"))
     assert blobs and all(data not in p.read_bytes() for p in blobs)
+    # The model call went through the guard: audited as egress to DE's compute endpoint.
+    [sent] = [e for e in stack.egress_events("clinic-berlin")
+              if e.endpoint == stack.stubs["DE"].url + "/v1/infer"][-1:]
+    assert (sent.outcome, sent.status, sent.size, sent.data_class, sent.processor,
+            sent.purpose, sent.actor) == ("ok", 200, len(data), "phi", None, "inference",
+                                          "imaging-service")
+    assert sent.destination_country == "DE" and not sent.is_transfer
 
 
 def test_multipart_upload_from_turkey_lands_in_germany(stack: Stack) -> None:
@@ -168,6 +225,9 @@ def test_australian_clinic_uses_the_australian_model(stack: Stack) -> None:
     body = response.json()
     assert body["location"] == "AU" and body["result"]["model"]["served_in"] == "AU"
     assert body["study_id"] in {r["study_id"] for r in stack.received("AU")}
+    assert body["study_id"] not in {r["study_id"] for r in stack.received("DE")}
+    assert any(e.endpoint == stack.stubs["AU"].url + "/v1/infer" and e.outcome == "ok"
+               for e in stack.egress_events("clinic-sydney"))
 
 
 def test_blocked_transfer_abroad_is_451_with_the_reason_and_copies_nothing(
@@ -243,3 +303,78 @@ def test_unknown_clinic_bad_input_and_unknown_destination(stack: Stack) -> None:
         response = http.post(f"/studies/{study}/transfer", json={"to": "Atlantis"})
         assert response.status_code == 400
         assert "not a residency location" in response.json()["detail"]["message"]
+
+
+def test_report_draft_goes_to_the_declared_processor(stack: Stack) -> None:
+    with stack.client("clinic-berlin") as http:
+        study = http.post("/studies", content=_study("berlin-draft")).json()
+        before = len(stack.drafted())
+        response = http.post(f"/studies/{study['study_id']}/report-draft",
+                             json={"modality": "MR"})
+        assert response.status_code == 200, response.text
+        stored = http.get(f"/studies/{study['study_id']}").json()
+    body = response.json()
+    assert body["draft"]["drafter"] == "stub-drafter-1" and "nodule" in body["draft"]["text"]
+    # The processor got the summary only: modality and findings, no image, no study id.
+    [received] = stack.drafted()[before:]
+    findings = study["result"]["model"]["findings"]
+    assert received["summary"] == {"modality": "MR", "model": "stub-segmenter-1",
+                                   "findings": findings}
+    assert study["study_id"] not in json.dumps(received)
+    assert received["data_class_header"] is None
+    assert stored["result"] == study["result"]
+    store = stack.residency().storage_for(rs.Tenant(id="clinic-berlin", country="DE"))
+    saved = json.loads(store.get(body["stored_at"]))
+    assert saved["draft"] == body["draft"]
+    # Audited: egress of personal data to the processor, in the US, under its SCC.
+    events = [e for e in stack.egress_events("clinic-berlin", until=2)
+              if e.processor == "report_drafter"]
+    assert [(e.outcome, e.status, e.data_class, e.destination_country, e.is_transfer,
+             e.purpose, e.endpoint) for e in events] == [
+        ("ok", 200, "personal", "US", True, "report_drafting",
+         stack.drafter.url + "/v1/draft")]
+    assert events[0].agreements == ("scc[SCC-DRAFT-1]",)
+
+
+@pytest.mark.parametrize(("clinic", "law", "why"), [
+    ("clinic-izmir", "KVKK", "kvkk_standard_contract[KVKK-IZM-1] covers DE, not US"),
+    ("clinic-sydney", "Australian Privacy Principle 8", "app8_contract"),
+])
+def test_blocked_report_draft_is_451_with_the_reasons_and_sends_nothing(
+        stack: Stack, clinic: str, law: str, why: str) -> None:
+    with stack.client(clinic) as http:
+        upload = http.post("/studies", content=_study(f"{clinic}-draft"))
+        assert upload.status_code == 201, upload.text
+        study = upload.json()["study_id"]
+        before = len(stack.drafted())
+        response = http.post(f"/studies/{study}/report-draft")
+    assert response.status_code == 451, response.text
+    detail = response.json()["detail"]
+    assert detail["error"] == "egress_blocked" and detail["host"] == "127.0.0.1"
+    assert any(law in reason and why in reason for reason in detail["reasons"]), detail
+    assert detail["unblock_with"]
+    assert len(stack.drafted()) == before  # refused before a byte was sent
+    blocked = [e for e in stack.egress_events(clinic, until=2) if e.outcome == "blocked"]
+    assert [(e.processor, e.data_class, e.destination_country) for e in blocked] == [
+        ("report_drafter", "personal", "US")]
+    # The inference for the same study went to the clinic's own location, as before.
+    inference = [e for e in stack.egress_events(clinic) if e.processor is None]
+    assert inference and {e.outcome for e in inference} == {"ok"}
+
+
+def test_report_draft_needs_an_inference_result(stack: Stack) -> None:
+    with stack.client("clinic-berlin") as http:
+        response = http.post("/studies/" + "0" * 32 + "/report-draft")
+    assert response.status_code == 404
+    assert response.json()["detail"]["error"] == "no_result"
+
+
+def test_the_removed_compute_mapping_is_refused_at_start_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from imaging_service.config import ConfigError, ServiceConfig
+
+    (tmp_path / "tenants.json").write_text(json.dumps(TENANTS))
+    with pytest.raises(ConfigError, match="declare each location's model server"):
+        ServiceConfig.from_env({"IMAGING_TENANTS": str(tmp_path / "tenants.json"),
+                                "IMAGING_COMPUTE": "{}"})
