@@ -191,10 +191,6 @@ class Agreement(FrozenValue):
         return (f"{self.label} was not notified by {deadline} ({days} business days after "
                 f"signature on {self.signed_on}); {fix}")
 
-    def time_bounds(self) -> tuple[date | None, date | None]:
-        """(first day in force, last day in force); None where open."""
-        return self.signed_on, self.expires_on
-
 
 class Derogation(FrozenValue):
     """A derogation given for one transfer: explicit consent of the data subject

@@ -26,7 +26,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -453,9 +453,7 @@ class _MechanismBook:
                 continue
             needed = self.alongside.get(flag, ())
             if needed:
-                extra = [self.find(n, destination, data_class,
-                                   replace(ctx, agreements=ctx.agreements))
-                         for n in needed]
+                extra = [self.find(n, destination, data_class, ctx) for n in needed]
                 backed = next((m for m in extra if m.agreement is not None), None)
                 if backed is None:
                     misses.append(f"{agreement.label} needs one of {', '.join(needed)} "
@@ -575,8 +573,9 @@ class TransferRules:
                                  for a in agreements),
             on=on or _today(), counterparty=counterparty, derogation=derogation,
             own_use=own_use, out_of_scope=out_of_scope)
-        verdicts, reasons, found_warnings = self._overlay_verdicts(
-            tenant_country, data_class, destination, ctx)
+        verdicts, reasons = self._overlay_verdicts(tenant_country, data_class,
+                                                   destination, ctx)
+        found_warnings: list[str] = []
         spec = self.data_classes[data_class]
         base = dict(tenant_country=tenant_country, data_class=data_class, source=source,
                     destination=destination, decided_on=ctx.on, out_of_scope=out_of_scope)
@@ -647,10 +646,9 @@ class TransferRules:
 
     def _overlay_verdicts(self, tenant_country: str, data_class: str, destination: str,
                           ctx: TransferContext
-                          ) -> tuple[list[RegimeVerdict], list[str], list[str]]:
+                          ) -> tuple[list[RegimeVerdict], list[str]]:
         verdicts: list[RegimeVerdict] = []
         reasons: list[str] = []
-        notes: list[str] = []
         declared = dict(ctx.out_of_scope)
         for overlay in self.overlays.values():
             if tenant_country not in overlay.tenant_countries:
@@ -666,12 +664,10 @@ class TransferRules:
                 verdicts.append(verdict)
                 if not verdict.allowed:  # an overlay that allows adds nothing to say
                     reasons.append(verdict.reason)
-        return verdicts, reasons, notes
+        return verdicts, reasons
 
 
 def _today() -> date:
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).date()
 
 

@@ -47,12 +47,16 @@ class EgressDecision:
     reasons: tuple[str, ...] = ()
     agreements: tuple[str, ...] = field(default=())
 
+    def error(self) -> EgressBlocked:
+        """The :class:`EgressBlocked` a refused request raises."""
+        return EgressBlocked(
+            f"egress to {self.host or self.url} blocked: " + "; ".join(self.reasons),
+            url=self.url, host=self.host, reasons=self.reasons, decision=self.decision)
+
     def raise_if_blocked(self) -> None:
         """Raise :class:`EgressBlocked` when the request may not leave."""
         if not self.allowed:
-            raise EgressBlocked(
-                f"egress to {self.host or self.url} blocked: " + "; ".join(self.reasons),
-                url=self.url, host=self.host, reasons=self.reasons, decision=self.decision)
+            raise self.error()
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,12 +224,3 @@ def _url_problem(url: object) -> tuple[str | None, _Origin | None]:
         return (f"{origin.host} is an IP address: a processor or compute endpoint is called "
                 "by the DNS name the region map declares"), origin
     return None, origin
-
-
-def check_url_syntax(url: object) -> None:
-    """Raise :class:`EgressBlocked` for a URL no request may use (see the module)."""
-    problem, origin = _url_problem(url)
-    if problem:
-        shown = shown_url(url)
-        raise EgressBlocked(f"egress to {shown} blocked: {problem}", url=shown,
-                            host=origin.host if origin else None, reasons=(problem,))

@@ -31,7 +31,7 @@ from residency_sdk.egress.guard import (
     EgressDecision,
     EgressGuard,
 )
-from residency_sdk.errors import EgressBlocked, ResidencyError
+from residency_sdk.errors import ResidencyError
 from residency_sdk.events import AuditEmitter, AuditEvent
 from residency_sdk.model import Tenant
 
@@ -114,7 +114,7 @@ class _Guarded:
         self.actor = actor
         self.location = guard.policy.location_of(tenant)
 
-    def admit(self, request: httpx.Request) -> tuple[AuditEvent | None, _Tap, EgressDecision]:
+    def admit(self, request: httpx.Request) -> tuple[AuditEvent | None, _Tap]:
         """Decide ``request``; raise (audited) when refused; else write the intent."""
         data_class = request.extensions.get(DATA_CLASS_EXTENSION) \
             or request.headers.get(DATA_CLASS_HEADER) or DEFAULT_DATA_CLASS
@@ -127,10 +127,7 @@ class _Guarded:
             self._refused(request, str(data_class)[:64], (str(exc),), None, exc)
             raise
         if not verdict.allowed:
-            error = EgressBlocked(
-                f"egress to {verdict.host or verdict.url} blocked: " + "; ".join(verdict.reasons),
-                url=verdict.url, host=verdict.host, reasons=verdict.reasons,
-                decision=verdict.decision)
+            error = verdict.error()
             self._refused(request, verdict.data_class, verdict.reasons, verdict, error)
             raise error
         tap = _Tap()
@@ -142,7 +139,7 @@ class _Guarded:
                 request, verdict.data_class, "intent", verdict, verdict.reasons,
                 size=int(length) if length and length.isdigit() else None),
                 durable=self.audit_before_send)
-        return intent, tap, verdict
+        return intent, tap
 
     def release(self, intent: AuditEvent | None, response: httpx.Response) -> None:
         """Before a response reaches the caller: its intent must be durable. If the trail
@@ -214,7 +211,7 @@ class GuardedTransport(httpx.BaseTransport):
         self._inner = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        intent, tap, _ = self._guarded.admit(request)
+        intent, tap = self._guarded.admit(request)
         try:
             response = self._inner.handle_request(request)
         except BaseException as exc:
@@ -241,7 +238,7 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        intent, tap, _ = self._guarded.admit(request)
+        intent, tap = self._guarded.admit(request)
         try:
             response = await self._inner.handle_async_request(request)
         except BaseException as exc:
