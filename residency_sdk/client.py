@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from residency_sdk.audit.anchors import Anchor
     from residency_sdk.deid.evidence import Option
     from residency_sdk.deid.keys import DeidKey
+    from residency_sdk.egress.transport import AuditDurability
     from residency_sdk.export import ExportReceipt
     from residency_sdk.regionmap import AuditTarget
     from residency_sdk.storage.local import RotationReport
@@ -334,7 +335,8 @@ class Residency(PlacementTable):
         return guard
 
     def compute_for(self, tenant: Tenant, *, purpose: str, actor: str | None = None,
-                    audit_before_send: bool = False, **options: Any) -> httpx.Client:
+                    audit_durability: AuditDurability = "before_response",
+                    **options: Any) -> httpx.Client:
         """An ``httpx.Client`` for ``tenant``'s inference and processor calls.
 
         Every request (each redirect hop too) may go only to the compute endpoints of the
@@ -346,20 +348,21 @@ class Residency(PlacementTable):
         decision, ``purpose``, ``actor``; never bodies or headers). ``options`` go to
         ``httpx.Client`` (``transport=`` is wrapped; ``mounts``/``proxy`` are refused).
 
-        The request's intent is committed while it is in flight and the response is
-        handed back only once it is durable; ``audit_before_send=True`` makes it durable
-        before the first byte is sent (one commit per call; see
-        :mod:`residency_sdk.egress.transport`).
+        ``audit_durability`` says when each request's intent is durable:
+        ``"before_response"`` (committed while the request is in flight; the response is
+        handed back once it is durable), ``"before_send"`` (before the first byte leaves;
+        one commit per call) or ``"group"`` (with the log's next group commit, within
+        milliseconds; nobody waits). See :mod:`residency_sdk.egress.transport`.
         """
         from residency_sdk.egress.transport import guarded_client  # httpx: on first use
 
         _require_purpose(purpose)
         self.policy.resolve(tenant)
         return guarded_client(self.egress, tenant, self.audit, purpose=purpose, actor=actor,
-                              audit_before_send=audit_before_send, **options)
+                              audit_durability=audit_durability, **options)
 
     def async_compute_for(self, tenant: Tenant, *, purpose: str, actor: str | None = None,
-                          audit_before_send: bool = False,
+                          audit_durability: AuditDurability = "before_response",
                           **options: Any) -> httpx.AsyncClient:
         """Like :meth:`compute_for`, an ``httpx.AsyncClient``."""
         from residency_sdk.egress.transport import async_guarded_client
@@ -367,7 +370,7 @@ class Residency(PlacementTable):
         _require_purpose(purpose)
         self.policy.resolve(tenant)
         return async_guarded_client(self.egress, tenant, self.audit, purpose=purpose,
-                                    actor=actor, audit_before_send=audit_before_send,
+                                    actor=actor, audit_durability=audit_durability,
                                     **options)
 
     def check_egress(self, tenant: Tenant, url: str, data_class: str = "phi", *,

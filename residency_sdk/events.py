@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,7 +49,8 @@ Outcome = Literal["allowed", "blocked", "ok", "error", "intent"]
 outcome names it in ``intent_id``. An intent without an outcome is "outcome unknown"."""
 
 
-def _now() -> datetime:
+def event_time() -> datetime:
+    """Now, in UTC: the ``time`` of an event made now."""
     return datetime.now(UTC)
 
 
@@ -81,7 +82,7 @@ class AuditEvent(BaseModel):
 
     schema_: str = Field(default=EVENT_SCHEMA, alias="schema")
     event_id: str = Field(default_factory=new_event_id)
-    time: datetime = Field(default_factory=_now)
+    time: datetime = Field(default_factory=event_time)
     operation: Operation
     outcome: Outcome
     actor: str | None = None
@@ -158,6 +159,16 @@ class AuditSink(Protocol):
         """Flush and release the sink."""
 
 
+class CanonicalSink(NamedTuple):
+    """A sink that takes events as canonical JSON text (see
+    :meth:`AuditEmitter.canonical_sinks`)."""
+
+    target: object
+    append: Callable[..., None]
+    """``append(text, durable=...)``: as the sink's ``append`` of the event."""
+    commit_soon: Callable[[], None] | None
+
+
 class AuditEmitter:
     """Delivers audit events to every sink and hook: the one path every audited operation
     takes.
@@ -216,7 +227,8 @@ class AuditEmitter:
             kind = "hook" if any(target is hook for hook in self.hooks) else "sink"
             raise _unavailable(target, event, exc, kind) from exc
 
-    def intent(self, event: AuditEvent, *, durable: bool = True) -> AuditEvent:
+    def intent(self, event: AuditEvent, *, durable: bool = True,
+               commit_now: bool = True) -> AuditEvent:
         """Record, durably, that the data operation ``event`` describes is about to start;
         return the ``intent`` event appended (pass it to :meth:`outcome`).
 
@@ -228,7 +240,11 @@ class AuditEmitter:
         ``durable=False`` is for reads only: the intent is queued, the read runs while
         the sinks commit it, and the caller must :meth:`flush` before it releases what it
         read (see ``TenantStore``): no data reaches anyone before its intent is on disk,
-        and the fsync overlaps the network round trip instead of preceding it."""
+        and the fsync overlaps the network round trip instead of preceding it: the sinks
+        are asked to start that commit at once. With ``commit_now=False`` as well the
+        intent simply joins the sinks' next group commit (within milliseconds), for a
+        caller that chose not to wait for it (``compute_for(...,
+        audit_durability="group")``)."""
         if event.outcome != "intent":
             event = event.model_copy(update={"outcome": "intent"})
         try:
@@ -236,6 +252,11 @@ class AuditEmitter:
         except AuditUnavailable as exc:
             self._not_started(event, exc)
             raise
+        if not durable and commit_now:
+            for sink in self.sinks:
+                start = getattr(sink, "commit_soon", None)
+                if start is not None:
+                    start()
         return event
 
     def outcome(self, intent: AuditEvent | None, **fields: Any) -> AuditEvent | None:
@@ -246,8 +267,8 @@ class AuditEmitter:
         if intent is None:
             return None
         fields.setdefault("outcome", "ok")
-        event = intent.model_copy(update={
-            "event_id": new_event_id(), "time": _now(), "intent_id": intent.event_id, **fields})
+        event = intent.model_copy(update={"event_id": new_event_id(), "time": event_time(),
+                                          "intent_id": intent.event_id, **fields})
         self.emit(event)
         return event
 
@@ -255,7 +276,7 @@ class AuditEmitter:
         """After a failed intent: tell every sink and hook that can still hear it that
         the operation did not start (errors ignored: the caller gets ``cause``)."""
         closing = intent.model_copy(update={
-            "event_id": new_event_id(), "time": _now(), "intent_id": intent.event_id,
+            "event_id": new_event_id(), "time": event_time(), "intent_id": intent.event_id,
             "outcome": "error", "error": f"AuditUnavailable: {cause}"[:2000]})
         for sink in self.sinks:
             with contextlib.suppress(Exception):
@@ -278,6 +299,42 @@ class AuditEmitter:
             "is_transfer": decision.is_transfer, "mechanism": decision.mechanism,
             "regimes": decision.regimes, "reasons": decision.reasons,
             "agreements": decision.agreements, **extra}))
+
+    def canonical_sinks(self, event: AuditEvent) -> tuple[CanonicalSink, ...] | None:
+        """Where events like ``event`` (same operation, tenant and location) can be
+        appended as canonical JSON text, skipping the event object: one entry per sink
+        (a location router's is the sink it routes ``event`` to). None when a hook or a
+        sink needs the object (the caller then emits it). Used by hot paths that make
+        many near-identical events (:class:`~residency_sdk.audit.template.EventTemplate`)."""
+        if self.hooks:
+            return None
+        found: list[CanonicalSink] = []
+        for sink in self.sinks:
+            route = getattr(sink, "sink_for", None)
+            target = route(event) if route is not None else sink
+            append = getattr(target, "append_canonical", None)
+            if append is None:
+                return None
+            found.append(CanonicalSink(target, append, getattr(target, "commit_soon", None)))
+        return tuple(found)
+
+    def emit_canonical(self, sinks: tuple[CanonicalSink, ...], text: str,
+                       event: Callable[[], AuditEvent], *, durable: bool = False) -> None:
+        """:meth:`emit` for an event given as its canonical JSON ``text`` (from
+        :meth:`canonical_sinks`); ``event`` builds the object for an error message."""
+        sink: CanonicalSink | None = None
+        try:
+            for sink in sinks:
+                sink.append(text, durable=durable)
+        except AuditUnavailable:
+            raise
+        except Exception as exc:
+            raise _unavailable(sink.target if sink else None, event(), exc) from exc
+
+    def not_started(self, intent: AuditEvent, cause: AuditUnavailable) -> None:
+        """Tell every sink and hook that the operation of ``intent``, whose intent could
+        not be recorded, did not start (best effort; see :meth:`intent`)."""
+        self._not_started(intent, cause)
 
     def flush(self) -> None:
         """Make every event queued in the sinks durable."""

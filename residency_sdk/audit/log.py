@@ -79,8 +79,6 @@ MAX_COMMIT_EVENTS = 50_000
 _RETRY_MIN, _RETRY_MAX = 0.05, 2.0  # the flusher's back-off after a failed commit (s)
 _ANCHOR_TICK = 1.0  # how often the flusher gives the anchorer a chance to publish (s)
 _GATHER_MAX = 0.002  # the longest a commit waits for tight-loop appenders to return (s)
-_INTENT_MARK = '"outcome":"intent"'
-"""How a queued intent shows in its canonical JSON (see :meth:`AuditLog._enqueue`)."""
 _FLUSH_DELAY = 0.002  # how long the flusher lets durable=False events gather (s)...
 _FLUSH_BATCH = 2_000  # ...unless this many are queued
 
@@ -196,9 +194,25 @@ class AuditLog:
         """
         self._enqueue((canonical(event),), durable)
 
+    def append_canonical(self, text: str, *, durable: bool = True) -> None:
+        """:meth:`append` for an event already in its canonical JSON form (exactly
+        :func:`~residency_sdk.audit.chain.canonical` of a valid event: what
+        :class:`~residency_sdk.audit.template.EventTemplate` makes)."""
+        self._enqueue((text,), durable)
+
     def append_many(self, events: Sequence[AuditEvent], *, durable: bool = True) -> None:
         """Add several events, in order (one commit when durable)."""
         self._enqueue([canonical(e) for e in events], durable)
+
+    def commit_soon(self) -> None:
+        """Start committing what is queued now instead of letting it gather: someone will
+        :meth:`flush` in a moment (a read about to hand back its data), and the commit
+        should overlap what they do meanwhile rather than follow it."""
+        if self._closed or self._closing or self._generation != _FORK_GENERATION[0]:
+            return
+        self._urgent = True
+        with self._lock:
+            self._kick_flusher()
 
     def flush(self) -> None:
         """Commit every queued event; they are on disk when this returns (nothing to do
@@ -344,14 +358,9 @@ class AuditLog:
             if self._closing:  # closed meanwhile: its final commit may have missed these
                 raise AuditLogClosed(
                     f"audit log {self.name!r} is closed: open a new AuditLog")
-            # A queued intent belongs to a read that will flush before it hands its data
-            # back: start its commit now, so the fsync overlaps the read, not follows it.
-            urgent = any(_INTENT_MARK in p for p in payloads)
-            if urgent:
-                self._urgent = True
             # The flusher sets _flusher_idle before it looks at the queue a last time,
             # and this reads it after appending, so one of the two sees the other.
-            if urgent or self._flusher_idle or self._flusher is None or (
+            if self._flusher_idle or self._flusher is None or (
                     self._lingering and len(self._queue) >= _FLUSH_BATCH):
                 with self._lock:
                     self._kick_flusher()

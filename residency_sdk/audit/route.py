@@ -70,6 +70,13 @@ class LocationRouter:
         ``durable=False``)."""
         self.sink_for(event).append(event, durable=durable)
 
+    def commit_soon(self) -> None:
+        """Ask every sink that can to start committing what it has queued now."""
+        for sink in self.all_sinks():
+            start = getattr(sink, "commit_soon", None)
+            if start is not None:
+                start()
+
     def all_sinks(self) -> list[AuditSink]:
         """Every distinct sink (each location's, then the default)."""
         seen: list[AuditSink] = []

@@ -7,23 +7,36 @@ and is audited as a blocked ``egress`` event. An allowed one is audited ahead (a
 completed when its response is closed (status, bytes sent and received). Bodies and
 headers are never recorded.
 
-By default the intent is committed *while* the request is in flight, the way a read's is:
-its commit starts before the request is sent and the response is handed back only once
-the intent is durable (if the trail cannot say so, the response is closed and
-:class:`~residency_sdk.errors.AuditUnavailable` raised). That keeps an audited call
-within a few percent of a plain one; the price is that a process killed in the
-milliseconds between sending and that commit leaves a call without its record.
-``audit_before_send=True`` closes that window: the intent is durable before the first
-byte is sent, at the cost of one commit per call.
+How long the caller waits for the intent is ``audit_durability``, three honest choices:
+
+``"before_response"`` (the default)
+    the intent's commit starts as the request is sent, the way a read's does, and the
+    response is handed back only once the intent is durable (if the trail cannot say so,
+    the response is closed and :class:`~residency_sdk.errors.AuditUnavailable` raised).
+    A process killed between sending and that commit (a fraction of a millisecond)
+    leaves a call without its record.
+``"before_send"``
+    the intent is durable before the first byte is sent: no call is ever made without its
+    record, at the price of one commit (one fsync) on every call's critical path.
+``"group"``
+    nobody waits: the intent and the outcome join the log's next group commit (within a
+    few milliseconds, many calls per fsync). A process killed in those milliseconds
+    leaves the last calls without their records; a trail that cannot record is reported
+    by the next call (every append raises while the failure lasts).
+
+``docs/compute.md`` gives the cost of each on the same machine.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, get_args
 
 import httpx
 
+from residency_sdk.audit.template import EventTemplate
 from residency_sdk.egress.guard import (
     DATA_CLASS_EXTENSION,
     DATA_CLASS_HEADER,
@@ -31,9 +44,20 @@ from residency_sdk.egress.guard import (
     EgressDecision,
     EgressGuard,
 )
-from residency_sdk.errors import ResidencyError
-from residency_sdk.events import AuditEmitter, AuditEvent
+from residency_sdk.errors import AuditUnavailable, InputError, ResidencyError
+from residency_sdk.events import (
+    AuditEmitter,
+    AuditEvent,
+    CanonicalSink,
+    event_time,
+    new_event_id,
+)
 from residency_sdk.model import Tenant
+
+AuditDurability = Literal["before_response", "before_send", "group"]
+"""When an audited request's ``egress`` intent must be durable (see the module text)."""
+
+_DURABILITIES: tuple[str, ...] = get_args(AuditDurability)
 
 
 class _Tap:
@@ -101,21 +125,62 @@ class _AsyncReceivedStream(httpx.AsyncByteStream):
                 self._done(self._count)
 
 
+_INTENT_SLOTS = ("event_id", "time", "endpoint", "size")
+_OUTCOME_SLOTS = ("event_id", "time", "endpoint", "size", "intent_id", "status",
+                  "bytes_received")
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """How the requests one verdict allows are audited: the intent they share (all but
+    id, time, endpoint and size) and, when every sink takes canonical text, the
+    templates that make their two events without building event objects."""
+
+    verdict: EgressDecision
+    event: AuditEvent
+    sinks: tuple[CanonicalSink, ...] | None
+    intent: EventTemplate | None
+    outcome: EventTemplate | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An allowed request whose intent was appended as canonical text."""
+
+    record: _Record
+    event_id: str
+    time: datetime
+    endpoint: str
+    size: int | None
+
+    def as_event(self) -> AuditEvent:
+        """The intent as an event object (for the rare paths that need one)."""
+        return self.record.event.model_copy(update={
+            "event_id": self.event_id, "time": self.time, "endpoint": self.endpoint,
+            "size": self.size})
+
+
 class _Guarded:
     """What the sync and async transports share: decide, audit, count."""
 
     def __init__(self, guard: EgressGuard, tenant: Tenant, audit: AuditEmitter, *,
-                 purpose: str, actor: str | None, audit_before_send: bool = False) -> None:
-        self.audit_before_send = audit_before_send
+                 purpose: str, actor: str | None,
+                 durability: AuditDurability = "before_response") -> None:
+        if durability not in _DURABILITIES:
+            raise InputError(f"audit_durability={durability!r} is not one of "
+                             f"{', '.join(_DURABILITIES)}")
+        self.durability = durability
         self.guard = guard
         self.tenant = tenant
         self.audit = audit
         self.purpose = purpose
         self.actor = actor
         self.location = guard.policy.location_of(tenant)
+        # Per verdict (the guard caches them), how the requests it allows are audited.
+        self._records: dict[int, _Record] = {}
 
-    def admit(self, request: httpx.Request) -> tuple[AuditEvent | None, _Tap]:
-        """Decide ``request``; raise (audited) when refused; else write the intent."""
+    def admit(self, request: httpx.Request) -> tuple[AuditEvent | _Pending | None, _Tap]:
+        """Decide ``request``; raise (audited) when refused; else record the intent."""
         data_class = request.extensions.get(DATA_CLASS_EXTENSION) \
             or request.headers.get(DATA_CLASS_HEADER) or DEFAULT_DATA_CLASS
         request.headers.pop(DATA_CLASS_HEADER, None)  # ours, not the endpoint's
@@ -132,19 +197,54 @@ class _Guarded:
             raise error
         tap = _Tap()
         request.stream = _SentStream(request.stream, tap)
-        intent = None
-        if self.audit.enabled:
-            length = request.headers.get("content-length")
-            intent = self.audit.intent(self._event(
-                request, verdict.data_class, "intent", verdict, verdict.reasons,
-                size=int(length) if length and length.isdigit() else None),
-                durable=self.audit_before_send)
+        if not self.audit.enabled:
+            return None, tap
+        length = request.headers.get("content-length")
+        size = int(length) if length and length.isdigit() else None
+        endpoint = endpoint_of(request.url)
+        record = self._record(verdict)
+        durable = self.durability == "before_send"
+        if record.sinks is not None and record.intent is not None:
+            event_id, now = new_event_id(), event_time()
+            text = record.intent.fill(event_id, now, endpoint, size)
+            if text is not None:
+                pending = _Pending(record, event_id, now, endpoint, size)
+                try:
+                    self.audit.emit_canonical(record.sinks, text, pending.as_event,
+                                              durable=durable)
+                except AuditUnavailable as exc:
+                    self.audit.not_started(pending.as_event(), exc)
+                    raise
+                if self.durability == "before_response":
+                    for sink in record.sinks:
+                        if sink.commit_soon is not None:
+                            sink.commit_soon()
+                return pending, tap
+        intent = self.audit.intent(record.event.model_copy(update={
+            "event_id": new_event_id(), "time": event_time(), "endpoint": endpoint,
+            "size": size}), durable=durable,
+            commit_now=self.durability == "before_response")
         return intent, tap
 
-    def release(self, intent: AuditEvent | None, response: httpx.Response) -> None:
-        """Before a response reaches the caller: its intent must be durable. If the trail
-        cannot say so, the response is closed and AuditUnavailable raised."""
-        if intent is None or self.audit_before_send:
+    def _record(self, verdict: EgressDecision) -> _Record:
+        found = self._records.get(id(verdict))
+        if found is None or found.verdict is not verdict:
+            event = self._event(None, verdict.data_class, "intent", verdict, verdict.reasons)
+            sinks = self.audit.canonical_sinks(event)
+            templates = (None, None) if sinks is None else (
+                EventTemplate(event, _INTENT_SLOTS),
+                EventTemplate(event.model_copy(update={"outcome": "ok"}), _OUTCOME_SLOTS))
+            if len(self._records) > 1024:  # a client calling ever new URLs
+                self._records.clear()
+            found = self._records[id(verdict)] = _Record(verdict, event, sinks, *templates)
+        return found
+
+    def release(self, intent: AuditEvent | _Pending | None,
+                response: httpx.Response) -> None:
+        """Before a response reaches the caller (``before_response``): its intent must be
+        durable. If the trail cannot say so, the response is closed and AuditUnavailable
+        raised."""
+        if intent is None or self.durability != "before_response":
             return
         try:
             self.audit.flush()
@@ -152,25 +252,39 @@ class _Guarded:
             response.close()
             raise
 
-    async def arelease(self, intent: AuditEvent | None, response: httpx.Response) -> None:
-        """:meth:`release` for an async response."""
-        if intent is None or self.audit_before_send:
+    async def arelease(self, intent: AuditEvent | _Pending | None,
+                       response: httpx.Response) -> None:
+        """:meth:`release` for an async response; the wait for the commit runs in a
+        worker thread, so the event loop serves other requests meanwhile."""
+        if intent is None or self.durability != "before_response":
             return
+        import anyio.to_thread  # httpx's own dependency; works under asyncio and trio
+
         try:
-            self.audit.flush()
+            await anyio.to_thread.run_sync(self.audit.flush)
         except BaseException:
             await response.aclose()
             raise
 
-    def finished(self, intent: AuditEvent | None, tap: _Tap,
+    def finished(self, intent: AuditEvent | _Pending | None, tap: _Tap,
                  response: httpx.Response) -> Callable[[int], None]:
         def done(received: int) -> None:
-            self.audit.outcome(intent, outcome="ok", status=response.status_code,
+            if isinstance(intent, _Pending):
+                record = intent.record
+                assert record.sinks is not None and record.outcome is not None
+                text = record.outcome.fill(
+                    new_event_id(), event_time(), intent.endpoint, tap.count,
+                    intent.event_id, response.status_code, received)
+                if text is not None:
+                    self.audit.emit_canonical(record.sinks, text, intent.as_event)
+                    return
+            self.audit.outcome(_event_of(intent), outcome="ok", status=response.status_code,
                                size=tap.count, bytes_received=received)
         return done
 
-    def failed(self, intent: AuditEvent | None, tap: _Tap, exc: BaseException) -> None:
-        self.audit.outcome(intent, outcome="error", size=tap.count,
+    def failed(self, intent: AuditEvent | _Pending | None, tap: _Tap,
+               exc: BaseException) -> None:
+        self.audit.outcome(_event_of(intent), outcome="error", size=tap.count,
                            error=f"{type(exc).__name__}: {exc}"[:2000])
 
     def _refused(self, request: httpx.Request, data_class: str, reasons: tuple[str, ...],
@@ -179,7 +293,7 @@ class _Guarded:
             self.audit.emit(self._event(request, data_class, "blocked", verdict, reasons,
                                         error=f"{type(error).__name__}: {error}"[:2000]))
 
-    def _event(self, request: httpx.Request, data_class: str, outcome: str,
+    def _event(self, request: httpx.Request | None, data_class: str, outcome: str,
                verdict: EgressDecision | None, reasons: tuple[str, ...],
                **fields: Any) -> AuditEvent:
         decision = verdict.decision if verdict is not None else None
@@ -193,8 +307,13 @@ class _Guarded:
             "mechanism": decision.mechanism if decision else None,
             "regimes": decision.regimes if decision else (),
             "agreements": verdict.agreements if verdict is not None else (),
-            "reasons": reasons, "endpoint": endpoint_of(request.url),
+            "reasons": reasons,
+            "endpoint": endpoint_of(request.url) if request is not None else None,
             "processor": verdict.processor if verdict is not None else None, **fields})
+
+
+def _event_of(intent: AuditEvent | _Pending | None) -> AuditEvent | None:
+    return intent.as_event() if isinstance(intent, _Pending) else intent
 
 
 def endpoint_of(url: httpx.URL) -> str:
@@ -261,28 +380,28 @@ _REFUSED_OPTIONS = ("mounts", "proxy", "proxies", "app")
 
 
 def guarded_client(guard: EgressGuard, tenant: Tenant, audit: AuditEmitter, *,
-                   purpose: str, actor: str | None, audit_before_send: bool = False,
+                   purpose: str, actor: str | None,
+                   audit_durability: AuditDurability = "before_response",
                    **options: Any) -> httpx.Client:
     """An ``httpx.Client`` whose every request goes through the guard."""
     inner = _inner(options, httpx.BaseTransport) or httpx.HTTPTransport()
     guarded = _Guarded(guard, tenant, audit, purpose=purpose, actor=actor,
-                       audit_before_send=audit_before_send)
+                       durability=audit_durability)
     return httpx.Client(transport=GuardedTransport(guarded, inner), **options)
 
 
 def async_guarded_client(guard: EgressGuard, tenant: Tenant, audit: AuditEmitter, *,
-                         purpose: str, actor: str | None, audit_before_send: bool = False,
+                         purpose: str, actor: str | None,
+                         audit_durability: AuditDurability = "before_response",
                          **options: Any) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` whose every request goes through the guard."""
     inner = _inner(options, httpx.AsyncBaseTransport) or httpx.AsyncHTTPTransport()
     guarded = _Guarded(guard, tenant, audit, purpose=purpose, actor=actor,
-                       audit_before_send=audit_before_send)
+                       durability=audit_durability)
     return httpx.AsyncClient(transport=AsyncGuardedTransport(guarded, inner), **options)
 
 
 def _inner(options: dict[str, Any], kind: type) -> Any:
-    from residency_sdk.errors import InputError
-
     for name in _REFUSED_OPTIONS:
         if name in options:
             raise InputError(f"{name}= would route requests around the residency guard: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,8 +27,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
-        self.server.record(Received(self.command, self.path,
-                                    {k.lower(): v for k, v in self.headers.items()}, body))
+        received = Received(self.command, self.path,
+                            {k.lower(): v for k, v in self.headers.items()}, body)
+        if self.server.on_request is not None:
+            self.server.on_request(received)
+        self.server.record(received)
         if self.path.startswith("/redirect") and self.server.redirect_to:
             self.send_response(302)
             self.send_header("Location", self.server.redirect_to)
@@ -51,13 +55,16 @@ class _Handler(BaseHTTPRequestHandler):
 class CountingServer(ThreadingHTTPServer):
     """A threading HTTP server on 127.0.0.1 (a free port) that counts accepted TCP
     connections and records each request. ``/redirect...`` answers 302 to
-    ``redirect_to`` when set; anything else 200 with a small JSON body."""
+    ``redirect_to`` when set; anything else 200 with a small JSON body. ``on_request``
+    (when set) sees each request before it is answered."""
 
     daemon_threads = True
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.redirect_to: str | None = None
+        self.on_request: Callable[[Received], None] | None = None
+        """Called with each request as it arrives, before it is answered."""
         self.connections = 0
         self.requests: list[Received] = []
         self._lock = threading.Lock()

@@ -1,0 +1,102 @@
+"""Canonical JSON of many events that differ in a few fields, made by joining strings.
+
+An audited egress request records two events that share every field but their id, time,
+endpoint and sizes. Copying and serialising a whole pydantic event for each costs more
+than the request's own bookkeeping once caches are cold (measured in
+``benchmarks/bench_egress.py``), so the hot path serialises one event per verdict and
+fills the few varying *slots* of its canonical text per request.
+
+The result is byte-for-byte :func:`~residency_sdk.audit.chain.canonical` of the event
+with those fields set (``tests/audit/test_event_template.py`` checks it with
+generated values). A string value that JSON would escape (a quote, a backslash, a control
+or non-ASCII character) is refused with ``None`` from :meth:`EventTemplate.fill`: the
+caller then takes the ordinary path, so no escaping rule is re-implemented here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from residency_sdk.audit.chain import canonical
+from residency_sdk.events import AuditEvent
+
+_STRING_MARK = "\ue000slot{}\ue000"  # private-use characters: serialised as they are
+_INT_BASE = 7_770_000_000_000_000_000
+_TIME_BASE = datetime(1, 1, 1, tzinfo=UTC)
+_TIME_FIELDS = frozenset({"time"})
+
+
+class EventTemplate:
+    """The canonical JSON of ``event`` with the fields named in ``slots`` left open.
+
+    ``fill(**values)`` gives the canonical JSON of ``event`` with those fields set, or
+    None when a string value would need JSON escaping. Slots may be string, integer,
+    optional (None) or, for ``time``, aware UTC datetime fields.
+    """
+
+    def __init__(self, event: AuditEvent, slots: tuple[str, ...]) -> None:
+        self.event = event
+        self.slots = slots
+        marks: dict[str, Any] = {}
+        texts: dict[str, str] = {}
+        for i, name in enumerate(slots):
+            if name in _TIME_FIELDS:
+                value: Any = _TIME_BASE + timedelta(microseconds=i + 1)
+                texts[name] = _utc_text(value)
+            elif _is_int_field(name):
+                value = _INT_BASE + i
+                texts[name] = str(value)
+            else:
+                value = _STRING_MARK.format(i)
+                texts[name] = f'"{value}"'
+            marks[name] = value
+        text = canonical(event.model_copy(update=marks))
+        positions = sorted((text.index(texts[name]), name) for name in slots)
+        parts: list[str] = []
+        order: list[str] = []
+        start = 0
+        for at, name in positions:
+            parts.append(text[start:at])
+            order.append(name)
+            start = at + len(texts[name])
+        parts.append(text[start:])
+        self._parts = parts
+        self._order = tuple(slots.index(name) for name in order)
+
+    def fill(self, *values: Any) -> str | None:
+        """The canonical JSON with the slots set to ``values`` (in the order of
+        ``slots``); None when a string needs escaping."""
+        texts: list[str] = [""] * len(values)
+        for i, value in enumerate(values):
+            if value is None:
+                texts[i] = "null"
+            elif type(value) is int:
+                texts[i] = str(value)
+            elif type(value) is str:
+                if not value.isascii() or not value.isprintable() or '"' in value \
+                        or "\\" in value:
+                    return None
+                texts[i] = f'"{value}"'
+            elif isinstance(value, datetime):
+                if value.utcoffset() != timedelta(0):
+                    return None
+                texts[i] = _utc_text(value)
+            else:
+                raise TypeError(f"slot {self.slots[i]} got {type(value).__name__}")
+        parts = self._parts
+        out = [parts[0]]
+        for n, at in enumerate(self._order, 1):
+            out.append(texts[at])
+            out.append(parts[n])
+        return "".join(out)
+
+
+def _utc_text(value: datetime) -> str:
+    """A UTC time as the canonical form writes it (always six fractional digits)."""
+    return f'"{value.replace(tzinfo=None).isoformat(timespec="microseconds")}Z"'
+
+
+def _is_int_field(name: str) -> bool:
+    annotation = str(AuditEvent.model_fields[name].annotation)
+    return "int" in annotation and "str" not in annotation
