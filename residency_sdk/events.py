@@ -331,10 +331,21 @@ class AuditEmitter:
         except Exception as exc:
             raise _unavailable(sink.target if sink else None, event(), exc) from exc
 
-    def not_started(self, intent: AuditEvent, cause: AuditUnavailable) -> None:
-        """Tell every sink and hook that the operation of ``intent``, whose intent could
-        not be recorded, did not start (best effort; see :meth:`intent`)."""
-        self._not_started(intent, cause)
+    def intent_canonical(self, sinks: tuple[CanonicalSink, ...], text: str,
+                         event: Callable[[], AuditEvent], *, durable: bool = True,
+                         commit_now: bool = True) -> None:
+        """:meth:`intent` for an intent given as its canonical JSON ``text`` (same
+        durability, same closing event when a sink cannot record it); ``event`` builds
+        the intent's object for the rare paths that need one."""
+        try:
+            self.emit_canonical(sinks, text, event, durable=durable)
+        except AuditUnavailable as exc:
+            self._not_started(event(), exc)
+            raise
+        if not durable and commit_now:
+            for sink in sinks:
+                if sink.commit_soon is not None:
+                    sink.commit_soon()
 
     def flush(self) -> None:
         """Make every event queued in the sinks durable."""

@@ -44,7 +44,7 @@ from residency_sdk.egress.guard import (
     EgressDecision,
     EgressGuard,
 )
-from residency_sdk.errors import AuditUnavailable, InputError, ResidencyError
+from residency_sdk.errors import InputError, ResidencyError
 from residency_sdk.events import (
     AuditEmitter,
     AuditEvent,
@@ -209,16 +209,9 @@ class _Guarded:
             text = record.intent.fill(event_id, now, endpoint, size)
             if text is not None:
                 pending = _Pending(record, event_id, now, endpoint, size)
-                try:
-                    self.audit.emit_canonical(record.sinks, text, pending.as_event,
-                                              durable=durable)
-                except AuditUnavailable as exc:
-                    self.audit.not_started(pending.as_event(), exc)
-                    raise
-                if self.durability == "before_response":
-                    for sink in record.sinks:
-                        if sink.commit_soon is not None:
-                            sink.commit_soon()
+                self.audit.intent_canonical(
+                    record.sinks, text, pending.as_event, durable=durable,
+                    commit_now=self.durability == "before_response")
                 return pending, tap
         intent = self.audit.intent(record.event.model_copy(update={
             "event_id": new_event_id(), "time": event_time(), "endpoint": endpoint,
