@@ -389,6 +389,12 @@ class ChainRefused(ChainBroken, AuditUnavailable):
     """
 
 
+class ReportRenderError(AuditError):
+    """A report document that could not be produced although its input was fine: headless
+    Chromium failed, timed out or printed nothing, or a PDF could not take its seal. The
+    message names the browser or document, and carries the tail of Chromium's stderr."""
+
+
 # --- de-identification -------------------------------------------------------------
 
 

@@ -23,9 +23,10 @@ from residency_sdk.errors import AuditUnavailable
 if TYPE_CHECKING:
     from residency_sdk.model import Decision, Tenant
 
-EVENT_SCHEMA = "residency.audit/v2"
-"""v2 added ``intent`` outcomes, ``intent_id`` and the ``audit_off`` operation; v1 events
-still parse (every v2 field has a default)."""
+EVENT_SCHEMA = "residency.audit/v3"
+"""v2 added ``intent`` outcomes, ``intent_id`` and the ``audit_off`` operation; v3 added
+``decision_id`` and ``basis``. Older events still parse (every later field has a
+default)."""
 
 Operation = Literal[
     "placement",
@@ -75,8 +76,41 @@ def _new_process_ids() -> None:
 os.register_at_fork(after_in_child=_new_process_ids)
 
 
+class Basis(BaseModel):
+    """One regime's verdict on a decision, as recorded in the trail: what it rested on
+    (or what blocked it), with the rule fact's source and dates, so a report of an old
+    log shows the basis that held on the day, not today's rules."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    regime: str
+    allowed: bool
+    basis: str | None = None
+    """The mechanism or adequacy relied on (``adequacy``, ``scc``, ``eea``...); None when
+    blocked or when nothing was needed."""
+    reason: str = ""
+    """Why it blocked (kept for a blocking regime only: an allowing regime's words are in
+    the event's ``reasons``, and repeating them on every event would double its size)."""
+    source: str | None = None
+    as_of: str | None = None
+    review_by: str | None = None
+    agreement: str | None = None
+    """The agreement or derogation relied on, with its contract reference."""
+    unblock_with: tuple[str, ...] = ()
+    """For a blocking regime: the flags any one of which would allow the transfer."""
+
+
+def basis_of(decision: Decision) -> tuple[Basis, ...]:
+    """The per-regime verdicts of ``decision`` as trail entries."""
+    return tuple(Basis(regime=v.regime, allowed=v.allowed, basis=v.basis,
+                       reason="" if v.allowed else v.reason,
+                       source=v.source, as_of=v.as_of, review_by=v.review_by,
+                       agreement=v.agreement, unblock_with=v.unblock_with)
+                 for v in decision.verdicts)
+
+
 class AuditEvent(BaseModel):
-    """One audited decision or data operation (schema ``residency.audit/v1``)."""
+    """One audited decision or data operation (schema :data:`EVENT_SCHEMA`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -110,6 +144,13 @@ class AuditEvent(BaseModel):
     error: str | None = None
     intent_id: str | None = None
     """On an outcome event: the ``event_id`` of the intent it completes."""
+    decision_id: str | None = None
+    """On a data operation's events: the ``event_id`` of the decision (``placement`` or
+    ``transfer_check``) it rests on. A blocked operation and the blocked decision it names
+    are one attempt, counted once."""
+    basis: tuple[Basis, ...] = ()
+    """On a decision, and on the data operations that rest on one: each regime's verdict
+    with its rule source (see :class:`Basis`)."""
     endpoint: str | None = None
     """For ``egress``: the URL called (scheme, host, port, path; never the query or
     credentials)."""
@@ -287,18 +328,22 @@ class AuditEmitter:
 
     def decision(self, operation: Literal["placement", "transfer_check"], tenant: Tenant,
                  decision: Decision, *, actor: str | None = None,
-                 purpose: str | None = None, **extra: object) -> None:
-        """Emit the event recording a residency decision (allowed and blocked alike)."""
+                 purpose: str | None = None, **extra: object) -> str | None:
+        """Emit the event recording a residency decision (allowed and blocked alike);
+        its ``event_id`` (None when nothing listens), for the operation that rests on it
+        to name in ``decision_id``."""
         if not self.enabled:
-            return
-        self.emit(AuditEvent.model_validate({
+            return None
+        event = AuditEvent.model_validate({
             "operation": operation, "outcome": "allowed" if decision.allowed else "blocked",
             "actor": actor, "purpose": purpose, "tenant_id": tenant.id,
             "tenant_country": tenant.country, "data_class": decision.data_class,
             "source_location": decision.source, "destination_country": decision.destination,
             "is_transfer": decision.is_transfer, "mechanism": decision.mechanism,
             "regimes": decision.regimes, "reasons": decision.reasons,
-            "agreements": decision.agreements, **extra}))
+            "agreements": decision.agreements, "basis": basis_of(decision), **extra})
+        self.emit(event)
+        return event.event_id
 
     def canonical_sinks(self, event: AuditEvent) -> tuple[CanonicalSink, ...] | None:
         """Where events like ``event`` (same operation, tenant and location) can be

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -168,6 +168,19 @@ class TransferRulesDocument(_Doc):
     aliases: dict[str, AliasSpec] = {}
     regimes: dict[str, RegimeSpec] = Field(min_length=1)
     overlays: dict[str, OverlaySpec] = {}
+
+
+class RuleFact(NamedTuple):
+    """One dated fact of the transfer rules, as a report lists it."""
+
+    what: str
+    source: str
+    as_of: str
+    review_by: str
+
+    def past_review(self, on: date) -> bool:
+        """True when the fact was due for review before ``on``."""
+        return date.fromisoformat(self.review_by) < on
 
 
 # --- compiled rules ------------------------------------------------------------------
@@ -533,29 +546,41 @@ class TransferRules:
         regime_of = {c: regimes[r.id] for c, r in self.regime_of.items()}
         return replace(self, regimes=regimes, regime_of=regime_of, book=book)
 
-    def facts_past_review(self, on: date) -> list[str]:
-        """Every rule fact whose ``review_by`` date is before ``on``, as warnings."""
-        late: list[str] = []
-
-        def check(what: str, review_by: str) -> None:
-            if date.fromisoformat(review_by) < on:
-                late.append(f"{what} was due for review on {review_by}: check it against "
-                            f"its source and update as_of/review_by in {self.file}")
-
-        check("the rules file", self.document.review_by)
+    def facts(self) -> list[RuleFact]:
+        """Every dated fact of the rules (the file, each regime, agent exemption,
+        adequacy entry, mechanism and overlay) with its source and dates."""
+        doc = self.document
+        found = [RuleFact("the rules file", doc.source, doc.as_of, doc.review_by)]
         for rid, regime in self.regimes.items():
-            check(f"regime {rid}", regime.review_by)
+            found.append(RuleFact(f"regime {rid}", regime.source, regime.as_of,
+                                  regime.review_by))
             if regime.agent_exemption is not None:
-                check(f"regime {rid} agent exemption", regime.agent_exemption.review_by)
+                ex = regime.agent_exemption
+                found.append(RuleFact(f"regime {rid} agent exemption", ex.source, ex.as_of,
+                                      ex.review_by))
+            for accepted in regime.mechanisms:
+                found.append(RuleFact(
+                    f"regime {rid} accepts {accepted.flag} for "
+                    f"{', '.join(sorted(accepted.data_classes))}", accepted.source, accepted.as_of,
+                    regime.review_by))
             for i, entry in enumerate(regime.adequacy):
                 shown = sorted(entry.countries)
-                check(f"regime {rid} adequacy entry {i} ({', '.join(shown[:4])}"
-                      f"{'...' if len(shown) > 4 else ''})", entry.review_by)
-        for flag, spec in self.document.mechanisms.items():
-            check(f"mechanism {flag}", spec.review_by)
+                found.append(RuleFact(
+                    f"regime {rid} adequacy entry {i} ({', '.join(shown[:4])}"
+                    f"{'...' if len(shown) > 4 else ''})", entry.source, entry.as_of,
+                    entry.review_by))
+        for flag, spec in doc.mechanisms.items():
+            found.append(RuleFact(f"mechanism {flag}", spec.source, spec.as_of, spec.review_by))
         for oid, overlay in self.overlays.items():
-            check(f"overlay {oid}", overlay.review_by)
-        return late
+            found.append(RuleFact(f"overlay {oid}", overlay.source, overlay.as_of,
+                                  overlay.review_by))
+        return found
+
+    def facts_past_review(self, on: date) -> list[str]:
+        """Every rule fact whose ``review_by`` date is before ``on``, as warnings."""
+        return [f"{fact.what} was due for review on {fact.review_by}: check it against "
+                f"its source and update as_of/review_by in {self.file}"
+                for fact in self.facts() if fact.past_review(on)]
 
     def decide(self, *, tenant_country: str, source: str, destination: str,
                data_class: str, agreements: frozenset[Agreement] | frozenset[str],

@@ -38,10 +38,10 @@ from residency_sdk.errors import (
     TenantCountryConflict,
     TransferBlocked,
 )
-from residency_sdk.events import AuditEmitter, AuditEvent
+from residency_sdk.events import AuditEmitter, AuditEvent, basis_of
 from residency_sdk.lineage import Lineage
 from residency_sdk.marks import CREATED_META, TENANT_META, copied_from
-from residency_sdk.model import StorageTarget, Tenant
+from residency_sdk.model import Decision, StorageTarget, Tenant
 from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
 from residency_sdk.records import SdkRecords
 from residency_sdk.regionmap import Location
@@ -338,7 +338,8 @@ def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
     if new_location.id != old_location.id:
         decision = policy.decide(tenant, new_location.country, PLACEMENT_CLASS,
                                  source=old_location.country)
-        audit.decision("transfer_check", tenant, decision, actor=actor, purpose=purpose)
+        decision_id = audit.decision("transfer_check", tenant, decision, actor=actor,
+                                     purpose=purpose)
         if not decision.allowed:
             raise TransferBlocked(decision)
         prefix = tenant_prefix(tenant)
@@ -352,7 +353,8 @@ def move_tenant(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
                 # Written ahead: the copy starts only once its intent is durable and
                 # the tenant's lineage names it (erasure plans from that).
                 intent = _intent_copy(audit, tenant, old_location, new_location,
-                                      dest_target, key, actor, purpose)
+                                      dest_target, key, actor, purpose,
+                                      decision, decision_id)
                 if lineage is not None:
                     lineage.copied(tenant, key[len(prefix):], source_location=old_location.id,
                                    destination_location=new_location.id,
@@ -388,9 +390,11 @@ def _destination(stores: StorePool, location: Location, provider: str) -> Storag
 
 def _intent_copy(audit: AuditEmitter, tenant: Tenant, old: Location, new: Location,
                  target: StorageTarget, key: str, actor: str | None,
-                 purpose: str | None) -> AuditEvent | None:
+                 purpose: str | None, decision: Decision,
+                 decision_id: str | None) -> AuditEvent | None:
     """The durable intent of one copy of a move (None when nothing listens); its
-    outcome (``ok`` with the size, or ``error``) follows through ``audit.outcome``."""
+    outcome (``ok`` with the size, or ``error``) follows through ``audit.outcome``.
+    Both carry the transfer decision's basis and name it in ``decision_id``."""
     if not audit.enabled:
         return None
     return audit.intent(AuditEvent(
@@ -399,5 +403,8 @@ def _intent_copy(audit: AuditEmitter, tenant: Tenant, old: Location, new: Locati
         tenant_country=tenant.country, source_location=old.id,
         destination_location=new.id, destination_country=new.country, is_transfer=True,
         provider=target.provider, region=target.region, bucket=target.bucket,
-        object_key=key[len(tenant_prefix(tenant)):]))
+        object_key=key[len(tenant_prefix(tenant)):], data_class=decision.data_class,
+        mechanism=decision.mechanism, regimes=decision.regimes,
+        agreements=decision.agreements, basis=basis_of(decision),
+        decision_id=decision_id))
 

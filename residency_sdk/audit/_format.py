@@ -50,3 +50,27 @@ def recorded(period: dict[str, Any]) -> str:
     parts = [None if purpose == "audit_off" else purpose, *period.get("reasons", []),
              period.get("error")]
     return "; ".join(str(p) for p in parts if p) or "(nothing recorded)"
+
+
+_MD_SPECIAL = str.maketrans({
+    "&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\\": "\\\\", "`": "\\`",
+    "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "#": "\\#", "~": "\\~",
+    "\n": " ", "\r": " "})
+
+
+def md_text(value: object) -> str:
+    """``value`` as Markdown text that renders as written: HTML (``<script>``) becomes
+    entities, emphasis, links, code and table pipes are backslash-escaped, newlines
+    become spaces (one table row stays one row)."""
+    return str(value).translate(_MD_SPECIAL)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: object) -> str:
+    """``value`` as a CSV cell a spreadsheet shows as text: a leading ``=``, ``+``,
+    ``-``, ``@``, tab or carriage return (a formula to Excel or LibreOffice) is prefixed
+    with an apostrophe (OWASP's CSV-injection advice); newlines become spaces."""
+    text = str(value).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return "'" + text if text.startswith(_FORMULA_START) else text

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from residency_sdk.audit._format import human_bytes
+from residency_sdk.audit._format import human_bytes, md_text
 from residency_sdk.audit.report import REPORT_SCHEMA
 from residency_sdk.errors import AuditFormatError
 
@@ -31,7 +31,7 @@ AGGREGATES_ONLY = (
     "No event-level row (who, which tenant, which object, which event) was copied from any "
     "location's report: those stay in that location's own report.")
 
-_TOTALS = ("events", "tenants", "blocked", "cross_border_allowed", "cross_border_bytes",
+_TOTALS = ("events", "tenants", "blocked", "movements", "movement_bytes",
            "violations", "intents", "outcome_unknown", "unaudited_periods")
 _SUMMED = tuple(k for k in _TOTALS if k != "tenants")  # a tenant may be in two reports
 _CHAIN_STATUSES = ("verified", "broken", "unverified")
@@ -283,10 +283,10 @@ def _md_cell(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "—"
+        return ", ".join(md_text(v) for v in value) or "—"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return md_text(value)
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -301,13 +301,13 @@ def location_rows(report: CombinedReport) -> list[list[Any]]:
              i["chain"]["status"] + (f" ({i['chain']['kind']})"
                                      if i["chain"]["status"] == "broken" else ""),
              i["totals"]["events"], i["totals"]["blocked"],
-             i["totals"]["cross_border_allowed"], i["totals"]["unaudited_periods"],
+             i["totals"]["movements"], i["totals"]["unaudited_periods"],
              i["totals"]["outcome_unknown"], i["totals"]["violations"]]
             for i in report.inputs]
 
 
 LOCATION_HEADERS = ("location", "log", "window", "chain", "events", "blocked",
-                    "cross-border allowed", "unaudited periods", "outcome unknown",
+                    "data movements", "unaudited periods", "outcome unknown",
                     "violations")
 
 
@@ -331,9 +331,9 @@ def combined_markdown(report: CombinedReport) -> str:
     out += [f"> {note}" for note in report.notes] + [""]
     out += ["## Locations", "", *_md_table(LOCATION_HEADERS, location_rows(report)), ""]
     out += ["## Summary", "", *_md_table(
-        ["events", "cross-border allowed", "cross-border bytes", "blocked", "outcome unknown",
+        ["events", "data movements", "bytes moved", "blocked attempts", "outcome unknown",
          "unaudited periods", "first seen", "last seen"],
-        [[t["events"], t["cross_border_allowed"], human_bytes(t["cross_border_bytes"]),
+        [[t["events"], t["movements"], human_bytes(t["movement_bytes"]),
           t["blocked"], unknown, off, t["first_seen"], t["last_seen"]]]), ""]
     out += ["## Operations", ""]
     out += _md_table(["operation", "outcome", "events", "bytes"],

@@ -1,8 +1,10 @@
-"""The HTML transfer-audit report: one self-contained file, printable.
+"""The HTML transfer-audit report: one self-contained file, printable, rendered from a
+Jinja2 template (``templates/report.html.j2``) with autoescaping.
 
 No external asset: the styles and a tiny table-sorting script are inline, the flow
-diagram is SVG drawn here (origin -> storage location -> destination, band widths by
-volume), and a Content-Security-Policy forbids loading anything else.
+diagram is SVG drawn here (origin -> residency location -> destination, band widths by
+volume), a logo is embedded as a ``data:`` URI, and a Content-Security-Policy forbids
+loading anything else.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ import base64
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from typing import Any
+
+import jinja2
+from markupsafe import Markup
 
 from residency_sdk.audit._format import chain_status, human_bytes, recorded
 from residency_sdk.audit.combine import (
@@ -22,6 +29,7 @@ from residency_sdk.audit.combine import (
     location_rows,
 )
 from residency_sdk.audit.report import AuditReport
+from residency_sdk.errors import AuditFormatError
 
 _SCRIPT = """
 (function () {
@@ -70,12 +78,29 @@ th[aria-sort=descending]::after { content: " \\25BC"; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.violation td, tr.unaudited td { background: #fff5f5; }
 .none { color: var(--muted); font-style: italic; }
+.explain { color: var(--muted); margin: 0 0 8px; max-width: 900px; }
+.note { background: #fff8c5; border-left: 3px solid #d4a72c; padding: 4px 10px; margin: 4px 0; }
+.src { font-size: 12px; color: var(--muted); }
+td code { overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; }
+td.sources { min-width: 220px; max-width: 340px; }
+td.when { white-space: nowrap; font-size: 12px; }
+td { overflow-wrap: break-word; }
+tr.review td, tr.blocked td { background: #fffbea; }
+header.brand { display: flex; align-items: center; gap: 12px; min-height: 8px; }
+header.brand .logo { max-height: 48px; max-width: 220px; }
+header.brand .brand-name { font-size: 16px; font-weight: 600; }
+footer { margin-top: 28px; }
 .missing { color: var(--bad); font-weight: 600; }
 svg text { font: 12px system-ui, sans-serif; fill: var(--ink); }
 svg .link { fill: none; stroke-opacity: .42; }
 svg .link:hover { stroke-opacity: .7; }
+@page { size: A4 landscape; margin: 10mm; }
 @media print {
-  body { margin: 0; max-width: none; font-size: 10pt; }
+  body { margin: 0; max-width: none; font-size: 9pt; }
+  .scroll { overflow: visible; }
+  table { font-size: 8pt; } td { overflow-wrap: anywhere; }
+  h2 { page-break-after: avoid; }
   th { cursor: auto; background: #eee !important; }
   th::after { content: "" !important; }
   tr, .card, svg { page-break-inside: avoid; }
@@ -204,115 +229,86 @@ def flow_svg(flows: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def to_html(report: AuditReport) -> str:
-    """The report as one self-contained HTML document."""
-    t = report.totals
-    chain_cls = "ok" if report.chain_state.ok else "bad"
-    viol_cls = "ok" if report.violation_total == 0 else "bad"
-    off, unknown = t["unaudited_periods"], t["outcome_unknown"]
-    counts = ", ".join(f"{k}: {v}" for k, v in sorted(report.violation_counts.items()))
-    cards = "".join(
-        f'<div class="card"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
-        for label, value in (
-            ("events", f"{t['events']:,}"), ("tenants", f"{t['tenants']:,}"),
-            ("cross-border allowed", f"{t['cross_border_allowed']:,}"),
-            ("cross-border volume", human_bytes(t["cross_border_bytes"])),
-            ("blocked", f"{t['blocked']:,}"), ("violations", f"{report.violation_total:,}"),
-            ("outcome unknown", f"{unknown:,}"), ("unaudited periods", f"{off:,}")))
-    flows = [
-        "<tr>" + _td(f["origin"]) + _td(f["location"]) + _td(f["destination"])
-        + _td(f["data_class"])
-        + (_td(f["mechanism"]) if f["mechanism"] else '<td class="missing">none</td>')
-        + _num(f["events"])
-        + _num(f["bytes"], human_bytes(f["bytes"])) + _td(f["first_seen"])
-        + _td(f["last_seen"]) + "</tr>" for f in report.flows]
-    blocked = [
-        "<tr>" + _td(b["actor"]) + _td(b["tenant_id"]) + _td(b["origin"]) + _td(b["destination"])
-        + _td(b["data_class"]) + _td(b["operation"]) + _td("; ".join(b["reasons"]))
-        + _num(b["events"]) + _td(b["last_seen"]) + "</tr>" for b in report.blocked]
-    violations = [
-        '<tr class="violation">' + _num(v["seq"]) + _td(v["kind"]) + _td(v["time"])
-        + _td(v["tenant_id"]) + _td(v["actor"]) + _td(v["detail"]) + "</tr>"
-        for v in report.violations]
-    tenants = [
-        "<tr>" + _td(r["tenant_id"]) + _td(r["country"]) + _td(r["held_in"]) + _td(r["went_to"])
-        + _num(r["events"]) + _num(r["blocked"])
-        + _num(r["bytes_written"], human_bytes(r["bytes_written"])) + "</tr>"
-        for r in report.tenants]
-    unaudited = [
-        '<tr class="unaudited">' + _num(u["seq"]) + _td(u["time"]) + _td(u["actor"])
-        + _td(u["location"]) + _td(recorded(u)) + "</tr>" for u in report.unaudited_periods]
-    deid = [
-        "<tr>" + _num(a["seq"]) + _td(a["time"]) + _td(a["tenant_id"]) + _td(a["location"])
-        + _td(a["destination"]) + _td(a["object_key"])
-        + (_td(a["deid"]) if a["deid"] else '<td class="missing">none recorded</td>') + "</tr>"
-        for a in report.anonymised_transfers]
-    unknowns = [
-        "<tr>" + _num(u["seq"]) + _td(u["time"]) + _td(u["actor"]) + _td(u["tenant_id"])
-        + _td(u["operation"]) + _td(u["object_key"]) + "</tr>" for u in report.outcome_unknown]
-    off_banner = (
-        f'<div class="banner bad" id="unaudited-status">Unaudited periods: {off:,}: audit '
-        "was switched off in this log; what those processes did next is not recorded</div>"
-        if off else '<div class="banner ok" id="unaudited-status">Unaudited periods: none '
-        "(audit was never switched off in this log)</div>")
-    unknown_banner = (
-        f'<div class="banner warn" id="outcome-unknown-status">Outcome unknown: {unknown:,} '
-        "operation(s) started with no recorded outcome</div>" if unknown else "")
-    where = (f" · location <code>{escape(report.location)}</code>" if report.location
-             else "")
-    stated = [
-        "<tr>" + _td(e["path"]) + _td(e["endpoint"]) + _td(e["country"]) + _td(e["source"])
-        + "</tr>" for e in report.stated_endpoints]
-    notes = "".join(f'<p class="meta">{escape(n)}</p>' for n in report.notes)
+@dataclass(frozen=True)
+class Branding:
+    """A company's name and logo on the HTML (and PDF) report, and optionally its own
+    template folder (holding ``report.html.j2``, a copy of the packaged one)."""
+
+    name: str | None = None
+    logo: str | None = None
+    """The logo as a ``data:`` URI (see :func:`logo_data_uri`): the report stays one
+    self-contained file and its Content-Security-Policy loads nothing else."""
+    template_dir: Path | None = None
+
+
+_LOGO_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+               ".svg": "image/svg+xml", ".gif": "image/gif", ".webp": "image/webp"}
+_LOGO_MAX = 512 * 1024
+
+
+def logo_data_uri(path: str | Path) -> str:
+    """The image file at ``path`` (PNG, JPEG, SVG, GIF or WebP, at most 512 KiB) as a
+    ``data:`` URI for :class:`Branding`."""
+    where = Path(path)
+    kind = _LOGO_TYPES.get(where.suffix.lower())
+    if kind is None:
+        raise AuditFormatError(f"logo {str(where)!r} is not an image this report embeds: use "
+                               f"one of {', '.join(sorted(_LOGO_TYPES))}")
+    try:
+        data = where.read_bytes()
+    except OSError as exc:
+        raise AuditFormatError(f"cannot read logo {str(where)!r}: {exc.strerror or exc}: "
+                               "give an existing image file") from None
+    if len(data) > _LOGO_MAX:
+        raise AuditFormatError(f"logo {str(where)!r} is {len(data):,} bytes: use an image of "
+                               f"at most {_LOGO_MAX // 1024} KiB (it is embedded in the report)")
+    return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def _environment(branding: Branding) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("residency_sdk.audit", "templates")]
+    if branding.template_dir is not None:
+        if not (Path(branding.template_dir) / _TEMPLATE).is_file():
+            raise AuditFormatError(
+                f"template folder {str(branding.template_dir)!r} has no {_TEMPLATE}: copy the "
+                "packaged one (residency_sdk/audit/templates/) there and edit it")
+        loaders.insert(0, jinja2.FileSystemLoader(str(branding.template_dir)))
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=False)
+    env.filters["num"] = lambda v: f"{int(v or 0):,}"
+    env.filters["size"] = human_bytes
+    env.filters["recorded"] = recorded
+    return env
+
+
+_TEMPLATE = "report.html.j2"
+
+
+def to_html(report: AuditReport, branding: Branding | None = None) -> str:
+    """The report as one self-contained HTML document (inline styles, an inline SVG
+    diagram, a hashed inline script, no external asset), rendered from a Jinja2 template
+    with autoescaping. It embeds the report's JSON (``residency-report-data``) and a slot
+    for its seal (:func:`residency_sdk.audit.seal.seal_html`)."""
+    from residency_sdk.audit.seal import SEAL_SLOT_HTML, embed_report_json
+
+    branding = branding or Branding()
+    data = report.to_dict()
     csp = (f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
            f"script-src 'sha256-{_SCRIPT_HASH}'")
-    window = f"{report.since or 'start'} → {report.until or 'now'}"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Transfer-audit report</title><style>{_STYLE}</style></head>
-<body>
-<h1>Transfer-audit report</h1>
-<div class="meta">Log <code>{escape(report.log_path)}</code>{where} · window {escape(window)} ·
-region map <code>{escape(str(report.map_name))}</code> ·
-generated {escape(report.generated_at)}</div>
-<div class="banner {chain_cls}" id="chain-status" data-status="{report.chain_state.status}">
-Chain {escape(chain_status(report))}</div>
-{off_banner}
-{unknown_banner}
-<div class="banner {viol_cls}" id="violation-status">Violations: {report.violation_total:,}
-({escape(counts)})</div>
-{notes}<div class="cards">{cards}</div>
-<h2>Unaudited periods</h2>
-{_table("Unaudited periods", ["event", "when", "who", "location", "recorded"], unaudited,
-        "None: audit was never switched off in this log.")}
-<h2>Cross-border flows</h2>
-{flow_svg(report.flows)}
-{_table("Cross-border flows", ["origin", "location", "destination", "data class", "mechanism",
-        "events", "bytes", "first seen", "last seen"], flows,
-        "No cross-border flow in this window.")}
-<h2>Blocked attempts</h2>
-{_table("Blocked attempts", ["who", "tenant", "origin", "to", "data class", "operation", "why",
-        "events", "last seen"], blocked, "No blocked attempt in this window.")}
-<h2>De-identified transfers</h2>
-{_table("De-identified transfers", ["event", "time", "tenant", "from", "to", "key",
-        "evidence"], deid, "No transfer of de-identified data in this window.")}
-<h2>Outcome unknown</h2>
-{_table("Outcome unknown", ["event", "time", "who", "tenant", "operation", "key"], unknowns,
-        "None: every operation started has its outcome.")}
-<h2>Violations</h2>
-{_table("Violations", ["event", "kind", "time", "tenant", "who", "detail"], violations,
-        "No violation.")}
-<h2>Tenants</h2>
-{_table("Tenants", ["tenant", "country", "data held in", "went to", "events", "blocked",
-        "bytes written"], tenants, "No tenant events in this window.")}
-<h2>Endpoints located on the region map's word</h2>
-{_table("Endpoints located on the region map's word", ["map entry", "endpoint", "country",
-        "source"], stated, "None: every endpoint is an in-region form of its provider.")}
-<script>{_SCRIPT}</script>
-</body></html>
-"""
+    # The only markup passed in: module constants, the SVG (every label escaped where it
+    # is drawn) and the report's JSON with <, > and & as \u escapes (inert in a script).
+    trusted = {"style": _STYLE, "script": _SCRIPT, "diagram": flow_svg(report.flows),
+               "report_json": embed_report_json(data), "seal_slot": SEAL_SLOT_HTML,
+               "csp": csp}
+    try:
+        template = _environment(branding).get_template(_TEMPLATE)
+        return template.render(
+            r=data, t=data["totals"], brand=branding,
+            chain_line=chain_status(report),
+            **{name: Markup(value) for name, value in trusted.items()})  # noqa: S704
+    except jinja2.TemplateError as exc:
+        raise AuditFormatError(f"cannot render the HTML report: template error: {exc}: fix "
+                               f"{_TEMPLATE} in the template folder") from None
 
 
 def combined_to_html(report: CombinedReport) -> str:
@@ -323,7 +319,7 @@ def combined_to_html(report: CombinedReport) -> str:
     chain_cls = "ok" if report.chains_ok else "bad"
     viol_cls = "ok" if report.violation_total == 0 else "bad"
     counts = ", ".join(f"{k}: {v}" for k, v in report.violation_counts.items())
-    numeric = {"events", "blocked", "cross-border allowed", "unaudited periods",
+    numeric = {"events", "blocked", "data movements", "unaudited periods",
                "outcome unknown", "violations"}
     locations = [
         "<tr>" + "".join(_num(v) if h in numeric else _td(v)

@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import os
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -102,6 +103,9 @@ class VerifyResult:
     """How many checkpoints (given and from anchors) the log was checked against."""
     anchored_seq: int | None = None
     """The newest checkpoint's position, when any was given."""
+    intent_positions: Sequence[int] = field(default=(), repr=False, compare=False)
+    """The position of every intent walked, ascending (the report counts the intents of
+    its snapshot from them instead of reading every event again)."""
 
     @property
     def status(self) -> Status:
@@ -142,6 +146,7 @@ class VerifyResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
         out = asdict(self)
+        out.pop("intent_positions")  # a count for the report, not a fact to publish
         out["status"] = self.status
         out["ok"] = self.ok
         out["verified_through"] = self.verified_through
@@ -164,6 +169,8 @@ class _Walk:
     """The hash at each wanted (checkpointed) position."""
     intents: dict[str, tuple[int, str]] = field(default_factory=dict)
     """Intents not (yet) followed by their outcome: event_id -> (seq, event)."""
+    intent_positions: array[int] = field(default_factory=lambda: array("q"))
+    """The position of every intent walked, ascending (the report counts them)."""
 
 
 def check_rows(rows: Iterable[Row], key: bytes | None, *, genesis: str = GENESIS,
@@ -209,7 +216,8 @@ def check_rows(rows: Iterable[Row], key: bytes | None, *, genesis: str = GENESIS
             break
         if seq in wanted:
             hashes[seq] = digest
-        track_intent(intents, seq, event)
+        if track_intent(intents, seq, event):
+            walk.intent_positions.append(seq)
         prev = digest
         expected += 1
     walk.count = expected - 1
@@ -219,8 +227,9 @@ def check_rows(rows: Iterable[Row], key: bytes | None, *, genesis: str = GENESIS
     return walk
 
 
-def track_intent(intents: dict[str, tuple[int, str]], seq: int, event: str) -> None:
-    """Remember an intent until its outcome follows (``intents``: event id -> (seq, event)).
+def track_intent(intents: dict[str, tuple[int, str]], seq: int, event: str) -> bool:
+    """Remember an intent until its outcome follows (``intents``: event id -> (seq, event));
+    True when ``event`` is an intent.
 
     Found by substring on the canonical JSON, without parsing: this runs for every row.
     Not part of the chain check: an intent without outcome is reported, not a break."""
@@ -229,11 +238,13 @@ def track_intent(intents: dict[str, tuple[int, str]], seq: int, event: str) -> N
         end = event.find('"', start)
         if start >= len(_EVENT_ID) and end > 0:
             intents[event[start:end]] = (seq, event)
-    elif _INTENT_ID in event:
+        return True
+    if _INTENT_ID in event:
         start = event.find(_INTENT_ID) + len(_INTENT_ID)
         end = event.find('"', start)
         if end > 0:
             intents.pop(event[start:end], None)
+    return False
 
 
 def unknown_outcomes(walk: _Walk) -> tuple[Unknown, ...]:
@@ -337,7 +348,8 @@ def verify_log(spec: str | os.PathLike[str] | ChainStore, *,
         notes=tuple(notes), key_id=info.key_id,
         head_counter=head.counter if head is not None else None, outside_chain=outside,
         outcome_unknown=unknown, checkpoints_checked=len(cps),
-        anchored_seq=newest.seq if newest is not None else None)
+        anchored_seq=newest.seq if newest is not None else None,
+        intent_positions=walk.intent_positions)
 
 
 def _check_genesis(info: LogInfo, key: bytes | None) -> ChainBreak | None:

@@ -22,14 +22,14 @@ from residency_sdk.audit._format import chain_status, human_bytes, recorded
 from residency_sdk.audit.checkpoint import export_checkpoint
 from residency_sdk.audit.combine import COMBINED_FORMATS, combine_reports
 from residency_sdk.audit.jsonl import verify_jsonl
-from residency_sdk.audit.render import FORMATS, render, render_combined
+from residency_sdk.audit.render import render_combined
 from residency_sdk.audit.report import AuditReport, build_report
 from residency_sdk.audit.verify import VerifyResult, verify_log
+from residency_sdk.cli import audit_report
 from residency_sdk.cli.common import (
     EXIT_BLOCKED,
     EXIT_USAGE,
     JsonOption,
-    MapOption,
     console,
     err_console,
     fail,
@@ -49,7 +49,7 @@ LogArg = Annotated[Path, typer.Argument(help="The audit log (SQLite file).", dir
 def register(app: typer.Typer) -> None:
     """Add the ``audit`` command group to ``app``."""
     audit_app.command("verify")(verify)
-    audit_app.command("report")(report)
+    audit_report.register(audit_app)
     audit_app.command("combine")(combine)
     checkpoint_app.command("export")(checkpoint_export)
     checkpoint_app.command("verify")(checkpoint_verify)
@@ -133,67 +133,6 @@ def verify(
             result = verify_log(log, checkpoint=cp, anchors=opened)
     _print_result(result, as_json)
     _exit_for(result)
-
-
-ReportLogArg = Annotated[str, typer.Argument(
-    help="The audit log: a SQLite file or a postgresql:// URL (password from PGPASSWORD "
-         "or ~/.pgpass, never the command line).")]
-
-
-def report(
-    log: ReportLogArg,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="Start of the window (ISO 8601, inclusive; UTC if no zone).")] = None,
-    until: Annotated[str | None, typer.Option(
-        "--until", help="End of the window (ISO 8601, exclusive).")] = None,
-    location: Annotated[str | None, typer.Option(
-        "--location", help="Only events of this residency location (that happened there, "
-                           "or whose tenant lives there), e.g. DE.")] = None,
-    fmt: Annotated[str, typer.Option(
-        "--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")] = "md",
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Write the report to this file instead of stdout.",
-        dir_okay=False)] = None,
-    fail_on_violation: Annotated[bool, typer.Option(
-        "--fail-on-violation",
-        help="Exit 1 on any violation or a chain that is not verified.")] = False,
-    map_path: MapOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """The transfer-audit report: chain, unaudited periods, flows, blocked attempts,
-    outcome-unknown operations, violations, tenants."""
-    if as_json:
-        fmt = "json" if out is None else fmt
-    if fmt not in FORMATS:
-        fail(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}", as_json=as_json,
-             code=EXIT_USAGE)
-    with residency_errors(as_json):
-        region_map = None
-        if map_path is not None:
-            from residency_sdk.regionmap import load_region_map
-
-            region_map = load_region_map(map_path)
-        result = build_report(log, since=since, until=until, region_map=region_map,
-                              location=location)
-        text = render(result, fmt)
-    if out is not None:
-        out.write_text(text, encoding="utf-8")
-        if as_json:
-            print_json({"ok": result.ok, "out": str(out), "format": fmt,
-                        "chain": result.chain_state.status,
-                        "chain_ok": result.chain_state.ok,
-                        "violations": result.violation_total,
-                        "unaudited_periods": result.totals["unaudited_periods"],
-                        "outcome_unknown": result.totals["outcome_unknown"]})
-        else:
-            err_console.print(f"report written to {out} ({fmt}); chain "
-                              f"{chain_status(result)}; {result.violation_total} violation(s)"
-                              f"; {result.totals['unaudited_periods']} unaudited period(s)",
-                              highlight=False, soft_wrap=True)
-    else:
-        sys.stdout.write(text)
-    if fail_on_violation and not result.ok:
-        raise typer.Exit(EXIT_BLOCKED)
 
 
 def combine(
@@ -301,14 +240,24 @@ def show_report(log_path: str | Path, *, quiet: bool) -> dict[str, Any]:
     t = result.totals
     return {"log": str(log_path), "chain": result.chain_state.status,
             "chain_ok": result.chain_state.ok, "events": t["events"],
-            "tenants": t["tenants"], "cross_border_allowed": t["cross_border_allowed"],
-            "blocked": t["blocked"], "violations": result.violation_total,
-            "flows": len(result.flows), "outcome_unknown": t["outcome_unknown"],
+            "tenants": t["tenants"], "movements": t["movements"],
+            "decisions_allowed": t["decisions_allowed"],
+            "decisions_blocked": t["decisions_blocked"], "blocked": t["blocked"],
+            "violations": result.violation_total, "flows": len(result.flows),
+            "outcome_unknown": t["outcome_unknown"],
             "unaudited_periods": t["unaudited_periods"]}
 
 
+def _table(title: str, columns: tuple[str, ...], **style: Any) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, **style)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    return table
+
+
 def rich_report(report: AuditReport) -> list[Any]:
-    """The report as rich renderables for a terminal (the Markdown form, laid out)."""
+    """The report as rich renderables for a terminal (the Markdown form, laid out); every
+    value from the log is markup-escaped."""
     state, t = report.chain_state, report.totals
     colour = {"verified": "green", "unverified": "yellow"}.get(state.status, "red")
     chain = f"[bold {colour}]chain {escape(chain_status(report))}[/]"
@@ -319,56 +268,63 @@ def rich_report(report: AuditReport) -> list[Any]:
         chain,
         (f"[bold red]audit was switched off {off} time(s) in this log: unaudited periods "
          "below[/]" if off else "[green]no unaudited period[/]"),
-        f"{t['events']:,} events · {t['tenants']} tenants · {t['cross_border_allowed']:,} "
-        f"cross-border allowed ({human_bytes(t['cross_border_bytes'])}) · {t['blocked']:,} "
-        f"blocked · {unknown:,} outcome unknown · {viol}",
+        f"{t['movements']:,} data movement(s) across a border "
+        f"({human_bytes(t['movement_bytes'])}) · {t['decisions_allowed']:,} decision(s) "
+        f"allowed, {t['decisions_blocked']:,} blocked · {t['blocked']:,} blocked attempt(s) "
+        f"· {t['tenants']} tenants · {unknown:,} outcome unknown · {viol}",
     ]
     if report.unaudited_periods:
-        periods = Table(title="Unaudited periods", box=box.SIMPLE_HEAD, style="red")
-        for col in ("event", "when", "who", "location", "recorded"):
-            periods.add_column(col, overflow="fold")
+        periods = _table("Unaudited periods", ("event", "when", "who", "location", "recorded"),
+                         style="red")
         for u in report.unaudited_periods:
             periods.add_row(str(u["seq"]), u["time"], escape(u["actor"] or "—"),
                             escape(u["location"] or "—"), escape(recorded(u)))
         parts.append(periods)
-    flows = Table(title="Cross-border flows", box=box.SIMPLE_HEAD)
-    for col in ("origin", "location", "destination", "class", "mechanism", "events", "bytes"):
-        flows.add_column(col, justify="right" if col in ("events", "bytes") else "left",
-                         overflow="fold")
+    flows = _table("Data movements by flow", ("kind", "origin", "held in", "to", "class",
+                                              "basis", "objects", "bytes", "who"))
     for f in report.flows:
-        flows.add_row(f["origin"], f["location"], f["destination"], f["data_class"],
-                      f["mechanism"] or "[bold red]none[/]", f"{f['events']:,}",
-                      human_bytes(f["bytes"]))
+        flows.add_row(f["kind"], escape(f["origin"]), escape(f["location"]),
+                      escape(f["destination"]), escape(f["data_class"]),
+                      escape(f["mechanism"]) if f["mechanism"] else "[bold red]none[/]",
+                      f"{f['events']:,}", human_bytes(f["bytes"]),
+                      escape(", ".join(f["actors"])))
     blocked = Table(title="Blocked attempts", box=box.SIMPLE_HEAD, expand=True)
-    for col in ("who", "tenant", "to", "class", "events"):
+    for col in ("event", "who", "tenant", "what", "to", "class"):
         blocked.add_column(col, no_wrap=True)
     blocked.add_column("why", ratio=1)  # the reasons take whatever width is left
     for b in report.blocked:
-        blocked.add_row(b["actor"], b["tenant_id"], b["destination"] or "—", b["data_class"],
-                        f"{b['events']:,}", "; ".join(b["reasons"]))
-    parts += [flows if report.flows else "No cross-border flow.",
+        blocked.add_row(str(b["seq"]), escape(b["actor"] or "(not given)"),
+                        escape(b["tenant_id"] or "—"), b["operation"],
+                        escape(b["destination"] or "—"), escape(b["data_class"] or "—"),
+                        escape("; ".join(b["reasons"])))
+    parts += [flows if report.flows else "No data crossed a border.",
               blocked if report.blocked else "No blocked attempt."]
+    if t["blocked"] > len(report.blocked):
+        parts.append(f"(the first {len(report.blocked):,} of {t['blocked']:,} blocked "
+                     "attempts are listed)")
     if report.outcome_unknown:
-        unknowns = Table(title="Outcome unknown", box=box.SIMPLE_HEAD, style="yellow")
-        for col in ("event", "time", "who", "tenant", "operation", "key"):
-            unknowns.add_column(col, overflow="fold")
+        unknowns = _table("Outcome unknown", ("event", "time", "who", "tenant", "operation",
+                                              "key"), style="yellow")
         for u in report.outcome_unknown:
             unknowns.add_row(str(u["seq"]), u["time"], escape(u["actor"] or "—"),
                              escape(u["tenant_id"] or "—"), u["operation"],
                              escape(u["object_key"] or "—"))
         parts.append(unknowns)
     if report.violations:
-        violations = Table(title="Violations", box=box.SIMPLE_HEAD, style="red")
-        for col in ("event", "kind", "tenant", "detail"):
-            violations.add_column(col, overflow="fold")
+        violations = _table("Violations", ("event", "kind", "tenant", "detail"), style="red")
         for v in report.violations:
-            violations.add_row(str(v["seq"]), v["kind"], v["tenant_id"] or "—", v["detail"])
+            violations.add_row(str(v["seq"]), v["kind"], escape(v["tenant_id"] or "—"),
+                               escape(v["detail"]))
         parts.append(violations)
-    tenants = Table(title="Tenants", box=box.SIMPLE_HEAD)
-    for col in ("tenant", "country", "held in", "went to", "events", "blocked"):
-        tenants.add_column(col)
+    tenants = _table("Tenants", ("tenant", "country", "held in", "went to", "movements",
+                                 "blocked attempts"))
     for r in report.tenants:
-        tenants.add_row(r["tenant_id"], r["country"] or "—", ", ".join(r["held_in"]) or "—",
-                        ", ".join(r["went_to"]) or "—", f"{r['events']:,}", str(r["blocked"]))
+        tenants.add_row(escape(r["tenant_id"]), escape(r["country"] or "—"),
+                        escape(", ".join(r["held_in"]) or "—"),
+                        escape(", ".join(r["went_to"]) or "—"), f"{r['movements']:,}",
+                        str(r["blocked_attempts"]))
     parts.append(tenants)
+    if report.rules_past_review:
+        parts.append(f"[bold yellow]{len(report.rules_past_review)} rule fact(s) past their "
+                     "review date[/] (see the report's Rules in force)")
     return parts

@@ -118,7 +118,7 @@ def resolve(
     with residency_errors(as_json):
         tenant = cli_tenant("cli", country, agreement, agreements_file, out_of_scope)
         placement = res.resolve(tenant)
-        decision = res.check_placement(tenant)
+        decision = res.check_placement(tenant, actor="cli")
     if as_json:
         print_json({"ok": decision.allowed, "placement": placement_dict(placement),
                     "placement_decision": decision_dict(decision)})

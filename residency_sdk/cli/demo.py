@@ -126,7 +126,7 @@ def show_routing(res: Residency, summary: DemoSummary, *, quiet: bool) -> None:
         table.add_column(col, overflow="fold")
     for tenant in SAMPLE_TENANTS:
         placement = res.resolve(tenant)
-        decision = res.check_placement(tenant)
+        decision = res.check_placement(tenant, actor="demo", purpose="demo:routing")
         s = placement.storage
         verdict = ("in country" if not decision.is_transfer else
                    f"[green]transfer via {decision.mechanism}[/]" if decision.allowed else
@@ -146,7 +146,8 @@ def show_transfers(res: Residency, summary: DemoSummary, *, quiet: bool) -> None
     for col in ("tenant", "data", "route", "decision"):
         table.add_column(col, overflow="fold")
     for tenant_id, to, data_class in SAMPLE_TRANSFERS:
-        decision = res.check_transfer(_tenant(tenant_id), to, data_class, actor="demo")
+        decision = res.check_transfer(_tenant(tenant_id), to, data_class, actor="demo",
+                                      purpose="demo")
         summary.transfers.append({"tenant": tenant_id, "to": to, "data_class": data_class,
                                   "allowed": decision.allowed,
                                   "mechanism": decision.mechanism,
@@ -190,7 +191,7 @@ def show_storage(res: Residency, summary: DemoSummary, *, quiet: bool, root: Pat
     for tenant_id in ("charite-berlin", "mayo-rochester", "acibadem-istanbul",
                       "ankara-clinic"):
         tenant = by_id[tenant_id]
-        store = local.storage_for(tenant, actor="demo")
+        store = local.storage_for(tenant, actor="demo", purpose="demo")
         try:
             info = store.put(_DEMO_KEY, _sample_image(tenant.id), data_class="phi")
         except PlacementBlocked as exc:
@@ -214,7 +215,7 @@ def show_storage(res: Residency, summary: DemoSummary, *, quiet: bool, root: Pat
         dest_store = local.store(local.backend(to), to)
         try:
             copied = local.transfer(charite, _DEMO_KEY, to=to, data_class="phi",
-                                    actor="demo")
+                                    actor="demo", purpose="demo")
             result = f"copied ({copied.size} bytes)"
             allowed = True
         except TransferBlocked as exc:

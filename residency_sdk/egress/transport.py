@@ -49,6 +49,7 @@ from residency_sdk.events import (
     AuditEmitter,
     AuditEvent,
     CanonicalSink,
+    basis_of,
     event_time,
     new_event_id,
 )
@@ -300,6 +301,7 @@ class _Guarded:
             "mechanism": decision.mechanism if decision else None,
             "regimes": decision.regimes if decision else (),
             "agreements": verdict.agreements if verdict is not None else (),
+            "basis": basis_of(decision) if decision else (),
             "reasons": reasons,
             "endpoint": endpoint_of(request.url) if request is not None else None,
             "processor": verdict.processor if verdict is not None else None, **fields})

@@ -41,7 +41,7 @@ from residency_sdk.errors import (
     TransferBlocked,
     UnknownRetentionCategory,
 )
-from residency_sdk.events import AuditEmitter, AuditEvent
+from residency_sdk.events import AuditEmitter, AuditEvent, basis_of
 from residency_sdk.lineage import Lineage, Via
 from residency_sdk.model import DATA_CLASSES, Decision, StorageTarget, Tenant
 from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
@@ -154,6 +154,7 @@ class TenantStore:
         self.actor = actor
         self.purpose = purpose
         self._decisions: dict[tuple[str, int], Decision] = {}
+        self._decision_ids: dict[tuple[str, int], str | None] = {}
 
     def __repr__(self) -> str:
         t = self.target
@@ -239,17 +240,21 @@ class TenantStore:
         if decision is not None:
             fields_.update(is_transfer=decision.is_transfer, mechanism=decision.mechanism,
                            regimes=decision.regimes, reasons=decision.reasons,
-                           agreements=decision.agreements,
+                           agreements=decision.agreements, basis=basis_of(decision),
                            destination_country=decision.destination)
         if intent is not None:
             fields_["intent_id"] = intent.event_id
         fields_.update(extra)
         return AuditEvent(**fields_)
 
-    def _emit(self, operation: Any, outcome: Any, **fields: Any) -> None:
-        """Record an outcome or a decision (queued: see :class:`AuditEmitter`)."""
-        if self._audit.enabled:
-            self._audit.emit(self._event(operation, outcome, **fields))
+    def _emit(self, operation: Any, outcome: Any, **fields: Any) -> str | None:
+        """Record an outcome or a decision (queued: see :class:`AuditEmitter`); the
+        event's id (None when nothing listens)."""
+        if not self._audit.enabled:
+            return None
+        event = self._event(operation, outcome, **fields)
+        self._audit.emit(event)
+        return event.event_id
 
     def _intent(self, operation: Any, key: str | None, *, durable: bool = True,
                 **fields: Any) -> AuditEvent | None:
@@ -342,10 +347,30 @@ class TenantStore:
         decision = self._decisions.get((data_class, day))
         if decision is None:
             decision = self._policy.placement_decision(self.tenant, data_class)
-            self._emit("placement", "allowed" if decision.allowed else "blocked",
-                       data_class=data_class, decision=decision)
+            self._decision_ids[(data_class, day)] = self._emit(
+                "placement", "allowed" if decision.allowed else "blocked",
+                data_class=data_class, decision=decision)
             self._decisions[(data_class, day)] = decision
         return decision
+
+    def placement_fields(self, data_class: str) -> dict[str, Any]:
+        """The placement decision a write of ``data_class`` rests on, as event fields: a
+        write is a placement of the tenant's data in this location (a transfer when that
+        is another country), so its events carry the basis, and a refused write the
+        reasons, and name the decision in ``decision_id``. Empty before
+        :meth:`audit_placement` decided the class."""
+        day = self._policy.today()
+        decision = self._decisions.get((data_class, day))
+        if decision is None:
+            return {}
+        fields_: dict[str, Any] = {
+            "decision_id": self._decision_ids.get((data_class, day)),
+            "is_transfer": decision.is_transfer, "mechanism": decision.mechanism,
+            "regimes": decision.regimes, "agreements": decision.agreements,
+            "basis": basis_of(decision), "destination_country": decision.destination}
+        if not decision.allowed:
+            fields_["reasons"] = decision.reasons
+        return fields_
 
     def check_write(self, data_class: str) -> str:
         """Refuse a write of ``data_class`` that residency forbids; return the class.
@@ -441,6 +466,9 @@ class TenantStore:
             try:
                 dc = self.check_write(declared)
             except (PlacementBlocked, BAARequired) as exc:
+                placed = self.placement_fields(declared)
+                placed["reasons"] = (*placed.get("reasons", ()), *labels.get("reasons", ()))
+                labels.update(placed)
                 if verdict is None or verdict.ok:
                     raise
                 raise NotAnonymised(
@@ -449,6 +477,9 @@ class TenantStore:
                     f"refused here: {exc}. De-identify it first (rs.deid.deidentify_dicom, "
                     "Residency.export_anonymised) and pass its evidence=",
                     found=verdict.found, problems=verdict.problems, refusal=exc) from exc
+            placed = self.placement_fields(dc)
+            placed.pop("reasons", None)
+            labels.update(placed)
             checked.extend((stored, dc, user_meta, cat, verdict))
 
         def run() -> tuple[StoredObject, ServedBy]:
@@ -637,6 +668,7 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
                        destination.backend(provider or stores.default_provider(destination)),
                        location=destination.id, actor=actor, purpose=purpose, deid=deid)
     notes: dict[str, Any] = {}  # deid / reasons of the verification, on every later event
+    decided: dict[str, str | None] = {}  # the latest decision's event id
 
     def emit(outcome: str, decision: Decision | None, *, served: ServedBy | None = None,
              info: ObjectInfo | None = None, error: BaseException | None = None,
@@ -647,13 +679,15 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
         dest._emit("transfer", outcome, served=served, key=key, info=info, error=error,
                    data_class=dc or data_class, decision=decision,
                    source_location=source.location, destination_location=destination.id,
-                   destination_country=destination.country, intent=intent, **extra)
+                   destination_country=destination.country, intent=intent,
+                   decision_id=decided.get("id"), **extra)
 
     def decide(dc: str, intent: AuditEvent | None = None,
                verdict: anonymised.Verdict | None = None) -> Decision:
         decision = policy.decide(tenant, destination.country, dc, source=source_country,
                                  counterparty=destination.operator, derogation=derogation)
-        audit.decision("transfer_check", tenant, decision, actor=actor, purpose=purpose)
+        decided["id"] = audit.decision("transfer_check", tenant, decision, actor=actor,
+                                       purpose=purpose)
         if not decision.allowed:
             error: ResidencyError = TransferBlocked(decision)
             if verdict is not None:
@@ -667,7 +701,8 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
     intent = dest._intent("transfer", key, data_class=data_class, decision=decision,
                           source_location=source.location,
                           destination_location=destination.id,
-                          destination_country=destination.country)
+                          destination_country=destination.country,
+                          decision_id=decided.get("id"))
     checked: anonymised.Intake | None = None
     try:
         source.guard()

@@ -30,32 +30,36 @@ _TR = dict(tenant_id="ankara-clinic", tenant_country="TR", data_class="phi",
 EVENTS: list[dict[str, Any]] = [
     dict(operation="placement", outcome="allowed", source_location="DE",
          destination_country="DE", **_DE, **_AZ_DE),
-    dict(operation="put", outcome="ok", source_location="DE", size=2000, **_DE, **_AZ_DE),
+    dict(operation="put", outcome="ok", source_location="DE", size=2000,
+         object_key="studies/a.dcm", **_DE, **_AZ_DE),
     dict(operation="transfer_check", outcome="allowed", actor="dr-a", source_location="DE",
          destination_country="GB", is_transfer=True, mechanism="adequacy", **_DE),
     dict(operation="transfer", outcome="ok", actor="dr-a", source_location="DE",
          destination_location="GB", destination_country="GB", is_transfer=True,
-         mechanism="adequacy", size=1000, **_DE, **_AWS_GB),
+         mechanism="adequacy", size=1000, object_key="studies/a.dcm", **_DE, **_AWS_GB),
     dict(operation="transfer", outcome="ok", actor="dr-a", source_location="DE",
          destination_location="GB", destination_country="GB", is_transfer=True,
-         mechanism="adequacy", size=3000, **_DE, **_AWS_GB),
+         mechanism="adequacy", size=3000, object_key="studies/b.dcm", **_DE, **_AWS_GB),
     dict(operation="transfer_check", outcome="blocked", actor="dr-b", source_location="DE",
          destination_country="US", is_transfer=True, reasons=(GDPR_US,), **_DE),
     dict(operation="transfer_check", outcome="blocked", actor="dr-b", source_location="DE",
          destination_country="US", is_transfer=True, reasons=(GDPR_US,), **_DE),
     dict(operation="placement", outcome="blocked", source_location="DE",
          destination_country="DE", is_transfer=True, reasons=(KVKK,), **_TR, **_AZ_DE),
-    dict(operation="put", outcome="ok", source_location="DE", size=700, **_TR, **_AZ_DE),
+    dict(operation="put", outcome="ok", source_location="DE", size=700,
+         object_key="studies/t.dcm", **_TR, **_AZ_DE),
     dict(operation="transfer", outcome="ok", actor="svc-sync", tenant_id="usz-zurich",
          tenant_country="CH", data_class="phi", source_location="CH",
          destination_location="US", destination_country="US", is_transfer=True,
-         provider="aws", region="us-east-1", bucket="residency-us-aws-data", size=500),
+         provider="aws", region="us-east-1", bucket="residency-us-aws-data", size=500,
+         object_key="studies/z.dcm"),
     dict(operation="put", outcome="ok", actor="svc-mayo", tenant_id="mayo-rochester",
          tenant_country="US", data_class="phi", source_location="US", provider="gcp",
-         region="us-central1", bucket="residency-us-gcp-data", size=4096),
+         region="us-central1", bucket="residency-us-gcp-data", size=4096,
+         object_key="studies/m.dcm"),
     dict(operation="get", outcome="ok", actor="svc-rpa", tenant_id="rpa-sydney",
          tenant_country="AU", data_class="phi", source_location="AU", provider="aws",
-         region="ap-southeast-2", bucket="rogue-bucket", size=10),
+         region="ap-southeast-2", bucket="rogue-bucket", size=10, object_key="r.dcm"),
     dict(operation="placement", outcome="allowed", actor="svc-akl", tenant_id="auckland-city",
          tenant_country="NZ", data_class="phi", source_location="AU",
          destination_country="AU", is_transfer=True, provider="aws",
@@ -65,13 +69,18 @@ EVENTS: list[dict[str, Any]] = [
          destination_country="US", is_transfer=True, mechanism="anonymised"),
 ]
 LATE: dict[str, Any] = dict(operation="put", outcome="ok", source_location="DE", size=99999,
-                            **_DE, **_AZ_DE)
+                            object_key="studies/late.dcm", **_DE, **_AZ_DE)
 
 
 def at(seq: int) -> str:
     """The normalised report time of event ``seq`` (1-based)."""
     when = T0 + timedelta(minutes=seq) if seq <= len(EVENTS) else T0 + timedelta(days=2)
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sec(seq: int) -> str:
+    """The time of event ``seq`` as the report shows it (to the second)."""
+    return at(seq)[:19] + "Z"
 
 
 def write_fixture_log(path: Path, *, hmac_key: bytes | None = None) -> Path:

@@ -75,7 +75,7 @@ def test_report_formats_and_gate(tmp_path: Path) -> None:
         target = tmp_path / f"report.{fmt}"
         code, _, err = run("report", str(path), "--format", fmt, "--out", str(target))
         assert code == 0 and target.stat().st_size > 500 and "violation(s)" in err
-    code, _, _ = run("report", str(path), "--format", "pdf")
+    code, _, _ = run("report", str(path), "--format", "docx")
     assert code == 2
 
 
@@ -119,7 +119,81 @@ def test_show_report_for_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert capsys.readouterr().out == ""
     # The packaged map puts every backend under a BAA: events 9, 10, 12 and 13 violate.
     assert figures == {"log": str(path), "chain": "verified", "chain_ok": True, "events": 15,
-                       "tenants": 6, "cross_border_allowed": 6, "blocked": 3, "violations": 4,
-                       "flows": 4, "outcome_unknown": 0, "unaudited_periods": 0}
+                       "tenants": 6, "movements": 3, "decisions_allowed": 4,
+                       "decisions_blocked": 3, "blocked": 3, "violations": 4,
+                       "flows": 2, "outcome_unknown": 0, "unaudited_periods": 0}
     show_report(path, quiet=False)
-    assert "Cross-border flows" in capsys.readouterr().out
+    assert "Data movements by flow" in capsys.readouterr().out
+
+
+def test_a_sealed_report_verifies_until_it_is_edited(tmp_path: Path) -> None:
+    """`audit report LOG --signing-key` seals html and json; `audit report verify` accepts
+    them with the public key and refuses them once a figure is changed."""
+    from residency_sdk.audit.seal import SIGNING_KEY_ENV
+
+    path = write_fixture_log(tmp_path / "fixture.db")
+    key = tmp_path / "report.pem"
+    code, _, err = run("report", "keygen", "--out", str(key))
+    assert code == 0 and key.exists() and (tmp_path / "report.pem.pub").exists(), err
+    html, data = tmp_path / "r.html", tmp_path / "r.json"
+    code, _, err = run("report", str(path), "--format", "html", "--out", str(html),
+                       "--signing-key", str(key), "--until", "2026-11-02")
+    assert code == 0 and "sealed" in err, err
+    code, _, _ = run("report", str(path), "--format", "json", "--out", str(data),
+                     env={SIGNING_KEY_ENV: str(key)})  # the key from the configuration
+    assert code == 0 and json.loads(data.read_text())["seal"]["algorithm"] == "Ed25519"
+    public = str(tmp_path / "report.pem.pub")
+    for target in (html, data):
+        code, out, _ = run("report", "verify", str(target), "--public-key", public, "--json")
+        assert code == 0 and json.loads(out)["ok"] is True, out
+    page = html.read_text(encoding="utf-8")
+    # One figure of a table (a blocked attempt's event number), nothing else.
+    edited = page.replace('<td class="n" data-v="6">6</td>', '<td class="n" data-v="6">7</td>', 1)
+    assert edited != page
+    html.write_text(edited, encoding="utf-8")
+    figures = json.loads(data.read_text())
+    figures["totals"]["violations"] = 0
+    data.write_text(json.dumps(figures), encoding="utf-8")
+    for target in (html, data):
+        code, _, err = run("report", "verify", str(target), "--public-key", public)
+        assert code == 1 and "sealed report FAILED" in err and "digest" in err, err
+    code, _, err = run("report", str(path), "--format", "md", "--signing-key", str(key))
+    assert code == 1 and "cannot be sealed" in err
+    code, _, err = run("report", str(path), "--period", "2026-Q4", "--since", "2026-11-01")
+    assert code == 2 and "--period" in err
+
+
+def test_report_filters_by_tenant_and_period(tmp_path: Path) -> None:
+    path = write_fixture_log(tmp_path / "fixture.db")
+    code, out, _ = run("report", str(path), "--tenant", "charite-berlin", "--format", "json",
+                       "--period", "2026-11")
+    data = json.loads(out)
+    assert code == 0 and data["tenant"] == "charite-berlin"
+    assert [t["tenant_id"] for t in data["tenants"]] == ["charite-berlin"]
+    assert data["totals"]["events"] == 8  # events 1..7 and the late put of 3 November
+    assert (data["since"], data["until"]) == ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")
+    code, out, _ = run("report", str(path), "--format", "json", "--since", "2026-11-02")
+    assert json.loads(out)["totals"]["events"] == 1  # only the late put
+    code, _, err = run("report", str(path), "--since", "2026-13")
+    assert code == 1 and "invalid --since '2026-13'" in err and "2026-Q3" in err
+
+
+def test_report_shows_progress_when_asked(tmp_path: Path) -> None:
+    path = write_fixture_log(tmp_path / "fixture.db")
+    code, out, _ = run("report", str(path), "--progress", "--format", "json")
+    assert code == 0 and json.loads(out)["totals"]["events"] == 15  # stdout stays the report
+
+
+def test_progress_is_reported_as_the_events_are_summarised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import residency_sdk.audit.report_sql as report_sql
+    from residency_sdk.audit.report import build_report
+
+    path = write_fixture_log(tmp_path / "fixture.db")
+    monkeypatch.setattr(report_sql, "CHUNK", 4)
+    seen: list[tuple[int, int]] = []
+    build_report(path, progress=lambda done, total: seen.append((done, total)))
+    # Four ranges of positions, summarised by parallel connections in any order.
+    done = [d for d, _ in seen]
+    assert len(seen) == 4 and done == sorted(done) and done[-1] == 15
+    assert {total for _, total in seen} == {15}

@@ -3,6 +3,7 @@ error, sorting works, and nothing outside the file is loaded."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -80,27 +81,32 @@ def test_chromium_renders_diagram_and_tables(report_html: str, tmp_path: Path) -
     assert [a.get("id") for t, a in tags if t == "svg"] == ["flow-diagram"]
     links = [a for t, a in tags if t == "path" and a.get("class") == "link"]
     nodes = [a for t, a in tags if t == "rect" and a.get("class") == "node"]
-    assert len(links) == 8 and len(nodes) == 10  # 4 origins, 3 locations, 3 destinations
+    assert len(links) == 4 and len(nodes) == 6  # 2 origins, 2 locations, 2 destinations
+    labels = re.findall(r'<rect class="node"[^>]*><title>([^:<]+):', dom)
+    assert sorted(labels) == ["CH", "CH", "DE", "DE", "GB", "US"]  # residency locations only
     widths = {m[1]: float(m[0]) for m in re.findall(
         r'stroke-width="([\d.]+)"><title>([^<]+?):', dom)}
     # Band widths follow volume: DE->GB moved 4000 bytes, CH->US 500.
     assert widths["DE → GB"] / widths["CH → US"] == pytest.approx(8, rel=0.01)
     tables = [a for t, a in tags if t == "table"]
     assert [a.get("aria-label") for a in tables] == [
-        "Cross-border flows", "Blocked attempts", "Violations", "Tenants",
-        "Endpoints located on the region map's word"]
+        "Data movements by flow", "Decisions", "Per tenant", "Blocked attempts",
+        "Violations", "Rules in force", "Chain", "Endpoints located on the region map's word"]
     assert dom.count('class="violation"') == 5
+    assert 'id="residency-report-data"' in dom and "<!--residency-seal-->" in dom
 
 
 @pytest.mark.timeout(180)
 def test_tables_sort_when_a_header_is_clicked(report_html: str, tmp_path: Path) -> None:
     # A test copy: drop the CSP (it would rightly refuse the probe script) and click the
-    # flows table's "bytes" header twice, recording the first row each time.
+    # movements table's "bytes" header twice, recording the first row each time.
     probe = """<script>
-      var th = document.querySelectorAll('table')[0].tHead.rows[0].cells[6];
+      var table = document.querySelector('table[aria-label="Data movements by flow"]');
+      var col = Array.prototype.map.call(table.tHead.rows[0].cells,
+                                         function (c) { return c.textContent; }).indexOf('bytes');
+      var th = table.tHead.rows[0].cells[col];
       var first = function () {
-        return document.querySelectorAll('table')[0].tBodies[0].rows[0].cells[6]
-          .getAttribute('data-v'); };
+        return table.tBodies[0].rows[0].cells[col].getAttribute('data-v'); };
       th.click(); var up = first(); th.click(); var down = first();
       document.body.setAttribute('data-probe',
                                  up + ',' + down + ',' + th.getAttribute('aria-sort'));
@@ -111,7 +117,73 @@ def test_tables_sort_when_a_header_is_clicked(report_html: str, tmp_path: Path) 
     dom, console = open_in_chromium(page, tmp_path)
     assert console == [], console
     probe_value = next(a for t, a in _tags(dom) if t == "body").get("data-probe")
-    assert probe_value == "0,4000,descending"
+    assert probe_value == "500,4000,descending"
+
+
+@pytest.mark.timeout(180)
+def test_hostile_values_render_as_text_with_a_brand(tmp_path: Path) -> None:
+    """Actors, keys and reasons come from callers: in the page they are text, never
+    markup, whatever a company's branding adds."""
+    from residency_sdk.audit import AuditLog
+    from residency_sdk.audit.html import Branding, logo_data_uri
+    from residency_sdk.events import AuditEvent
+
+    log = tmp_path / "hostile.db"
+    with AuditLog(log) as audit:
+        audit.append(AuditEvent(
+            operation="transfer_check", outcome="blocked", tenant_id="t1",
+            tenant_country="DE", source_location="DE", destination_country="US",
+            is_transfer=True, data_class="phi", actor="<script>alert(1)</script>",
+            purpose="<img src=x onerror=alert(2)>", reasons=("</td><b>bold</b>",)))
+    logo = tmp_path / "logo.svg"
+    logo.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+                    '<rect width="40" height="20" fill="#0969da"/></svg>', encoding="utf-8")
+    html = to_html(build_report(log), Branding(name="Clinic <Cloud> GmbH",
+                                               logo=logo_data_uri(logo)))
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "<img src=x" not in html and "<b>bold</b>" not in html
+    page = tmp_path / "hostile.html"
+    page.write_text(html, encoding="utf-8")
+    dom, console = open_in_chromium(page, tmp_path)
+    assert console == [], console
+    tags = _tags(dom)
+    assert [a.get("alt") for t, a in tags if t == "img"] == ["Clinic <Cloud> GmbH"]
+    assert "<b>bold</b>" not in dom  # the reason's markup stayed text
+    assert "Clinic &lt;Cloud&gt; GmbH" in dom
+
+
+@pytest.mark.timeout(240)
+def test_sealed_pdf_report_prints_and_verifies(tmp_path: Path) -> None:
+    """The report printed to PDF by headless Chromium, sealed: `report verify` accepts
+    it, and refuses it once a byte of its text or its embedded data is changed."""
+    from pypdf import PdfReader
+
+    from residency_sdk.audit.render import render_document
+    from residency_sdk.audit.seal import generate_keypair, load_public_key, load_signing_key
+    from residency_sdk.audit.seal import verify_report as verify_sealed
+
+    _chromium()
+    log = write_fixture_log(tmp_path / "fixture.db")
+    report = build_report(log, until="2026-11-02", region_map=fixture_map(tmp_path))
+    generate_keypair(tmp_path / "key.pem", tmp_path / "key.pub")
+    key, public = load_signing_key(tmp_path / "key.pem"), load_public_key(tmp_path / "key.pub")
+    pdf = render_document(report, "pdf", signing_key=key)
+    assert pdf.startswith(b"%PDF-")
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    for expected in ("Transfer-audit report", "Data movements by", "Blocked attempts",
+                     "Rules in force", "charite"):
+        assert expected in text, expected
+    check = verify_sealed(pdf, public)
+    assert check.ok and check.format == "pdf", check.problems
+    assert check.chain_head == report.chain.head_hash
+    # One byte of the printed text, inside a page content stream.
+    at = pdf.index(b"stream", pdf.index(b"/Contents")) + 40
+    altered = pdf[:at] + bytes([pdf[at] ^ 0x01]) + pdf[at + 1:]
+    assert not verify_sealed(altered, public).ok
+    other = tmp_path / "other"
+    other.mkdir()
+    generate_keypair(other / "key.pem", other / "key.pub")
+    assert not verify_sealed(pdf, load_public_key(other / "key.pub")).ok
 
 
 @pytest.mark.timeout(180)

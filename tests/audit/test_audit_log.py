@@ -27,6 +27,7 @@ from residency_sdk.errors import (
     AuditUnavailable,
     ResidencyError,
 )
+from residency_sdk.events import EVENT_SCHEMA
 
 
 def stored(path: Path) -> list[tuple[int, str, str, str, str | None]]:
@@ -67,7 +68,7 @@ def test_append_chains_events_from_the_logs_own_genesis(tmp_path: Path) -> None:
         assert mac is None
         prev = digest
     first = json.loads(rows[2][1])
-    assert first["schema"] == "residency.audit/v2"
+    assert first["schema"] == EVENT_SCHEMA == "residency.audit/v3"
     assert first["object_key"] == "charite-berlin/scan-2.dcm" and first["size"] == 1002
     result = verify_log(path)
     assert result.ok and result.events == 5 and result.head_hash == prev

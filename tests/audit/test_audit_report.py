@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import event
-from report_fixture import GDPR_US, KVKK, at, fixture_map, write_fixture_log
+from report_fixture import GDPR_US, KVKK, fixture_map, sec, write_fixture_log
 
 import residency_sdk as rs
 from residency_sdk.audit import AuditLog
@@ -32,45 +32,65 @@ def report(tmp_path: Path) -> AuditReport:
 def test_chain_status_heads_the_report(report: AuditReport) -> None:
     assert report.chain.ok and report.chain.events == 15
     assert report.map_name == "audit-fixture"
-    assert report.until == "2026-11-02T00:00:00.000000Z" and report.since is None
+    # A date given as --until includes that whole day.
+    assert report.until == "2026-11-03T00:00:00Z" and report.since is None
 
 
-def test_totals(report: AuditReport) -> None:
+def test_totals_count_movements_and_decisions_apart(report: AuditReport) -> None:
     assert report.totals == {
-        "events": 14, "first_seen": at(1), "last_seen": at(14), "tenants": 6,
-        "blocked": 3,  # events 6, 7, 8
-        "cross_border_allowed": 6,  # events 3, 4, 5, 10, 13, 14
-        "cross_border_bytes": 4500,  # 1000 + 3000 + 500
+        "events": 14, "first_seen": sec(1), "last_seen": sec(14), "tenants": 6,
+        "movements": 3,  # events 4, 5, 10: objects that crossed a border, not decisions
+        "movement_bytes": 4500,  # 1000 + 3000 + 500
+        "decisions_allowed": 4,  # events 1, 3, 13, 14
+        "decisions_blocked": 3,  # events 6, 7, 8
+        "blocked": 3,  # one row per attempt: 6, 7, 8
         "violations": 5, "intents": 0, "outcome_unknown": 0, "unaudited_periods": 0,
-        "anonymised_transfers": 0,
+        "anonymised_transfers": 0, "erasure_requests": 0, "retention_deletions": 0,
+        "objects_held": 6,  # a, a', b, t, z, m (event 15 is after the window)
+        "rules_past_review": report.totals["rules_past_review"],
     }
 
 
-def test_cross_border_flows(report: AuditReport) -> None:
+def test_movements_by_flow(report: AuditReport) -> None:
     assert report.flows == [
-        {"origin": "DE", "location": "DE", "destination": "GB", "data_class": "phi",
-         "mechanism": "adequacy", "events": 3, "bytes": 4000, "first_seen": at(3),
-         "last_seen": at(5), "operations": ["transfer", "transfer_check"]},
-        {"origin": "CH", "location": "CH", "destination": "US", "data_class": "phi",
-         "mechanism": None, "events": 1, "bytes": 500, "first_seen": at(10),
-         "last_seen": at(10), "operations": ["transfer"]},
-        {"origin": "AU", "location": "AU", "destination": "US", "data_class": "anonymised",
-         "mechanism": "anonymised", "events": 1, "bytes": 0, "first_seen": at(14),
-         "last_seen": at(14), "operations": ["transfer_check"]},
-        {"origin": "NZ", "location": "AU", "destination": "AU", "data_class": "phi",
-         "mechanism": None, "events": 1, "bytes": 0, "first_seen": at(13),
-         "last_seen": at(13), "operations": ["placement"]},
+        {"kind": "transfer", "origin": "DE", "location": "DE", "destination": "GB",
+         "processor": None, "data_class": "phi", "mechanism": "adequacy", "agreements": [],
+         "basis": [], "events": 2, "bytes": 4000, "first_seen": sec(4),
+         "last_seen": sec(5), "operations": ["transfer"], "actors": ["dr-a"],
+         "purposes": ["(not given)"]},
+        {"kind": "transfer", "origin": "CH", "location": "CH", "destination": "US",
+         "processor": None, "data_class": "phi", "mechanism": None, "agreements": [],
+         "basis": [], "events": 1, "bytes": 500, "first_seen": sec(10),
+         "last_seen": sec(10), "operations": ["transfer"], "actors": ["svc-sync"],
+         "purposes": ["(not given)"]},
     ]
 
 
-def test_blocked_attempts_say_who_and_why(report: AuditReport) -> None:
+def test_decisions_are_listed_apart(report: AuditReport) -> None:
+    rows = [(d["operation"], d["outcome"], d["origin"], d["destination"], d["decisions"])
+            for d in report.decisions]
+    assert rows == [
+        ("placement", "allowed", "DE", "DE", 1), ("placement", "allowed", "NZ", "AU", 1),
+        ("placement", "blocked", "TR", "DE", 1),
+        ("transfer_check", "allowed", "AU", "US", 1),
+        ("transfer_check", "allowed", "DE", "GB", 1),
+        ("transfer_check", "blocked", "DE", "US", 2),
+    ]
+
+
+def test_one_row_per_blocked_attempt_saying_who_and_why(report: AuditReport) -> None:
+    common = {"purpose": None, "processor": None, "endpoint": None, "data_class": "phi",
+              "object_key": None, "unblock_with": [], "sources": []}
     assert report.blocked == [
-        {"actor": "dr-b", "tenant_id": "charite-berlin", "origin": "DE", "location": "DE",
-         "destination": "US", "data_class": "phi", "operation": "transfer_check",
-         "reasons": [GDPR_US], "events": 2, "first_seen": at(6), "last_seen": at(7)},
-        {"actor": "svc-ingest", "tenant_id": "ankara-clinic", "origin": "TR", "location": "DE",
-         "destination": "DE", "data_class": "phi", "operation": "placement",
-         "reasons": [KVKK], "events": 1, "first_seen": at(8), "last_seen": at(8)},
+        {"seq": 6, "time": sec(6), "actor": "dr-b", "tenant_id": "charite-berlin",
+         "origin": "DE", "location": "DE", "destination": "US",
+         "operation": "transfer_check", "reasons": [GDPR_US], **common},
+        {"seq": 7, "time": sec(7), "actor": "dr-b", "tenant_id": "charite-berlin",
+         "origin": "DE", "location": "DE", "destination": "US",
+         "operation": "transfer_check", "reasons": [GDPR_US], **common},
+        {"seq": 8, "time": sec(8), "actor": "svc-ingest", "tenant_id": "ankara-clinic",
+         "origin": "TR", "location": "DE", "destination": "DE", "operation": "placement",
+         "reasons": [KVKK], **common},
     ]
 
 
@@ -94,27 +114,43 @@ def test_planted_violations_are_found(report: AuditReport) -> None:
 
 
 def test_per_tenant_summary(report: AuditReport) -> None:
-    rows = {r["tenant_id"]: (r["country"], r["events"], r["blocked"], r["bytes_written"],
-                             r["held_in"], r["went_to"]) for r in report.tenants}
+    rows = {r["tenant_id"]: (r["country"], r["events"], r["blocked_attempts"],
+                             r["bytes_written"], r["held_in"], r["went_to"], r["movements"])
+            for r in report.tenants}
     assert rows == {
-        "ankara-clinic": ("TR", 2, 1, 700, ["DE"], []),
-        "auckland-city": ("NZ", 1, 0, 0, ["AU"], []),
-        "charite-berlin": ("DE", 7, 2, 6000, ["DE", "GB"], ["GB"]),
-        "mayo-rochester": ("US", 1, 0, 4096, ["US"], []),
-        "rpa-sydney": ("AU", 2, 0, 0, ["AU"], ["US"]),
-        "usz-zurich": ("CH", 1, 0, 500, ["US"], ["US"]),
+        # Its placement was refused, but event 9 wrote data in DE anyway: held there.
+        "ankara-clinic": ("TR", 2, 1, 700, ["DE"], [], 0),
+        "auckland-city": ("NZ", 1, 0, 0, [], [], 0),  # a decision, nothing written
+        "charite-berlin": ("DE", 7, 2, 6000, ["DE", "GB"], ["GB"], 2),
+        "mayo-rochester": ("US", 1, 0, 4096, ["US"], [], 0),
+        "rpa-sydney": ("AU", 2, 0, 0, [], [], 0),  # a read and a check: nothing moved
+        "usz-zurich": ("CH", 1, 0, 500, ["US"], ["US"], 1),
     }
+    charite = next(r for r in report.tenants if r["tenant_id"] == "charite-berlin")
+    assert charite["held"] == [
+        {"location": "DE", "provider": "azure", "bucket": "residency-de-azure-data",
+         "objects": 1, "bytes": 2000},
+        {"location": "GB", "provider": "aws", "bucket": "residency-gb-aws-data",
+         "objects": 2, "bytes": 4000}]
 
 
 def test_time_window(tmp_path: Path) -> None:
     path = write_fixture_log(tmp_path / "fixture.db")
     everything = build_report(path, region_map=fixture_map(tmp_path))
-    assert everything.totals["events"] == 15 and everything.totals["last_seen"] == at(15)
+    assert everything.totals["events"] == 15 and everything.totals["last_seen"] == sec(15)
     charite = next(r for r in everything.tenants if r["tenant_id"] == "charite-berlin")
     assert charite["bytes_written"] == 6000 + 99999
     middle = build_report(path, since="2026-11-01T08:06:00Z", until="2026-11-01T08:09:00Z")
     assert middle.totals["events"] == 3 and middle.totals["blocked"] == 3  # events 6, 7, 8
     assert middle.flows == [] and middle.violation_counts["placement_without_mechanism"] == 0
+    # Held in is as at the end of the window, whatever its start: event 2 is still held.
+    held = {r["tenant_id"]: r["held_in"] for r in middle.tenants}
+    assert held == {"charite-berlin": ["DE", "GB"], "ankara-clinic": []}
+    november = build_report(path, since="2026-11", until="2026-11")
+    assert november.totals["events"] == 15  # a month given as both ends is the month
+    q4 = build_report(path, since="2026-Q4", until="2026-Q4")
+    assert q4.totals["events"] == 15 and q4.since == "2026-10-01T00:00:00Z"
+    assert build_report(path, since="2026-Q3", until="2026-Q3").totals["events"] == 0
     with pytest.raises(AuditFormatError, match="not before"):
         build_report(path, since="2026-11-02", until="2026-11-01")
     with pytest.raises(AuditFormatError, match="invalid --since"):
@@ -140,7 +176,7 @@ def test_broken_chain_is_reported_first(tmp_path: Path) -> None:
     assert report.chain.broken is not None and report.chain.broken.seq == 5
     assert not report.ok and any("cannot be trusted" in n for n in report.notes)
     md = to_markdown(report)
-    assert md.index("BROKEN at event 5") < md.index("## Cross-border flows")
+    assert md.index("BROKEN at event 5") < md.index("## Data movements by flow")
 
 
 def test_markdown(report: AuditReport) -> None:
@@ -148,25 +184,28 @@ def test_markdown(report: AuditReport) -> None:
     assert md.startswith("# Transfer-audit report")
     assert "**Chain ✅** verified: 15 events" in md
     assert "**Violations ❌ 5**" in md
-    assert "| DE | DE | GB | phi | adequacy | 3 | 3.9 KiB |" in md
-    assert "| CH | CH | US | phi | **none** | 1 | 500 B |" in md
-    assert "| 9 | placement_without_mechanism |" in md
+    assert "| transfer | DE | DE | GB | phi | adequacy | not recorded | 2 | 3.9 KiB |" in md
+    assert "| transfer | CH | CH | US | phi | **none** | not recorded | 1 | 500 B |" in md
+    assert "| 9 | placement\\_without\\_mechanism |" in md
+    assert f"| 6 | {sec(6)} | dr-b | — | charite-berlin | transfer\\_check |" in md
 
 
 def test_json_and_csv(report: AuditReport) -> None:
     data = json.loads(render(report, "json"))
-    assert data["schema"] == "residency.audit.report/v2" and data["ok"] is False
+    assert data["schema"] == "residency.audit.report/v3" and data["ok"] is False
     assert data["chain"]["ok"] is True and data["chain"]["status"] == "verified"
     assert data["totals"]["violations"] == 5 and data["location"] is None
     rows = list(csv.DictReader(io.StringIO(to_csv(report))))
     sections = [r["section"] for r in rows]
-    assert sections.count("flow") == 4 and sections.count("blocked") == 2
+    assert sections.count("flow") == 2 and sections.count("blocked") == 3
     assert sections.count("violation") == 5 and sections.count("tenant") == 6
     assert rows[0]["section"] == "chain" and rows[0]["kind"] == "verified"
     flow = next(r for r in rows if r["section"] == "flow")
     assert (flow["origin"], flow["destination"], flow["bytes"]) == ("DE", "GB", "4000")
-    with pytest.raises(AuditFormatError, match="unknown report format"):
+    with pytest.raises(AuditFormatError, match="binary"):
         render(report, "pdf")
+    with pytest.raises(AuditFormatError, match="unknown report format"):
+        render(report, "docx")
 
 
 def test_report_of_real_decisions(tmp_path: Path) -> None:
@@ -183,14 +222,23 @@ def test_report_of_real_decisions(tmp_path: Path) -> None:
     res.close()  # decisions are queued (durable=False): on disk at close at the latest
     report = build_report(path)
     assert report.ok and report.totals["events"] == 5
-    assert [(f["origin"], f["destination"], f["mechanism"], f["events"])
-            for f in report.flows] == [("DE", "GB", "adequacy", 2), ("US", "DE", "baa", 1)]
-    assert [(b["actor"], b["destination"]) for b in report.blocked] == [("dr-a", "US")]
+    assert report.flows == [] and report.totals["movements"] == 0  # checks move nothing
+    assert [(d["origin"], d["destination"], d["mechanism"], d["outcome"], d["decisions"])
+            for d in report.decisions] == [
+        ("DE", "GB", "adequacy", "allowed", 2), ("DE", "DE", None, "allowed", 1),
+        ("US", "DE", "baa", "allowed", 1), ("DE", "US", None, "blocked", 1)]
+    [blocked] = report.blocked
+    assert (blocked["actor"], blocked["destination"]) == ("dr-a", "US")
+    # § 393 SGB V accepts only a DPF certification; GDPR any of three: both are needed.
+    assert blocked["unblock_with"] == ["sgb5_393: dpf_eu", "gdpr: dpf_eu or scc or bcr"]
+    assert [s["regime"] for s in blocked["sources"]] == ["sgb5_393", "gdpr"]
+    assert all(s["source"] and s["as_of"] for s in blocked["sources"])
+    assert len(blocked["reasons"]) == 2 and "§ 393 SGB V" in blocked["reasons"][0]
 
 
 def test_failover_buckets_count_as_their_primary(tmp_path: Path) -> None:
     from residency_sdk.audit import AuditLog
-    from residency_sdk.audit.report import FAILOVER_SUFFIX
+    from residency_sdk.audit.report_sql import FAILOVER_SUFFIX
     from residency_sdk.events import AuditEvent
     from residency_sdk.regions import FAILOVER_SUFFIX as STORAGE_SUFFIX
 
@@ -209,14 +257,17 @@ def test_failover_buckets_count_as_their_primary(tmp_path: Path) -> None:
 
 def test_summary_in_small_chunks_gives_the_same_report(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import residency_sdk.audit.report as report_module
+    import residency_sdk.audit.report_sql as report_module
 
     path = write_fixture_log(tmp_path / "fixture.db")
     whole = build_report(path, region_map=fixture_map(tmp_path)).to_dict()
-    monkeypatch.setattr(report_module, "_CHUNK", 4)  # 15 events: four passes
-    chunked = build_report(path, region_map=fixture_map(tmp_path)).to_dict()
-    for key in ("totals", "operations", "flows", "blocked", "violations", "tenants"):
-        assert chunked[key] == whole[key], key
+    monkeypatch.setattr(report_module, "CHUNK", 4)  # 15 events: four passes
+    for workers in (1, 2, 3):  # one connection, or several sharing the ranges
+        monkeypatch.setattr(report_module, "_WORKERS", workers)
+        chunked = build_report(path, region_map=fixture_map(tmp_path)).to_dict()
+        for key in ("totals", "operations", "flows", "decisions", "blocked", "violations",
+                    "tenants", "erasures", "retention_deletions", "rules"):
+            assert chunked[key] == whole[key], (workers, key)
 
 
 def test_report_of_an_empty_log(tmp_path: Path) -> None:
@@ -226,7 +277,7 @@ def test_report_of_an_empty_log(tmp_path: Path) -> None:
     AuditLog(path).close()
     report = build_report(path)
     assert report.ok and report.totals["events"] == 0 and report.flows == []
-    assert "No cross-border flow" in to_markdown(report)
+    assert "No data crossed a border" in to_markdown(report)
 
 
 def test_endpoints_placed_by_the_maps_word_are_shown_to_the_auditor(tmp_path: Path) -> None:
@@ -252,7 +303,7 @@ def test_endpoints_placed_by_the_maps_word_are_shown_to_the_auditor(tmp_path: Pa
                ["stated_endpoints"])
     rows = [r for r in csv.DictReader(io.StringIO(to_csv(report)))
             if r["section"] == "stated_endpoint"]
-    assert any("Contract 17" in r["detail"] for r in rows)
+    assert any("Contract 17" in r["sources"] for r in rows)
 
 
 # --- issue 12: event schema v2, chain status, rows outside the chain, per location --------
@@ -300,7 +351,7 @@ def test_intents_are_never_counted_as_operations_movements_or_blocks(tmp_path: P
     report = build_report(path)
     t = report.totals
     assert (t["events"], t["intents"], t["outcome_unknown"]) == (3, 4, 1)
-    assert (t["blocked"], t["cross_border_allowed"], t["cross_border_bytes"]) == (0, 1, 500)
+    assert (t["blocked"], t["movements"], t["movement_bytes"]) == (0, 1, 500)
     assert [(o["operation"], o["outcome"], o["events"]) for o in report.operations] == [
         ("delete", "ok", 1), ("put", "ok", 1), ("transfer", "ok", 1)]
     assert [(f["destination"], f["events"], f["bytes"]) for f in report.flows] == [
@@ -314,7 +365,7 @@ def test_an_intent_without_outcome_is_listed_as_outcome_unknown(tmp_path: Path) 
     path, events = _write_ahead_log(tmp_path / "wal.db")
     report = build_report(path)
     assert report.outcome_unknown == [{
-        "seq": 5, "time": events[4].time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "seq": 5, "time": events[4].time.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "actor": "dr-crash", "tenant_id": "charite-berlin", "operation": "get",
         "object_key": "charite-berlin/lost.dcm", "event_id": events[4].event_id}]
     assert [u[0] for u in report.chain.outcome_unknown] == [5]  # the verifier agrees
@@ -415,7 +466,7 @@ def test_rows_outside_the_chain_break_the_report(tmp_path: Path) -> None:
     assert report.chain_state.kind == "outside_chain"
     assert report.totals["events"] == 15  # the rows outside the chain are not counted
     md = to_markdown(report)
-    assert "**Chain ❌** BROKEN (outside_chain)" in md and "cannot be trusted" in md
+    assert "**Chain ❌** BROKEN (outside\\_chain)" in md and "cannot be trusted" in md
 
 
 def test_per_location(tmp_path: Path) -> None:
@@ -425,7 +476,7 @@ def test_per_location(tmp_path: Path) -> None:
     assert de.location == "DE" and de.totals["events"] == 9  # events 1..9
     assert {r["tenant_id"] for r in de.tenants} == {"charite-berlin", "ankara-clinic"}
     assert de.violation_counts["placement_without_mechanism"] == 1  # event 9
-    assert de.violation_total == 1 and len(de.blocked) == 2
+    assert de.violation_total == 1 and len(de.blocked) == 3  # one row per attempt
     au = build_report(path, until="2026-11-02", region_map=fixture_map(tmp_path), location="AU")
     # rpa-sydney (AU) and auckland-city (NZ, routed to AU): events 12, 13, 14
     assert au.totals["events"] == 3 and [v["seq"] for v in au.violations] == [12, 13]
@@ -433,7 +484,7 @@ def test_per_location(tmp_path: Path) -> None:
     parts = [build_report(path, until="2026-11-02", region_map=fixture_map(tmp_path),
                           location=loc).totals["events"] for loc in ("DE", "CH", "US", "AU")]
     assert sum(parts) == whole.totals["events"]
-    assert "· location DE ·" in to_markdown(de)
+    assert "· location `DE` ·" in to_markdown(de)
     assert json.loads(render(de, "json"))["location"] == "DE"
     with pytest.raises(AuditFormatError, match="unknown location 'XX'"):
         build_report(path, location="XX")

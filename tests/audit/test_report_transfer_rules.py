@@ -48,7 +48,45 @@ def test_rules_past_their_review_date_are_noted(tmp_path: Path) -> None:
     res.check_transfer(rs.Tenant(id="t", country="DE"), "GB", "phi")
     res.close()
     stale = build_report(path, region_map=region_map)
-    assert [n for n in stale.notes if n.startswith("rule past review")] == [
-        "rule past review: regime kvkk was due for review on 2020-01-01: check it against "
-        f"its source and update as_of/review_by in {tmp_path / 'rules.yaml'}"]
-    assert not [n for n in build_report(path).notes if n.startswith("rule past review")]
+    due = stale.rules_past_review
+    # The regime and the mechanisms it accepts (their review date is the regime's).
+    assert {r["what"] for r in due} == {
+        "regime kvkk", "regime kvkk accepts kvkk_standard_contract for personal, phi",
+        "regime kvkk accepts bcr for personal, phi",
+        "regime kvkk accepts explicit_consent for personal"}
+    assert all(r["review_by"] == "2020-01-01" and r["source"] for r in due)
+    assert stale.totals["rules_past_review"] == len(due) >= 1
+    assert "rule past review: regime kvkk (review by 2020-01-01; source: Law No. 6698" in \
+        "\n".join(stale.notes)
+    assert "**Rules past review ⚠️" in render(stale, "md")
+    assert 'id="review-status"' in render(stale, "html")
+    fresh = build_report(path)
+    assert not fresh.rules_past_review and not [
+        n for n in fresh.notes if n.startswith("rule past review")]
+    # The decision DE -> GB rested on the GDPR adequacy entry for GB: counted on its fact.
+    [gb] = [r for r in fresh.rules if r["what"].startswith("regime gdpr adequacy")
+            and "GB" in r["what"]]
+    assert gb["decisions"] == 1
+
+
+def test_cli_fails_on_review_due_only_when_asked(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from residency_sdk.cli.app import app
+
+    default = load_region_map(None)
+    rules = yaml.safe_load(default.rules_file.read_text(encoding="utf-8"))
+    rules["mechanisms"]["scc"]["review_by"] = "2020-01-01"
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules), encoding="utf-8")
+    (tmp_path / "map.yaml").write_text(yaml.safe_dump({
+        "version": 1, "name": "stale-rules", "extends": "default",
+        "transfer_rules": "rules.yaml"}), encoding="utf-8")
+    path = tmp_path / "audit.db"
+    rs.Residency.load(audit=str(path)).close()
+    base = ["audit", "report", str(path), "--map", str(tmp_path / "map.yaml")]
+    runner = CliRunner()
+    assert runner.invoke(app, base).exit_code == 0
+    gated = runner.invoke(app, [*base, "--fail-on-review-due"])
+    assert gated.exit_code == 1 and "mechanism scc" in gated.stdout
+    assert runner.invoke(app, ["audit", "report", str(path), "--fail-on-review-due"]
+                         ).exit_code == 0
