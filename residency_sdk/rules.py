@@ -177,6 +177,9 @@ class RuleFact(NamedTuple):
     source: str
     as_of: str
     review_by: str
+    own_review: bool = True
+    """False for a fact reviewed with another (a regime's accepted mechanism, due with its
+    regime): listed, but not warned about twice."""
 
     def past_review(self, on: date) -> bool:
         """True when the fact was due for review before ``on``."""
@@ -561,8 +564,8 @@ class TransferRules:
             for accepted in regime.mechanisms:
                 found.append(RuleFact(
                     f"regime {rid} accepts {accepted.flag} for "
-                    f"{', '.join(sorted(accepted.data_classes))}", accepted.source, accepted.as_of,
-                    regime.review_by))
+                    f"{', '.join(sorted(accepted.data_classes))}", accepted.source,
+                    accepted.as_of, regime.review_by, own_review=False))
             for i, entry in enumerate(regime.adequacy):
                 shown = sorted(entry.countries)
                 found.append(RuleFact(
@@ -580,7 +583,7 @@ class TransferRules:
         """Every rule fact whose ``review_by`` date is before ``on``, as warnings."""
         return [f"{fact.what} was due for review on {fact.review_by}: check it against "
                 f"its source and update as_of/review_by in {self.file}"
-                for fact in self.facts() if fact.past_review(on)]
+                for fact in self.facts() if fact.own_review and fact.past_review(on)]
 
     def decide(self, *, tenant_country: str, source: str, destination: str,
                data_class: str, agreements: frozenset[Agreement] | frozenset[str],

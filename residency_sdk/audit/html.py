@@ -16,10 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
-
-import jinja2
-from markupsafe import Markup
+from typing import TYPE_CHECKING, Any
 
 from residency_sdk.audit._format import chain_status, human_bytes, recorded
 from residency_sdk.audit.combine import (
@@ -30,6 +27,9 @@ from residency_sdk.audit.combine import (
 )
 from residency_sdk.audit.report import AuditReport
 from residency_sdk.errors import AuditFormatError
+
+if TYPE_CHECKING:
+    import jinja2
 
 _SCRIPT = """
 (function () {
@@ -266,6 +266,8 @@ def logo_data_uri(path: str | Path) -> str:
 
 
 def _environment(branding: Branding) -> jinja2.Environment:
+    import jinja2  # loaded when an HTML report is drawn, not with every command
+
     loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("residency_sdk.audit", "templates")]
     if branding.template_dir is not None:
         if not (Path(branding.template_dir) / _TEMPLATE).is_file():
@@ -289,6 +291,9 @@ def to_html(report: AuditReport, branding: Branding | None = None) -> str:
     diagram, a hashed inline script, no external asset), rendered from a Jinja2 template
     with autoescaping. It embeds the report's JSON (``residency-report-data``) and a slot
     for its seal (:func:`residency_sdk.audit.seal.seal_html`)."""
+    import jinja2
+    from markupsafe import Markup
+
     from residency_sdk.audit.seal import SEAL_SLOT_HTML, embed_report_json
 
     branding = branding or Branding()

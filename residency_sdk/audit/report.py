@@ -237,7 +237,7 @@ def build_report(log_path: str | Path, *, since: str | datetime | date | None = 
     read = read_log(log_path, query, countries, backends_of(region_map),
                     lambda: verify_log(log_path, hmac_key=hmac_key, use_env_key=use_env_key,
                                        anchors=anchors),
-                    build, progress)
+                    build, per_event.objects_held, progress)
     chain = read.chain
     state = chain_state(chain)
     # The verifier's note on unanswered intents covers the whole log (and stops at a

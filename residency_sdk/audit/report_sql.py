@@ -147,11 +147,14 @@ Progress = Callable[[int, int], None]
 Sections = Callable[[sqlite3.Connection, dict[str, Any], dict[str, int], "VerifyResult",
                      list[dict[str, Any]]], dict[str, Any]]
 """Builds every section: (connection, query, counts, verification, objects held)."""
+Held = Callable[[sqlite3.Connection], list[dict[str, Any]]]
+"""Reduces the pass's ``object_ev`` to the objects held (run where the pass's files are
+attached, possibly on a connection of its own)."""
 
 
 def read_log(log: str | Path, query: dict[str, Any], countries: list[str],
              backends: list[tuple[str, str, str, int]], verify: Callable[[], VerifyResult],
-             sections: Sections, progress: Progress | None = None) -> Snapshot:
+             sections: Sections, held: Held, progress: Progress | None = None) -> Snapshot:
     """Read one snapshot of ``log`` and build every section over it.
 
     Verification runs alongside the summarising pass (SQLite's C code releases the GIL),
@@ -209,17 +212,15 @@ def read_log(log: str | Path, query: dict[str, Any], countries: list[str],
             # counted) runs alongside; the summarising pass shares the other cores.
             counts = summarise(report, q, progress, workers=[reader] * _WORKERS,
                                scratch=scratch)
-            from residency_sdk.audit.report_events import objects_held
-
             if any(scratch.glob("part*.db")):
                 # The objects' reduction reads the workers' files on a connection of its
                 # own, alongside the other sections (and verification, if still running).
-                held_later = pool.submit(_objects_held_apart, reader, scratch)
+                held_later = pool.submit(_apart, reader, scratch, held)
                 chain = verifying.result()
                 built = sections(report, q, counts, chain, held_later.result())
             else:
                 chain = verifying.result()
-                built = sections(report, q, counts, chain, objects_held(report))
+                built = sections(report, q, counts, chain, held(report))
         except sqlite3.Error as exc:
             if folder is None:
                 raise translate(exc, name, "report on") from None
@@ -541,15 +542,12 @@ def drop(conn: sqlite3.Connection, name: str) -> None:
         conn.execute(f"DROP {'VIEW' if row[0] == 'view' else 'TABLE'} temp.{name}")
 
 
-def _objects_held_apart(reader: Callable[[], sqlite3.Connection],
-                        scratch: Path) -> list[dict[str, Any]]:
-    """:func:`~residency_sdk.audit.report_events.objects_held` on a connection of its own
-    over the parallel pass's files."""
-    from residency_sdk.audit.report_events import objects_held
-
+def _apart(reader: Callable[[], sqlite3.Connection], scratch: Path,
+           held: Held) -> list[dict[str, Any]]:
+    """``held`` on a connection of its own over the parallel pass's files."""
     conn = reader()
     try:
         attach_parts(conn, scratch)
-        return objects_held(conn)
+        return held(conn)
     finally:
         conn.close()

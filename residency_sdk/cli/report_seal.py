@@ -8,18 +8,11 @@ The signing key is named by ``$RESIDENCY_REPORT_SIGNING_KEY`` when a report is r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from residency_sdk.audit.seal import (
-    SIGNING_KEY_ENV,
-    SealCheck,
-    generate_keypair,
-    load_public_key,
-    verify_report,
-)
 from residency_sdk.cli.common import (
     EXIT_BLOCKED,
     JsonOption,
@@ -30,6 +23,11 @@ from residency_sdk.cli.common import (
     residency_errors,
 )
 
+if TYPE_CHECKING:
+    from residency_sdk.audit.seal import SealCheck
+
+# Imported by every command of the CLI: cryptography and the seal module load when a
+# report is verified or a key made, not before.
 ReportArg = Annotated[Path, typer.Argument(
     help="The sealed report: JSON, HTML or PDF (told apart by its content).",
     exists=True, dir_okay=False)]
@@ -48,6 +46,8 @@ PublicOutOption = Annotated[Path | None, typer.Option(
 def verify(report: ReportArg, public_key: PublicKeyOption, as_json: JsonOption = False) -> None:
     """Check that a sealed report is unchanged since it was sealed, and by whom."""
     with residency_errors(as_json):
+        from residency_sdk.audit.seal import load_public_key, verify_report
+
         key = load_public_key(public_key)
         try:
             data = report.read_bytes()
@@ -79,6 +79,8 @@ def _print_check(report: Path, check: SealCheck) -> None:
 def keygen(out: OutOption, public_out: PublicOutOption = None) -> None:
     """Make an Ed25519 key pair for sealing reports (existing files are never replaced)."""
     public = public_out if public_out is not None else out.with_name(out.name + ".pub")
+    from residency_sdk.audit.seal import SIGNING_KEY_ENV, generate_keypair
+
     with residency_errors(False):
         kid = generate_keypair(out, public)
     console.print(

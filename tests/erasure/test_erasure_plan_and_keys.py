@@ -346,6 +346,8 @@ def _event(run: Run, outcome: str, *, actor: str = "run-actor", reason: str,
         # destruction rests on none.
         "agreements": (),
         "error": error, "intent_id": intent_id,
+        # A key destruction rests on no residency decision (event schema v3).
+        "decision_id": None, "basis": (),
         # The egress fields (issue 16) are for HTTP calls: a key destruction has none.
         "endpoint": None, "processor": None, "status": None, "bytes_received": None,
         "deid": None}
