@@ -198,9 +198,10 @@ def to_markdown(report: AuditReport) -> str:
          for f in report.flows], "No data crossed a border in this window.")
     out += _section(
         "Decisions", None, ["check", "outcome", "origin", "location", "to", "data class",
-                            "basis", "decisions", "who", "last"],
+                            "basis", "decisions", "who", "purpose", "last"],
         [[d["operation"], d["outcome"], d["origin"], d["location"], d["destination"],
-          d["data_class"], d["mechanism"], d["decisions"], d["actors"], d["last_seen"]]
+          d["data_class"], d["mechanism"], d["decisions"], d["actors"], d["purposes"],
+          d["last_seen"]]
          for d in report.decisions], "No decision in this window.")
     out += _section(
         "Per tenant", None, ["tenant", "country", "data held in", "objects held", "went to",
@@ -318,7 +319,7 @@ def to_csv(report: AuditReport) -> str:
         row("decision", operation=d["operation"], outcome=d["outcome"], origin=d["origin"],
             location=d["location"], destination=d["destination"], processor=d["processor"],
             data_class=d["data_class"], mechanism=d["mechanism"], actor=d["actors"],
-            objects=d["decisions"], first_seen=d["first_seen"], last_seen=d["last_seen"])
+            purpose=d["purposes"], objects=d["decisions"], first_seen=d["first_seen"], last_seen=d["last_seen"])
     for r in report.tenants:
         row("tenant", tenant_id=r["tenant_id"], origin=r["country"], location=r["held_in"],
             destination=r["went_to"], objects=sum(h["objects"] for h in r["held"]),

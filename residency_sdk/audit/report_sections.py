@@ -96,12 +96,13 @@ def decisions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
                processor, coalesce(data_class, '?') AS data_class, mechanism,
                sum(events) AS decisions,
                group_concat(DISTINCT coalesce(actor, '(not given)')) AS actors,
+               group_concat(DISTINCT coalesce(purpose, '(not given)')) AS purposes,
                {seconds('min(first_seen)')} AS first_seen,
                {seconds('max(last_seen)')} AS last_seen
         FROM summary WHERE op IN {DECISIONS}
         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, decisions DESC, 3, 4, 5"""))
     for row in rows:
-        row["actors"] = split(row["actors"])
+        row["actors"], row["purposes"] = split(row["actors"]), split(row["purposes"])
     return rows
 
 

@@ -607,16 +607,21 @@ def _verify_html(data: bytes, public_key: Ed25519PublicKey, name: str) -> SealCh
         problems.append(f"{name} has {len(datas)} <script id=\"{REPORT_DATA_ID}\"> elements, "
                         "not one: the embedded report was removed or duplicated")
     else:
-        try:
-            embedded = _strict_loads(datas[0])
-        except ValueError as exc:
-            problems.append(f"the report data embedded in {name} is not valid JSON ({exc})")
-        else:
-            if isinstance(embedded, dict):
-                body = embedded
-            else:
-                problems.append(f"the report data embedded in {name} is not a JSON object")
+        body = _embedded(datas[0], f"the report data embedded in {name}", problems)
     return _check(seal, body, "html", public_key, name, document_digest, problems)
+
+
+def _embedded(text: str, what: str, problems: list[str]) -> dict[str, Any] | None:
+    """The report a document embeds (``text``, its JSON), or None with the problem noted."""
+    try:
+        embedded = _strict_loads(text)
+    except ValueError as exc:
+        problems.append(f"{what} is not valid JSON ({exc})")
+        return None
+    if not isinstance(embedded, dict):
+        problems.append(f"{what} is not a JSON object")
+        return None
+    return embedded
 
 
 def _seal_text(seal: dict[str, Any]) -> str | None:
@@ -675,14 +680,11 @@ def _verify_pdf(data: bytes, public_key: Ed25519PublicKey, name: str) -> SealChe
                             "one")
         else:
             try:
-                embedded = _strict_loads(attached[0].decode("utf-8"))
-            except ValueError as exc:
-                problems.append(f"the {PDF_ATTACHMENT} attachment is not valid JSON ({exc})")
+                text = attached[0].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(f"the {PDF_ATTACHMENT} attachment is not UTF-8 ({exc})")
             else:
-                if isinstance(embedded, dict):
-                    body = embedded
-                else:
-                    problems.append(f"the {PDF_ATTACHMENT} attachment is not a JSON object")
+                body = _embedded(text, f"the {PDF_ATTACHMENT} attachment", problems)
     return _check(seal, body, "pdf", public_key, name, document_digest, problems)
 
 

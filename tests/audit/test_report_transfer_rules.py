@@ -34,15 +34,20 @@ def test_decisions_resting_on_unscoped_agreements_are_listed_per_tenant(tmp_path
     assert "scope it" in render(report, "md")
 
 
-def test_rules_past_their_review_date_are_noted(tmp_path: Path) -> None:
+def _stale_map(tmp_path: Path, section: str, name: str) -> Path:
+    """The default map with one rule fact (``section``, ``name``) past its review date."""
     default = load_region_map(None)
     rules = yaml.safe_load(default.rules_file.read_text(encoding="utf-8"))
-    rules["regimes"]["kvkk"]["review_by"] = "2020-01-01"
+    rules[section][name]["review_by"] = "2020-01-01"
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules), encoding="utf-8")
     (tmp_path / "map.yaml").write_text(yaml.safe_dump({
         "version": 1, "name": "stale-rules", "extends": "default",
         "transfer_rules": "rules.yaml"}), encoding="utf-8")
-    region_map = load_region_map(tmp_path / "map.yaml")
+    return tmp_path / "map.yaml"
+
+
+def test_rules_past_their_review_date_are_noted(tmp_path: Path) -> None:
+    region_map = load_region_map(_stale_map(tmp_path, "regimes", "kvkk"))
     path = tmp_path / "audit.db"
     res = rs.Residency.load(tmp_path / "map.yaml", audit=str(path))
     res.check_transfer(rs.Tenant(id="t", country="DE"), "GB", "phi")
@@ -74,16 +79,10 @@ def test_cli_fails_on_review_due_only_when_asked(tmp_path: Path) -> None:
 
     from residency_sdk.cli.app import app
 
-    default = load_region_map(None)
-    rules = yaml.safe_load(default.rules_file.read_text(encoding="utf-8"))
-    rules["mechanisms"]["scc"]["review_by"] = "2020-01-01"
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules), encoding="utf-8")
-    (tmp_path / "map.yaml").write_text(yaml.safe_dump({
-        "version": 1, "name": "stale-rules", "extends": "default",
-        "transfer_rules": "rules.yaml"}), encoding="utf-8")
+    stale = _stale_map(tmp_path, "mechanisms", "scc")
     path = tmp_path / "audit.db"
     rs.Residency.load(audit=str(path)).close()
-    base = ["audit", "report", str(path), "--map", str(tmp_path / "map.yaml")]
+    base = ["audit", "report", str(path), "--map", str(stale)]
     runner = CliRunner()
     assert runner.invoke(app, base).exit_code == 0
     gated = runner.invoke(app, [*base, "--fail-on-review-due"])
