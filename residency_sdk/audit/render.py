@@ -319,7 +319,8 @@ def to_csv(report: AuditReport) -> str:
         row("decision", operation=d["operation"], outcome=d["outcome"], origin=d["origin"],
             location=d["location"], destination=d["destination"], processor=d["processor"],
             data_class=d["data_class"], mechanism=d["mechanism"], actor=d["actors"],
-            purpose=d["purposes"], objects=d["decisions"], first_seen=d["first_seen"], last_seen=d["last_seen"])
+            purpose=d["purposes"], objects=d["decisions"], first_seen=d["first_seen"],
+            last_seen=d["last_seen"])
     for r in report.tenants:
         row("tenant", tenant_id=r["tenant_id"], origin=r["country"], location=r["held_in"],
             destination=r["went_to"], objects=sum(h["objects"] for h in r["held"]),
