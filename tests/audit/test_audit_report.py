@@ -606,3 +606,19 @@ def test_a_location_report_carries_nothing_of_another_location(tmp_path: Path) -
     assert [u["object_key"] for u in report.outcome_unknown] == ["usz-zurich/ch.dcm"]
     for fmt in ("md", "html", "json", "csv"):
         assert "charite-berlin" not in render(report, fmt), fmt
+
+
+def test_a_log_path_with_uri_characters_is_read_by_every_connection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parallel pass opens the log again by URI: a folder or file name holding a
+    space, '#', '?' or '%' must name the same file, not another or none."""
+    import residency_sdk.audit.report_sql as report_module
+
+    folder = tmp_path / "audit logs #1 ?x=%20"
+    folder.mkdir()
+    path = write_fixture_log(folder / "log?mode=rw#frag%2F.db")
+    monkeypatch.setattr(report_module, "CHUNK", 4)
+    monkeypatch.setattr(report_module, "_WORKERS", 2)
+    report = build_report(path, until="2026-11-02", region_map=fixture_map(tmp_path))
+    assert report.chain_state.status == "verified" and report.totals["events"] == 14
+    assert report.totals["movements"] == 3 and report.totals["blocked"] == 3
