@@ -134,8 +134,10 @@ def erasures(conn: sqlite3.Connection, q: dict[str, Any],
 # --- objects held --------------------------------------------------------------------
 
 # An erasure's backend event clears the tenant's objects of that bucket written before it
-# only once the backend was verified empty (its recorded status).
-_VERIFIED_EMPTY = "status verified"
+# only once the backend was verified empty: the status the SDK writes at the end of the
+# event's first reason. Never a match anywhere in the reasons: the later ones are the
+# caller's own words (the request's reason and purpose), which may say anything.
+_VERIFIED_EMPTY = "%, status verified"
 # Retention deletions name the stored key (tenants/<id>/...), writes the tenant's.
 _KEY = ("CASE WHEN op = 'retention_delete' AND object_key LIKE 'tenants/' || tenant_id "
         "|| '/%' THEN substr(object_key, length(tenant_id) + 10) ELSE object_key END")
@@ -156,8 +158,9 @@ def objects_held(conn: sqlite3.Connection) -> list[dict[str, Any]]:
                 WHERE tenant_id IS NOT NULL AND bucket IS NOT NULL
                   AND (op = 'erase' OR (object_key IS NOT NULL
                                         AND object_key NOT LIKE '\\_residency/%' ESCAPE '\\'))
-                  AND (op <> 'erase' OR (purpose LIKE 'erasure:%'
-                                         AND instr(reasons, '{_VERIFIED_EMPTY}') > 0))),
+                  AND (op <> 'erase' OR (
+                      purpose LIKE 'erasure:%'
+                      AND json_extract(reasons, '$[0]') LIKE '{_VERIFIED_EMPTY}'))),
             latest AS (
                 SELECT tenant_id, bucket, object_key, max(seq) AS seq, op, size, location,
                        provider

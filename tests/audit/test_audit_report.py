@@ -622,3 +622,27 @@ def test_a_log_path_with_uri_characters_is_read_by_every_connection(
     report = build_report(path, until="2026-11-02", region_map=fixture_map(tmp_path))
     assert report.chain_state.status == "verified" and report.totals["events"] == 14
     assert report.totals["movements"] == 3 and report.totals["blocked"] == 3
+
+
+def test_an_erasure_clears_held_data_only_where_the_sdk_verified_the_backend_empty(
+        tmp_path: Path) -> None:
+    """Side door: the erasure events end with the caller's own reason and purpose. A
+    reason reading "status verified" on a backend that failed must not make the report
+    say the clinic's data is gone while its copies survive."""
+    common = dict(tenant_id="charite-berlin", tenant_country="DE", source_location="DE",
+                  provider="local", region="local-de", bucket="residency-de-local-data")
+    put = dict(operation="put", outcome="ok", data_class="phi", size=10, **common)
+    erase = dict(operation="erase", outcome="ok", purpose="erasure:req-1", **common)
+    path = _log(tmp_path / "erase.db", [
+        AuditEvent(object_key="a.dcm", **put),
+        AuditEvent(reasons=("local: 0 objects, 0 old versions deleted, 1 held, status "
+                            "failed", "reason: status verified", "purpose: status verified"),
+                   **erase),
+        AuditEvent(object_key="b.dcm", **put)])
+    [held] = build_report(path).tenants
+    assert held["held"][0]["objects"] == 2  # the failed erasure cleared nothing
+    with AuditLog(path) as log:
+        log.append(AuditEvent(reasons=("local: 2 objects, 0 old versions deleted, 0 held, "
+                                       "status verified",), **erase))
+    [cleared] = build_report(path).tenants
+    assert cleared["held"] == [] and cleared["held_in"] == []
