@@ -83,7 +83,7 @@ def timed(label: str, n: int, fn: Callable[[], object],
     return elapsed
 
 
-def _filesystem(path: Path) -> str:
+def filesystem(path: Path) -> str:
     """The type of the filesystem holding ``path`` (to tell a disk from tmpfs)."""
     try:
         out = subprocess.run(["df", "--output=fstype", str(path)], capture_output=True,
@@ -109,7 +109,7 @@ def main() -> None:
     results: list[tuple[str, str, str, str]] = []
     print(f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, "
           f"{os.cpu_count()} cpus, keyed={args.keyed}, dir={workdir} "
-          f"(filesystem {_filesystem(workdir)})")
+          f"(filesystem {filesystem(workdir)})")
 
     n_queued = 200_000
     log = AuditLog(workdir / "queued.db", hmac_key=key)

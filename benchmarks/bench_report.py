@@ -111,16 +111,6 @@ MIX = [("put", 27), ("get", 30), ("check_allowed", 5), ("check_blocked", 3),
        ("get_missing", 1), ("list", 2), ("erase", 0.02)]
 
 
-def _filesystem(path: Path) -> str:
-    """The type of the filesystem holding ``path`` (to tell a disk from tmpfs)."""
-    try:
-        out = subprocess.run(["df", "--output=fstype", str(path)], capture_output=True,
-                             text=True, check=True).stdout.split()
-        return out[-1]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        return "unknown"
-
-
 def _log_size(log: Path) -> int:
     return sum(p.stat().st_size for p in log.parent.glob(log.name + "*") if p.is_file())
 
@@ -612,19 +602,23 @@ def workdir_for(keep: Path | None) -> Path:
         base = Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())
         path = Path(tempfile.mkdtemp(prefix="bench-report-", dir=base))
     path.mkdir(parents=True, exist_ok=True)
+    from bench_audit import filesystem  # the parent's only: the child's imports are timed
+
     resolved = path.resolve()
-    fstype = _filesystem(resolved)
+    fstype = filesystem(resolved)
     if resolved.is_relative_to("/dev/shm") or fstype in ("tmpfs", "ramfs"):
         sys.exit(f"{resolved} is on {fstype} (memory): the log must be on a disk")
     return resolved
 
 
 def machine(workdir: Path) -> dict[str, Any]:
+    from bench_audit import filesystem
+
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {"nproc": affinity or os.cpu_count(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
             "platform": platform.platform(), "dir": str(workdir),
-            "filesystem": _filesystem(workdir)}
+            "filesystem": filesystem(workdir)}
 
 
 def main() -> None:

@@ -2,10 +2,11 @@
 """The report's per-event lists: blocked attempts, erasures, objects held, intents without
 an outcome, unaudited periods and de-identified transfers.
 
-Each is a pass over the stored events pre-filtered by a substring test (see
-:mod:`residency_sdk.audit.report_sql`), so a pass parses only the events it is about, and
-is made only when the summary shows there is something to find. Lists hold the first
-``limit`` rows; their counts are always complete.
+Blocked attempts, erasures, objects and de-identified transfers read the rows the
+summarising pass kept (:func:`residency_sdk.audit.report_sql.summarise`); unaudited
+periods and intents past a break are passes of their own, pre-filtered by a substring
+test and made only when the summary shows there is something to find. Lists hold the
+first ``limit`` rows; their counts are always complete.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from residency_sdk.audit.report_sql import (
     HAS_INTENT_ID,
     IN_SCOPE,
     IN_WINDOW,
-    OK,
     dicts,
     drop,
     extract,
@@ -257,9 +257,6 @@ def unaudited(conn: sqlite3.Connection, q: dict[str, Any],
     for row in rows:
         row["reasons"] = json.loads(row["reasons"]) if row["reasons"] else []
     return rows
-
-
-DEID_TRANSFER = f"op = 'transfer' AND outcome IN {OK} AND data_class = 'anonymised'"
 
 
 def anonymised_transfers(conn: sqlite3.Connection,

@@ -1,13 +1,15 @@
 # ruff: noqa: S608 - the SQL is assembled from module constants only; values are bound
 """The transfer-audit report's reading of a log: one snapshot, one summarising pass.
 
-The log is opened read-only in one snapshot. A SQLite log is queried in place; any other
-store (a ``postgresql://`` URL) is streamed into a private temporary SQLite file over which
-the same queries run. One pass groups the events by every field but time, size, key,
-checksum and ids into a small in-memory ``summary`` table (as small as the variety of the
-events); the sections (:mod:`residency_sdk.audit.report_sections`) are ``GROUP BY``
-queries over it, and the few per-event lists (:mod:`residency_sdk.audit.report_events`)
-are passes pre-filtered by a substring test on the stored canonical JSON.
+The log's last position is fixed in one snapshot. A SQLite log is read in place (by
+several read-only connections: the log is append-only); any other store (a
+``postgresql://`` URL) is streamed into a private temporary SQLite file first. One pass,
+parsing each event once, groups the events by every field but the per-event ones into a
+small ``summary`` table (as small as the variety of the events), which the aggregate
+sections (:mod:`residency_sdk.audit.report_sections`) query, and keeps the events listed
+one by one (blocked attempts, erasures, objects, de-identified transfers) for
+:mod:`residency_sdk.audit.report_events`. The rare lists (unaudited periods, intents past
+a break) are passes of their own, pre-filtered by a substring test.
 
 Every query binds the same parameters: ``lo``/``hi`` (the window, stored-time strings),
 ``loc`` (a residency location), ``tenant`` and ``upto`` (the snapshot's last position).
@@ -86,11 +88,8 @@ def opens_with(text: str) -> str:
 
 
 HAS_INTENT = opens_with('"outcome":"intent"')
-HAS_BLOCKED = opens_with('"outcome":"blocked"')
 HAS_AUDIT_OFF = opens_with('"operation":"audit_off"')
-HAS_ERASE = opens_with('"operation":"erase"')
 HAS_INTENT_ID = has('"intent_id":"')
-HAS_ANONYMISED = has('"data_class":"anonymised"')
 
 
 def extract(name: str) -> str:
@@ -305,13 +304,6 @@ def x_field(name: str) -> str:
     return f"(x ->> '$[{EXTRA.index(name)}]')"
 
 
-# The same, read from an event's opening fields (``opening``), before any parse.
-_LISTED_OPENING = " OR ".join(
-    f"instr(opening, '{text}') > 0" for text in (
-        '"outcome":"blocked"', '"operation":"erase"', '"operation":"put","outcome":"ok"',
-        '"operation":"copy","outcome":"ok"', '"operation":"transfer","outcome":"ok"',
-        '"operation":"delete","outcome":"ok"',
-        '"operation":"retention_delete","outcome":"ok"'))
 # Pass rows that the per-event sections list (the only ones whose ``x`` is extracted).
 _LISTED = ("(outcome = 'blocked' OR (outcome = 'ok' AND op IN ('put', 'copy', 'transfer', "
            "'delete', 'retention_delete', 'erase')) OR (op = 'erase' AND outcome <> 'intent'))")
@@ -417,7 +409,7 @@ def summarise(conn: sqlite3.Connection, q: dict[str, Any],
 
 _GROUPED = ("(k TEXT, w INTEGER, events INTEGER, bytes INTEGER, first_seen TEXT, "
             "last_seen TEXT, basis_min TEXT, basis_max TEXT)")
-_CHUNK_COLUMNS = "(seq, k, op, outcome, time, size, basis, x, w, counted)"
+_CHUNK_COLUMNS = "(seq, k, op, outcome, time, size, basis, x, w)"
 
 
 def _scan(conn: sqlite3.Connection, db: str, q: dict[str, Any],
@@ -445,7 +437,7 @@ def _scan(conn: sqlite3.Connection, db: str, q: dict[str, Any],
         conn.execute(f"""
             CREATE TEMP TABLE chunk AS SELECT seq, k, op, outcome, time, size, basis,
                 CASE WHEN {_LISTED} THEN json_extract(event, {extra}) END AS x,
-                {in_window} AS w, NULL AS counted FROM (
+                {in_window} AS w FROM (
                 SELECT seq, event, json_extract(event, {paths}) AS k,
                        {extract('operation')} AS op, {extract('outcome')} AS outcome,
                        {time} AS time, {extract('size')} AS size,
