@@ -10,16 +10,20 @@ from __future__ import annotations
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
+from importlib.resources import as_file, files
 from pathlib import Path
 
 import residency_sdk as rs
 from residency_sdk.erasure import audit_log_events, verify_receipt
 
-MAP = Path(__file__).resolve().parents[1] / "region_maps" / "examples" / "mvision.yaml"
+# The example maps ship inside the package, so this runs from an installed wheel too.
+EXAMPLE_MAP = files("residency_sdk.region_maps.examples") / "mvision.yaml"
 
 
 def main(workdir: Path) -> int:
-    res = rs.Residency.load(MAP, audit=str(workdir / "audit.db"), local_root=workdir / "data")
+    with as_file(EXAMPLE_MAP) as map_path:
+        res = rs.Residency.load(map_path, audit=str(workdir / "audit.db"),
+                                local_root=workdir / "data")
 
     # 1. Routing: a Turkish clinic's data lives in Germany, under its standard contract.
     clinic = rs.Tenant(id="clinic-17", country="TR", agreements={"kvkk_standard_contract"})

@@ -22,7 +22,6 @@ from residency_sdk.agreements import Derogation
 from residency_sdk.countries import normalise_country
 from residency_sdk.deid_records import DeidRecords
 from residency_sdk.egress.guard import EgressDecision, EgressGuard
-from residency_sdk.erasure import ErasureReceipt, ErasureTracker
 from residency_sdk.errors import (
     AuditUnavailable,
     ErasureError,
@@ -45,28 +44,28 @@ from residency_sdk.policy import (
 )
 from residency_sdk.regionmap import RegionMap, Role
 from residency_sdk.regions import RegionTable
-from residency_sdk.retention import RetentionSweep
 from residency_sdk.rules import TransferRules
 from residency_sdk.storage.base import ObjectStore
 from residency_sdk.storage.pool import StoreOpener, StorePool
-from residency_sdk.storage.tenant_store import (
-    StoredObject,
-    TenantStore,
-    open_tenant_store,
-    transfer,
-)
 from residency_sdk.tenants import MoveReceipt, TenantRegistry, move_tenant
 
+# Erasure, retention and the tenant store are imported by the methods that use them:
+# a process that only decides (``residency resolve``) does not pay for loading them.
 if TYPE_CHECKING:
     import httpx
 
     from residency_sdk.audit.anchors import Anchor
+    from residency_sdk.config import Settings
     from residency_sdk.deid.evidence import Option
     from residency_sdk.deid.keys import DeidKey
     from residency_sdk.egress.transport import AuditDurability
+    from residency_sdk.erasure import ErasureReceipt, ErasureTracker
     from residency_sdk.export import ExportReceipt
     from residency_sdk.regionmap import AuditTarget
+    from residency_sdk.retention import RetentionSweep
+    from residency_sdk.storage.async_store import AsyncTenantStore
     from residency_sdk.storage.local import RotationReport
+    from residency_sdk.storage.tenant_store import StoredObject, TenantStore
 
 STATE_DIR_NAME = ".residency-state"
 """The default state folder's name, under ``local_root``."""
@@ -141,9 +140,14 @@ class Residency(PlacementTable):
              state_dir: str | Path | None = None,
              audit_off_reason: str | None = None,
              clock: Clock | None = None) -> Residency:
-        """Load a region map (the packaged default when ``path`` is None), with the audit
-        trail on. ``clock`` (an aware datetime source) is the time transfer decisions are
-        taken at; default the system clock.
+        """Load a region map, with the audit trail on. ``clock`` (an aware datetime
+        source) is the time transfer decisions are taken at; default the system clock.
+
+        Arguments left None come from the settings (:func:`residency_sdk.config.load_settings`:
+        ``RESIDENCY_*`` variables, ``residency.toml``, ``[tool.residency]``): ``path``
+        from ``map`` (else the packaged default map), ``local_root`` (when ``storage`` is
+        None), the audit sink from ``audit``, its anchors from ``audit_anchors``, the
+        state folder of the default audit log from ``state_dir``.
 
         Every decision and data operation is recorded in an audit sink, chosen by
         ``audit``:
@@ -151,22 +155,24 @@ class Residency(PlacementTable):
         - an :class:`~residency_sdk.events.AuditSink` (an ``AuditLog``), or any object with
           an ``append(event)`` method;
         - a path to an audit log file, or a ``postgresql://`` URL;
-        - None (the default): ``$RESIDENCY_AUDIT`` (a path or URL), else the file
-          ``audit.db`` in the state folder: ``state_dir``, else
-          ``<local_root>/.residency-state``, else ``$RESIDENCY_STATE_DIR``, else
+        - None (the default): the ``audit`` setting (``$RESIDENCY_AUDIT``: a path or
+          URL), else the file ``audit.db`` in the state folder: ``state_dir``, else
+          ``<local_root>/.residency-state``, else the ``state_dir`` setting
+          (``$RESIDENCY_STATE_DIR``), else ``<local_root setting>/.residency-state``, else
           ``${XDG_STATE_HOME:-~/.local/state}/residency-sdk``;
         - ``False``: nothing is recorded from now on, and the sink that would have been
           used records that, once (an ``audit_off`` event with the user, pid, host, time
           and ``audit_off_reason``), so the report of any later log shows the unaudited
           period.
 
-        A sink opened here gets the anchors of ``$RESIDENCY_AUDIT_ANCHORS`` (comma-
-        separated: a folder, ``s3://``, ``gs://`` or ``azure://`` URLs). When the region
-        map gives locations their own ``audit:`` sink, events about their tenants go
-        there (and stay in the location), the rest to the map's top-level ``audit:`` or
-        the sink above. The sinks are opened now, so a misconfigured one fails here
-        (:class:`AuditUnavailable`, or the sink's own error), and :meth:`close` closes
-        them. ``audit_hooks`` (callables) receive every event as well.
+        A sink opened here gets the anchors of the ``audit_anchors`` setting
+        (``$RESIDENCY_AUDIT_ANCHORS``, comma-separated: a folder, ``s3://``, ``gs://`` or
+        ``azure://`` URLs). When the region map gives locations their own ``audit:``
+        sink, events about their tenants go there (and stay in the location), the rest
+        to the map's top-level ``audit:`` or the sink above. The sinks are opened now, so
+        a misconfigured one fails here (:class:`AuditUnavailable`, or the sink's own
+        error), and :meth:`close` closes them. ``audit_hooks`` (callables) receive every
+        event as well.
 
         ``local_root`` makes every location store objects in its ``local`` backend under
         that folder (the embedded default, no cloud needed); ``storage`` replaces how
@@ -175,14 +181,20 @@ class Residency(PlacementTable):
         the durable folder for tracked erasure requests (default
         ``<local_root>/.residency-state``; see :meth:`erase`).
         """
-        policy = ResidencyPolicy.load(path, clock=clock)
-        folder = state_folder(state_dir, local_root)
+        from residency_sdk.config import load_settings  # pydantic-settings only when loading
+
+        settings = load_settings()
+        policy = ResidencyPolicy.load(path if path is not None else settings.map, clock=clock)
+        folder = state_folder(state_dir, local_root, settings=settings)
+        if local_root is None and storage is None:
+            local_root = settings.local_root
         if audit is False:
-            record_audit_off(policy, folder, audit_off_reason)
+            record_audit_off(policy, folder, audit_off_reason, settings=settings)
             sinks: list[AuditSink] = []
             owned: list[AuditSink] = []
         else:
-            sink, owned = open_audit(policy, None if audit is True else audit, folder)
+            sink, owned = open_audit(policy, None if audit is True else audit, folder,
+                                     settings=settings)
             sinks = [sink]
         try:
             res = cls(policy, audit_hooks=audit_hooks, local_root=local_root,
@@ -299,10 +311,27 @@ class Residency(PlacementTable):
         ``provider`` picks a backend of the location (default: the map's default provider,
         or ``local`` when loaded with ``local_root``). Emits one ``placement`` event.
         """
+        from residency_sdk.storage.tenant_store import open_tenant_store
+
         return open_tenant_store(self.policy, self.stores, self.audit, tenant,
                                  provider=provider, actor=actor, purpose=purpose,
                                  registry=self.tenants, lineage=self.lineage,
                                  deid=self.deid_records)
+
+    def astorage_for(self, tenant: Tenant, *, provider: str | None = None,
+                     purpose: str | None = None,
+                     actor: str | None = None) -> AsyncTenantStore:
+        """:meth:`storage_for` for ``async`` code (FastAPI handlers): an
+        :class:`~residency_sdk.storage.async_store.AsyncTenantStore` whose operations are
+        awaited (``await store.put(...)``, ``async for info in store.list()``), run in
+        worker threads over the same store, checks and audit events. ``put`` also takes
+        an ``AsyncIterable[bytes]`` body, streamed with bounded memory. Emits one
+        ``placement`` event, as :meth:`storage_for`."""
+        # Imported here: anyio loads only for async users, not with the package.
+        from residency_sdk.storage.async_store import AsyncTenantStore
+
+        return AsyncTenantStore(self.storage_for(tenant, provider=provider, actor=actor,
+                                                 purpose=purpose))
 
     def transfer(self, tenant: Tenant, key: str, to: str, data_class: str = "phi", *,
                  actor: str | None = None, purpose: str | None = None,
@@ -317,6 +346,8 @@ class Residency(PlacementTable):
         :class:`NotAnonymised` where ``phi`` may not go); see
         :func:`~residency_sdk.storage.tenant_store.transfer`. ``derogation`` is one given
         for this copy (explicit consent, with its reference)."""
+        from residency_sdk.storage.tenant_store import transfer
+
         return transfer(self.policy, self.stores, self.audit, tenant, key, to, data_class,
                         actor=actor, purpose=purpose, provider=provider,
                         derogation=derogation,
@@ -508,12 +539,16 @@ class Residency(PlacementTable):
         options.setdefault("lineage", self.lineage)
         options.setdefault("registry", self.tenants)
         options.setdefault("deid", self.deid_records)
+        from residency_sdk.erasure import ErasureTracker
+
         return ErasureTracker(self.policy, self.stores, self.audit,
                               self._state_dir(state_dir), **options)
 
     def retention_sweep(self, location: str, **options: Any) -> RetentionSweep:
         """A :class:`RetentionSweep` of ``location`` (options as its constructor:
         ``dry_run``, ``providers``, ``state_dir``, ``clock``, ``progress``, ...)."""
+        from residency_sdk.retention import RetentionSweep
+
         return RetentionSweep(self.policy, self.stores, self.audit, location, **options)
 
     def erase(self, tenant: Tenant, *, providers: Iterable[str] | None = None,
@@ -623,17 +658,22 @@ class Residency(PlacementTable):
 
 
 def state_folder(state_dir: str | Path | None = None,
-                 local_root: str | Path | None = None) -> Path:
+                 local_root: str | Path | None = None, *,
+                 settings: Settings | None = None) -> Path:
     """Where the default audit log lives: ``state_dir``, else
-    ``<local_root>/.residency-state``, else ``$RESIDENCY_STATE_DIR``, else
-    ``${XDG_STATE_HOME:-~/.local/state}/residency-sdk``."""
+    ``<local_root>/.residency-state``, else the ``state_dir`` setting
+    (``$RESIDENCY_STATE_DIR``, a config file), else ``<local_root setting>/.residency-state``,
+    else ``${XDG_STATE_HOME:-~/.local/state}/residency-sdk``. ``settings`` default: read
+    now (:func:`~residency_sdk.config.load_settings`)."""
     if state_dir is not None:
         return Path(state_dir)
     if local_root is not None:
         return Path(local_root) / STATE_DIR_NAME
-    env = os.environ.get(STATE_DIR_ENV)
-    if env:
-        return Path(env)
+    settings = settings if settings is not None else _settings()
+    if settings.state_dir is not None:
+        return settings.state_dir
+    if settings.local_root is not None:
+        return settings.local_root / STATE_DIR_NAME
     xdg = os.environ.get("XDG_STATE_HOME")
     if xdg and Path(xdg).is_absolute():  # the XDG spec ignores relative values
         return Path(xdg) / "residency-sdk"
@@ -642,9 +682,16 @@ def state_folder(state_dir: str | Path | None = None,
     except (RuntimeError, KeyError):  # no HOME and no passwd entry (a bare container)
         raise AuditUnavailable(
             f"no state folder for the default audit log: set {STATE_DIR_ENV} (or "
-            f"{AUDIT_ENV} to a log file or postgresql:// URL), or pass audit=..., "
-            "state_dir= or local_root= to Residency.load") from None
+            f"{AUDIT_ENV} to a log file or postgresql:// URL, or state_dir / audit in "
+            "residency.toml), or pass audit=..., state_dir= or local_root= to "
+            "Residency.load") from None
     return home / ".local" / "state" / "residency-sdk"
+
+
+def _settings() -> Settings:
+    from residency_sdk.config import load_settings  # pydantic-settings only when needed
+
+    return load_settings()
 
 
 class _HookSink:
@@ -717,15 +764,17 @@ def _is_location(spec: Any) -> bool:
     return isinstance(spec, (str, Path, os.PathLike))
 
 
-def open_audit(policy: ResidencyPolicy, audit: Any,
-               folder: Path) -> tuple[AuditSink, list[AuditSink]]:
+def open_audit(policy: ResidencyPolicy, audit: Any, folder: Path, *,
+               settings: Settings | None = None) -> tuple[AuditSink, list[AuditSink]]:
     """The audit sink ``Residency.load`` writes to, and the sinks it opened (to close).
 
     ``audit`` as :meth:`Residency.load` takes it (not False). With per-location sinks in
-    the map, the result is a :class:`~residency_sdk.audit.route.LocationRouter`."""
+    the map, the result is a :class:`~residency_sdk.audit.route.LocationRouter`.
+    ``settings`` default: read now."""
     opened: list[AuditSink] = []
     try:
-        default = _default_sink(policy, audit, folder, opened)
+        default = _default_sink(policy, audit, folder, opened,
+                                settings if settings is not None else _settings())
         by_location = policy.map.audit_by_location
         if not by_location:
             return default, opened
@@ -750,10 +799,10 @@ def _open_target(target: AuditTarget, where: str, opened: list[AuditSink]) -> Au
 
 
 def _default_sink(policy: ResidencyPolicy, audit: Any, folder: Path,
-                  opened: list[AuditSink]) -> AuditSink:
-    """The sink named by ``audit``, else ``$RESIDENCY_AUDIT``, else the map's top-level
-    ``audit:``, else ``<state folder>/audit.db``."""
-    env_anchors = os.environ.get(AUDIT_ANCHORS_ENV, "").split(",")
+                  opened: list[AuditSink], settings: Settings) -> AuditSink:
+    """The sink named by ``audit``, else the ``audit`` setting (``$RESIDENCY_AUDIT``),
+    else the map's top-level ``audit:``, else ``<state folder>/audit.db``."""
+    env_anchors = (settings.audit_anchors or "").split(",")
     if audit is not None and not _is_location(audit):
         if is_sink(audit):
             return audit  # type: ignore[no-any-return]
@@ -764,8 +813,8 @@ def _default_sink(policy: ResidencyPolicy, audit: Any, folder: Path,
             "AuditLog (or any object with append(event)), None for the default, or False")
     if audit is not None:
         spec, where = audit, "audit="
-    elif os.environ.get(AUDIT_ENV, "").strip():
-        spec, where = os.environ[AUDIT_ENV].strip(), f"${AUDIT_ENV}"
+    elif settings.audit is not None and settings.audit.strip():
+        spec, where = settings.audit.strip(), f"${AUDIT_ENV} or the audit setting"
     elif policy.map.audit is not None:
         return _open_target(policy.map.audit, "the region map's audit:", opened)
     else:
@@ -778,7 +827,8 @@ def _default_sink(policy: ResidencyPolicy, audit: Any, folder: Path,
                 f"({exc.strerror or exc}): set {STATE_DIR_ENV} to a writable folder, "
                 f"{AUDIT_ENV} to a log file or postgresql:// URL, or pass audit=...") \
                 from None
-    log = _open_log(spec, _anchors(env_anchors, f"${AUDIT_ANCHORS_ENV}"), where)
+    log = _open_log(spec, _anchors(env_anchors, f"${AUDIT_ANCHORS_ENV} or the audit_anchors "
+                                           "setting"), where)
     opened.append(log)
     return log
 
@@ -795,11 +845,12 @@ def audit_off_event(reason: str | None) -> AuditEvent:
                  f"pid {os.getpid()}", f"host {socket.gethostname()}"))
 
 
-def record_audit_off(policy: ResidencyPolicy, folder: Path, reason: str | None) -> None:
+def record_audit_off(policy: ResidencyPolicy, folder: Path, reason: str | None, *,
+                     settings: Settings | None = None) -> None:
     """Append, durably, one ``audit_off`` event to the sink(s) ``Residency.load`` would
     have used; :class:`AuditUnavailable` when even that cannot be written."""
     event = audit_off_event(reason)
-    sink, opened = open_audit(policy, None, folder)
+    sink, opened = open_audit(policy, None, folder, settings=settings)
     try:
         from residency_sdk.audit.route import LocationRouter
 

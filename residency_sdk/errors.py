@@ -95,6 +95,19 @@ class MapError(InputError):
         super().__init__(f"{where}: {message}{shown}")
 
 
+class ConfigError(InputError):
+    """A settings file (``residency.toml``, ``[tool.residency]`` in ``pyproject.toml``) or
+    ``RESIDENCY_*`` variable that cannot be read: malformed TOML, an unknown key, a value
+    of the wrong type. ``file`` is the file (None for an environment variable), ``key``
+    the offending setting (when there is one)."""
+
+    def __init__(self, message: str, *, file: str | None = None,
+                 key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        super().__init__(f"{file}: {message}" if file else message)
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -19,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from residency_sdk._version import __version__
 from residency_sdk.errors import AuditUnavailable
+from residency_sdk.observability import logger
+
+_log = logger(__name__)
 
 if TYPE_CHECKING:
     from residency_sdk.model import Decision, Tenant
@@ -98,6 +102,22 @@ class Basis(BaseModel):
     """The agreement or derogation relied on, with its contract reference."""
     unblock_with: tuple[str, ...] = ()
     """For a blocking regime: the flags any one of which would allow the transfer."""
+
+
+def log_decision(operation: str, tenant: Tenant, decision: Decision) -> None:
+    """Log ``decision`` at INFO: tenant, data class, from/to, allowed or blocked, regimes,
+    mechanism and (when blocked) the reasons. Never contents, keys or credentials: a
+    decision holds none. The same fields are in the record's ``residency`` attribute."""
+    verdict = "allowed" if decision.allowed else "blocked"
+    fields = {"operation": operation, "tenant_id": tenant.id, "data_class": decision.data_class,
+              "from": decision.source, "to": decision.destination, "outcome": verdict,
+              "regimes": list(decision.regimes), "mechanism": decision.mechanism,
+              "reasons": list(decision.reasons)}
+    _log.info("%s %s: tenant=%s data_class=%s %s->%s regimes=%s mechanism=%s%s", operation,
+              verdict, tenant.id, decision.data_class, decision.source, decision.destination,
+              ",".join(decision.regimes) or "-", decision.mechanism or "-",
+              "" if decision.allowed else " reasons: " + "; ".join(decision.reasons),
+              extra={"residency": fields})
 
 
 def basis_of(decision: Decision) -> tuple[Basis, ...]:
@@ -331,7 +351,9 @@ class AuditEmitter:
                  purpose: str | None = None, **extra: object) -> str | None:
         """Emit the event recording a residency decision (allowed and blocked alike);
         its ``event_id`` (None when nothing listens), for the operation that rests on it
-        to name in ``decision_id``."""
+        to name in ``decision_id``. Logged at INFO on ``residency_sdk.events``."""
+        if _log.isEnabledFor(logging.INFO):
+            log_decision(operation, tenant, decision)
         if not self.enabled:
             return None
         event = AuditEvent.model_validate({

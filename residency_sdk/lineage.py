@@ -63,7 +63,7 @@ Via = Literal["put", "transfer", "move"]
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Footprint(_Record):

@@ -7,9 +7,9 @@ cheap to cache.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -26,6 +26,11 @@ DATA_CLASSES: tuple[str, ...] = ("phi", "personal", "anonymised")
 # Tenant ids name storage prefixes: keep them to characters every backend accepts in a
 # key and that cannot climb out of a directory.
 _TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+AgreementsInput: TypeAlias = "str | Agreement | Iterable[str | Agreement]"
+"""What ``Tenant(agreements=...)`` accepts: one flag or agreement, or a collection of them."""
+OutOfScopeInput: TypeAlias = "Mapping[str, str] | Iterable[tuple[str, str]]"
+"""What ``Tenant(out_of_scope=...)`` accepts: overlay id -> stated reason."""
 
 
 class _Frozen(BaseModel):
@@ -51,6 +56,14 @@ class Tenant(FrozenValue):
     out_of_scope: tuple[tuple[str, str], ...] = ()
 
     value_name: ClassVar[str] = "tenant"
+
+    if TYPE_CHECKING:
+        # The signature type checkers see: the inputs the validators below accept (a set
+        # of flags, a dict of overlay reasons), keyword-only, so a misspelt field or a
+        # wrong type is caught before it runs.
+        def __init__(self, *, id: str, country: str,
+                     agreements: AgreementsInput = ...,
+                     out_of_scope: OutOfScopeInput = ...) -> None: ...
 
     @field_validator("id", mode="before")
     @classmethod

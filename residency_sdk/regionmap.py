@@ -572,7 +572,8 @@ class _Checker:
     # cloud regions ----------------------------------------------------------------------
     def region_table(self) -> tuple[RegionTable, tuple[UnreviewedRegion, ...]]:
         """The built-in table plus the regions ``cloud_regions`` adds; refuses entries
-        that re-label a known region, malformed codes, and AWS regions botocore lacks."""
+        that re-label a known region, malformed codes, and AWS regions the shipped AWS
+        region list (botocore's endpoints data) lacks."""
         builtin = builtin_region_table()
         for provider, regions in self.doc.cloud_regions.items():
             for region, country in regions.items():
@@ -595,8 +596,9 @@ class _Checker:
                 if provider == "aws" and not aws_region_exists(region):
                     raise self.fail(
                         "not an AWS region known to botocore's endpoints data: check the "
-                        "spelling, or upgrade boto3 if AWS opened the region recently", path,
-                        region)
+                        "spelling, or upgrade residency-sdk if AWS opened the region "
+                        "recently (its shipped AWS region list is refreshed from botocore)",
+                        path, region)
         overlay = {str(p): r for p, r in self.doc.cloud_regions.items()}
         return region_table(overlay), unreviewed_regions(overlay)
 

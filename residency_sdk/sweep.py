@@ -73,7 +73,7 @@ def backend_name(role: str, target: StorageTarget) -> str:
 class BackendRecord(BaseModel):
     """Which backend a sweep's per-backend progress is about (saved in state files)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     backend: str
     provider: str

@@ -52,6 +52,9 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
 
 _AUDIT_ENV = ("RESIDENCY_STATE_DIR", "XDG_STATE_HOME", "RESIDENCY_AUDIT",
               "RESIDENCY_AUDIT_ANCHORS")
+# Settings Residency.load and the CLI honour (residency_sdk.config): none may leak in from
+# the developer's shell.
+_SETTINGS_ENV = ("RESIDENCY_MAP", "RESIDENCY_LOCAL_ROOT", "RESIDENCY_CONFIG")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,11 +66,13 @@ def hermetic_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     inherit it; an ambient ``RESIDENCY_AUDIT``/``RESIDENCY_AUDIT_ANCHORS`` is removed.
     """
     folder = tmp_path_factory.mktemp("residency-state")
-    saved = {name: os.environ.get(name) for name in _AUDIT_ENV}
+    saved = {name: os.environ.get(name) for name in (*_AUDIT_ENV, *_SETTINGS_ENV)}
     os.environ["RESIDENCY_STATE_DIR"] = str(folder)
     os.environ["XDG_STATE_HOME"] = str(folder / "xdg")
     os.environ.pop("RESIDENCY_AUDIT", None)
     os.environ.pop("RESIDENCY_AUDIT_ANCHORS", None)
+    for name in _SETTINGS_ENV:
+        os.environ.pop(name, None)
     try:
         yield folder
     finally:

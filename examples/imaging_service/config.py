@@ -23,6 +23,8 @@ Inference goes to the compute endpoint the region map declares for the clinic's 
 (a loopback ``http://127.0.0.1:PORT`` endpoint for a local model server in tests), through
 ``res.compute_for``: the map is the only list of places study data may be sent.
 ``IMAGING_RESULT_CATEGORY``  retention category of stored results (default ``imaging_upload``)
+``IMAGING_MAX_STUDY_BYTES``  largest study accepted (default 2 GiB; larger: ``413``)
+``IMAGING_RETRY_AFTER``  seconds a ``503`` answer asks the client to wait (default 10)
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class ServiceConfig:
     report_drafter_url: str | None = None
     result_category: str = "imaging_upload"
     inference_timeout: float = 30.0
+    max_study_bytes: int = 2 * 1024 ** 3
+    retry_after: int = 10
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ServiceConfig:
@@ -93,7 +97,21 @@ class ServiceConfig:
         return cls(map_path=path("IMAGING_MAP"), local_root=path("IMAGING_LOCAL_ROOT"),
                    audit_path=path("IMAGING_AUDIT"), tenants=load_tenants(tenants_file),
                    report_drafter_url=drafter,
-                   result_category=env.get("IMAGING_RESULT_CATEGORY", "imaging_upload"))
+                   result_category=env.get("IMAGING_RESULT_CATEGORY", "imaging_upload"),
+                   max_study_bytes=_positive(env, "IMAGING_MAX_STUDY_BYTES",
+                                             cls.max_study_bytes),
+                   retry_after=_positive(env, "IMAGING_RETRY_AFTER", cls.retry_after))
+
+
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    """A positive whole number from ``env[name]`` (``default`` when unset)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) == 0:
+        raise ConfigError(f"{name}={raw!r} is not a positive whole number: set it to one "
+                          f"(default {default}) or unset it")
+    return int(raw)
 
 
 def load_tenants(path: Path) -> dict[str, TenantRecord]:

@@ -30,9 +30,14 @@ def create_stub(location: str) -> FastAPI:
 
     @app.post("/v1/infer")
     async def infer(request: Request) -> dict[str, Any]:
-        data = await request.body()
-        digest = hashlib.sha256(data).hexdigest()
+        # Hashed as it arrives: studies can be hundreds of MiB.
+        hasher, size = hashlib.sha256(), 0
+        async for chunk in request.stream():
+            hasher.update(chunk)
+            size += len(chunk)
+        digest = hasher.hexdigest()
         received.append({"study_id": request.headers.get("x-study-id"), "sha256": digest,
+                         "size": size,
                          "location_header": request.headers.get("x-residency-location")})
         # A deterministic fake finding, so tests can check the result was stored intact.
         score = int(digest[:4], 16) / 0xFFFF

@@ -30,11 +30,15 @@ from residency_sdk.cli.common import (
     EXIT_BLOCKED,
     EXIT_USAGE,
     JsonOption,
+    OutputOption,
     console,
     err_console,
     fail,
     print_json,
     residency_errors,
+    rule,
+    wants_json,
+    write_text_file,
 )
 from residency_sdk.errors import AuditFormatError
 
@@ -113,10 +117,11 @@ def verify(
         "--checkpoint", help="Also prove the log still holds this sealed checkpoint.",
         dir_okay=False)] = None,
     anchors: AnchorsOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Check the whole chain of LOG (and against its anchors). Exit 1 and name the first
     broken event if any; exit 3 when a keyed log is checked without its key."""
+    as_json = wants_json(as_json, output)
     with residency_errors(as_json):
         if log.endswith(".jsonl") and "://" not in log:
             if checkpoint is not None or anchors:
@@ -147,10 +152,11 @@ def combine(
     fail_on_violation: Annotated[bool, typer.Option(
         "--fail-on-violation",
         help="Exit 1 on any violation or any chain that is not verified.")] = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Combine several locations' JSON reports into one, from their aggregates only (no
     event-level row leaves its location's report)."""
+    as_json = wants_json(as_json, output)
     if as_json:
         fmt = "json" if out is None else fmt
     if fmt not in COMBINED_FORMATS:
@@ -161,7 +167,7 @@ def combine(
         result = combine_reports(loaded, sources=[str(p) for p in reports])
         text = render_combined(result, fmt)
     if out is not None:
-        out.write_text(text, encoding="utf-8")
+        write_text_file(out, text, as_json=as_json)
         if as_json:
             print_json({"ok": result.ok, "out": str(out), "format": fmt,
                         "reports": len(result.inputs), "violations": result.violation_total,
@@ -169,7 +175,7 @@ def combine(
         else:
             err_console.print(f"combined report of {len(result.inputs)} location(s) written "
                               f"to {out} ({fmt}); {result.violation_total} violation(s)",
-                              highlight=False, soft_wrap=True)
+                              markup=False, highlight=False, soft_wrap=True)
     else:
         sys.stdout.write(text)
     if fail_on_violation and not result.ok:
@@ -194,16 +200,18 @@ def checkpoint_export(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Write the checkpoint to this file (default: stdout).",
         dir_okay=False)] = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Verify LOG and export a checkpoint of its head (HMAC-sealed when the log is keyed,
     which needs its key)."""
+    as_json = wants_json(as_json, output)
     with residency_errors(as_json):
         cp = export_checkpoint(log)
     if out is None:
         sys.stdout.write(cp.to_json())
         return
-    cp.write(out)
+    with residency_errors(as_json):
+        cp.write(out)
     if as_json:
         print_json({"ok": True, "out": str(out), "seq": cp.seq, "hash": cp.hash,
                     "counter": cp.counter, "sealed": cp.seal is not None})
@@ -217,10 +225,11 @@ def checkpoint_verify(
     log: Annotated[str, typer.Argument(help="The audit log: a SQLite file or a "
                                             "postgresql:// URL.")],
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file.", dir_okay=False)],
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Prove LOG was neither rewritten up to CHECKPOINT nor rolled back below it (exit 1
     if it was, 3 if a keyed log is checked without its key)."""
+    as_json = wants_json(as_json, output)
     with residency_errors(as_json):
         result = verify_log(log, checkpoint=load_checkpoint(checkpoint))
     _print_result(result, as_json)
@@ -234,7 +243,7 @@ def show_report(log_path: str | Path, *, quiet: bool) -> dict[str, Any]:
     """
     result: AuditReport = build_report(log_path)
     if not quiet:
-        console.rule("Transfer-audit report")
+        rule("Transfer-audit report")
         for part in rich_report(result):
             console.print(part)
     t = result.totals
@@ -288,7 +297,9 @@ def rich_report(report: AuditReport) -> list[Any]:
                       escape(f["mechanism"]) if f["mechanism"] else "[bold red]none[/]",
                       f"{f['events']:,}", human_bytes(f["bytes"]),
                       escape(", ".join(f["actors"])))
-    blocked = Table(title="Blocked attempts", box=box.SIMPLE_HEAD, expand=True)
+    # Expanded to the terminal's width; piped, a table is as wide as its content.
+    blocked = Table(title="Blocked attempts", box=box.SIMPLE_HEAD,
+                    expand=console.is_terminal)
     for col in ("event", "who", "tenant", "what", "to", "class"):
         blocked.add_column(col, no_wrap=True)
     blocked.add_column("why", ratio=1)  # the reasons take whatever width is left

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from typer.core import TyperGroup
 
@@ -22,14 +21,18 @@ from residency_sdk.audit.render import FORMATS, SEALABLE, render_document
 from residency_sdk.audit.report import MAX_LISTED, AuditReport, build_report
 from residency_sdk.cli import report_seal
 from residency_sdk.cli.common import (
+    EXIT_BACKEND,
     EXIT_BLOCKED,
     EXIT_USAGE,
     JsonOption,
     MapOption,
+    OutputOption,
     err_console,
     fail,
+    map_or_setting,
     print_json,
     residency_errors,
+    wants_json,
 )
 
 if TYPE_CHECKING:
@@ -122,12 +125,13 @@ def build(
         "--progress/--no-progress", help="Show progress on stderr (default: when stderr "
                                          "is a terminal).")] = None,
     map_path: MapOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Build the transfer-audit report of LOG (the default command: `audit report LOG`
     is the same): summary, data movements by flow, decisions,
     per tenant, blocked attempts, violations, erasures, retention deletions, rules in force,
     chain and anchors."""
+    as_json = wants_json(as_json, output)
     if as_json:
         fmt = "json" if out is None else fmt
     if fmt not in FORMATS:
@@ -148,6 +152,7 @@ def build(
             start, end = parse_period(period)
             since, until = start.isoformat(), end.isoformat()
         region_map = None
+        map_path = map_or_setting(map_path)
         if map_path is not None:
             from residency_sdk.regionmap import load_region_map
 
@@ -213,8 +218,8 @@ def _emit(document: bytes, out: Path | None, as_json: bool, result: AuditReport,
     try:
         out.write_bytes(document)
     except OSError as exc:
-        fail(escape(f"cannot write {out}: {exc.strerror or exc}: check the folder exists "
-                    "and is writable"), as_json=as_json)
+        fail(f"cannot write {out}: {exc.strerror or exc}: check the folder exists and is "
+             "writable", as_json=as_json, code=EXIT_BACKEND)
     t = result.totals
     if as_json:
         print_json({"ok": result.ok, "out": str(out), "format": fmt, "sealed": sealed,

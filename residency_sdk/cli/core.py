@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.table import Table
 
 from residency_sdk.agreements import Agreement, Derogation, as_agreement
 from residency_sdk.cli.common import (
@@ -18,11 +16,15 @@ from residency_sdk.cli.common import (
     JsonOption,
     MapOption,
     NoAuditOption,
-    console,
+    OutputOption,
     fail,
     load_residency,
+    parse_when,
     print_json,
     residency_errors,
+    stdout_console,
+    wants_json,
+    write_text_file,
 )
 from residency_sdk.errors import InputError
 from residency_sdk.model import Decision, Placement, Tenant
@@ -107,13 +109,14 @@ def resolve(
     agreements_file: AgreementsFileOption = None,
     out_of_scope: OutOfScopeOption = None,
     map_path: MapOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
 ) -> None:
     """Show where a tenant of COUNTRY keeps its data and what placement itself needs.
 
     The placement decision is audited."""
+    as_json = wants_json(as_json, output)
     res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit)
     with residency_errors(as_json):
         tenant = cli_tenant("cli", country, agreement, agreements_file, out_of_scope)
@@ -123,20 +126,26 @@ def resolve(
         print_json({"ok": decision.allowed, "placement": placement_dict(placement),
                     "placement_decision": decision_dict(decision)})
     else:
+        from rich.markup import escape  # rich only for people: --json never imports it
+
+        console = stdout_console()
         s = placement.storage
-        console.print(f"[bold]{tenant.country}[/] -> location [bold green]{placement.location}"
-                      f"[/] (route {placement.matched_route})")
-        console.print(f"  storage: {s.provider} {s.region} bucket {s.bucket}"
-                      f"{' failover ' + s.failover_region if s.failover_region else ''}")
+        console.print(f"[bold]{escape(tenant.country)}[/] -> location [bold green]"
+                      f"{escape(placement.location)}[/] (route "
+                      f"{escape(placement.matched_route)})", highlight=False)
+        failover = f" failover {s.failover_region}" if s.failover_region else ""
+        console.print(escape(f"  storage: {s.provider} {s.region} bucket {s.bucket}{failover}"),
+                      highlight=False)
         if placement.compute:
             c = placement.compute
-            console.print(f"  compute: {c.provider} {c.region} {c.endpoint}")
+            console.print(escape(f"  compute: {c.provider} {c.region} {c.endpoint}"),
+                          highlight=False)
         if placement.required_mechanisms:
             needs = " and ".join(" or ".join(alts) for alts in placement.required_mechanisms)
             verdict = "[green]held[/]" if decision.allowed else "[bold red]missing[/]"
             what = ("placement is a cross-border transfer" if decision.is_transfer
                     else "placement with the vendor")
-            console.print(f"  {what}: needs {needs} ({verdict})")
+            console.print(f"  {what}: needs {escape(needs)} ({verdict})", highlight=False)
     if not decision.allowed:
         raise typer.Exit(EXIT_BLOCKED)
 
@@ -164,13 +173,14 @@ def transfer_check(
     own_use: Annotated[bool, typer.Option(
         "--own-use", help="The recipient uses the data for its own purposes.")] = False,
     map_path: MapOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
 ) -> None:
     """Decide whether a tenant's data may move to another country. Exit 1 when blocked.
 
     The decision is audited, with the references of the agreements it rests on."""
+    as_json = wants_json(as_json, output)
     res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit)
     with residency_errors(as_json):
         tenant = cli_tenant("cli", country, mechanism, agreements_file, out_of_scope)
@@ -181,10 +191,13 @@ def transfer_check(
     if as_json:
         print_json({"ok": decision.allowed, "decision": decision_dict(decision)})
     else:
+        from rich.markup import escape
+
+        console = stdout_console()
         head = "[bold green]ALLOWED[/]" if decision.allowed else "[bold red]BLOCKED[/]"
         basis = f" via {decision.mechanism}" if decision.mechanism else ""
-        console.print(f"{head} {decision.data_class} {decision.source} -> "
-                      f"{decision.destination}{basis}")
+        console.print(f"{head} " + escape(f"{decision.data_class} {decision.source} -> "
+                                          f"{decision.destination}{basis}"), highlight=False)
         for reason in decision.reasons:
             console.print(f"  - {reason}", highlight=False, markup=False)
         for agreement in decision.agreements:
@@ -196,11 +209,8 @@ def transfer_check(
         raise typer.Exit(EXIT_BLOCKED)
 
 
-def _parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise InputError(f"--at {text!r}: expected a date such as 2026-12-31") from None
+def _parse_date(text: str, name: str = "--at") -> date:
+    return parse_when(text, name=name, example="2026-12-31").date()
 
 
 @map_app.command("validate")
@@ -212,18 +222,19 @@ def map_validate(
     on_date: Annotated[str | None, typer.Option(
         "--on", help="Check review dates as on this date (YYYY-MM-DD); default today.")]
     = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Validate a region map and its transfer rules. Exit 1 with the bad path on error.
 
     Also lists the cloud regions the map adds (unreviewed: a warning, an error with
     --strict), the endpoints accepted on the map's word (endpoint_country and
     endpoint_source) and the loopback emulator endpoints."""
+    as_json = wants_json(as_json, output)
     with residency_errors(as_json):
         region_map = load_region_map(path)
         rules = load_transfer_rules(region_map.rules_file, region_map.groups)
         policy = ResidencyPolicy(region_map, rules)
-        on = _parse_date(on_date) if on_date else datetime.now(UTC).date()
+        on = _parse_date(on_date, "--on") if on_date else datetime.now(UTC).date()
     unreviewed = [{"provider": u.provider, "region": u.region, "country": u.country,
                    "path": u.path, "provider_knows_region": u.provider_knows}
                   for u in region_map.unreviewed_regions]
@@ -272,8 +283,12 @@ def map_validate(
     if as_json:
         print_json(summary)
         return
-    console.print(f"[green]valid[/] {path}: {len(region_map.locations)} locations, "
-                  f"{len(region_map.routes)} countries routed, {len(rules.regimes)} regimes")
+    from rich.markup import escape
+
+    console = stdout_console()
+    console.print(f"[green]valid[/] {escape(str(path))}: {len(region_map.locations)} "
+                  f"locations, {len(region_map.routes)} countries routed, "
+                  f"{len(rules.regimes)} regimes", highlight=False)
     def say(text: str, style: str | None = None) -> None:
         console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
@@ -294,8 +309,10 @@ def map_validate(
 
 
 @map_app.command("show")
-def map_show(map_path: MapOption = None, as_json: JsonOption = False) -> None:
+def map_show(map_path: MapOption = None, as_json: JsonOption = False,
+             output: OutputOption = None) -> None:
     """Print the routes and locations of a region map."""
+    as_json = wants_json(as_json, output)
     res = load_residency(map_path, as_json, audited=False)  # decides nothing
     region_map = res.map
     if as_json:
@@ -310,7 +327,12 @@ def map_show(map_path: MapOption = None, as_json: JsonOption = False) -> None:
                           for lid, loc in region_map.locations.items()},
         })
         return
-    routes = Table(title=f"Routes ({region_map.name})")
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = stdout_console()
+    routes = Table(title=f"Routes ({escape(region_map.name)})")
     for col in ("rule", "countries", "location"):
         routes.add_column(col, overflow="fold")
     for rule, target in region_map.document.routes.items():
@@ -320,7 +342,7 @@ def map_show(map_path: MapOption = None, as_json: JsonOption = False) -> None:
         shown = " ".join(sorted(members - set(overridden)))
         if overridden:
             shown += f" (not {' '.join(overridden)}: own route)"
-        routes.add_row(rule, shown, loc)
+        routes.add_row(escape(rule), escape(shown), escape(loc))
     console.print(routes)
     locations = Table(title="Locations (* = default provider)", box=box.SIMPLE_HEAD,
                       pad_edge=False)
@@ -329,8 +351,9 @@ def map_show(map_path: MapOption = None, as_json: JsonOption = False) -> None:
     for lid, location in region_map.locations.items():
         for provider, t in location.backends.items():
             marker = "*" if provider == location.default_provider else ""
-            locations.add_row(lid, provider + marker, t.region, t.failover_region or "-",
-                              t.bucket, "yes" if t.baa else "no")
+            locations.add_row(*(escape(cell) for cell in (
+                lid, provider + marker, t.region, t.failover_region or "-", t.bucket,
+                "yes" if t.baa else "no")))
     console.print(locations)
 
 
@@ -341,6 +364,6 @@ def map_schema(
     """Print (or write) the JSON Schema of region maps."""
     text = json.dumps(region_map_json_schema(), indent=2) + "\n"
     if out is None:
-        console.out(text, highlight=False)
+        stdout_console().out(text, highlight=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        write_text_file(out, text)

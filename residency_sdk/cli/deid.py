@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -22,16 +23,19 @@ from typer.core import TyperGroup
 from residency_sdk.cli.common import (
     EXIT_BLOCKED,
     EXIT_OK,
+    EXIT_USAGE,
     AuditOption,
     JsonOption,
     MapOption,
     NoAuditOption,
+    OutputOption,
     console,
     err_console,
     fail,
     load_residency,
     print_json,
     residency_errors,
+    wants_json,
 )
 from residency_sdk.cli.storage import (
     CountryOption,
@@ -88,7 +92,7 @@ def _options(given: list[str] | None, as_json: bool) -> tuple[Option, ...]:
     for name in given or ():
         if name not in allowed:
             fail(f"unknown --option {name!r}: use one of {', '.join(allowed)} "
-                 "(--pixels-cleaned states cleaned pixels)", as_json=as_json)
+                 "(--pixels-cleaned states cleaned pixels)", as_json=as_json, code=EXIT_USAGE)
     return tuple(cast("Option", name) for name in given or ())
 
 
@@ -103,7 +107,7 @@ def _inputs(paths: list[Path], as_json: bool) -> list[tuple[Path, Path]]:
         elif path.is_file():
             found.append((path, Path(path.name)))
         else:
-            fail(f"{path} is not a readable file or folder", as_json=as_json)
+            fail(f"{path} is not a readable file or folder", as_json=as_json, code=EXIT_USAGE)
     names = [name for _, name in found]
     clashes = sorted({str(n) for n in names if names.count(n) > 1})
     if clashes:
@@ -145,11 +149,12 @@ def run(
     mechanism: MechanismOption = None, local_root: LocalRootOption = None,
     map_path: MapOption = None, audit: AuditOption = None, no_audit: NoAuditOption = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """De-identify DICOM files with the tenant's key (read from its location: the same
     study always maps to the same new UIDs) and write each beside its evidence
     (``<name>.evidence.json``). Exit 1 when any file was refused."""
+    as_json = wants_json(as_json, output)
     from residency_sdk.deid import deidentify_dicom
 
     chosen = _options(option, as_json)
@@ -190,14 +195,15 @@ def run(
         for r in results:
             if r["ok"]:
                 c = r["counts"]
-                console.print(f"[green]de-identified[/] {r['input']} -> {r['output']} "
-                              f"(removed {c['removed'] + c['private_removed']}, replaced "
-                              f"{c['replaced'] + c['uids_replaced']}, emptied "
-                              f"{c['emptied']}; evidence {r['evidence_digest'][:16]}…)",
-                              highlight=False)
+                console.print("[green]de-identified[/] " + escape(
+                    f"{r['input']} -> {r['output']} (removed "
+                    f"{c['removed'] + c['private_removed']}, replaced "
+                    f"{c['replaced'] + c['uids_replaced']}, emptied {c['emptied']}; "
+                    f"evidence {r['evidence_digest'][:16]}…)"), highlight=False,
+                    soft_wrap=True)
             else:
-                err_console.print(f"[bold red]refused[/] {r['input']}: {r['error']}",
-                                  highlight=False)
+                err_console.print("[bold red]refused[/] " + escape(f"{r['input']}: {r['error']}"),
+                                  highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_BLOCKED if failed else EXIT_OK)
 
 
@@ -241,12 +247,13 @@ def _readable(problems: list[str], tags_shown: int = 8) -> list[str]:
 @deid_app.command("check")
 def check(
     files: Annotated[list[Path], typer.Argument(help="Files or folders to check.")],
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Does each file pass as anonymised (what the storage facade requires)? A DICOM file
     must carry no attribute the profile removes and say PatientIdentityRemoved = YES; its
     evidence (``<name>.evidence.json`` beside it) must be about exactly its bytes; other
     files pass only with such evidence. Exit 0 when every file passes, 1 otherwise."""
+    as_json = wants_json(as_json, output)
     inputs = _inputs(files, as_json)
     results = []
     for source, _ in inputs:
@@ -262,9 +269,11 @@ def check(
         for r in results:
             if r["ok"]:
                 how = "with its evidence" if r.get("evidence") else "content check"
-                console.print(f"[green]PASS[/] {r['file']} ({how})", highlight=False)
+                console.print("[green]PASS[/] " + escape(f"{r['file']} ({how})"),
+                              highlight=False, soft_wrap=True)
                 continue
-            console.print(f"[bold red]FAIL[/] {r['file']}", highlight=False)
+            console.print("[bold red]FAIL[/] " + escape(r["file"]), highlight=False,
+                          soft_wrap=True)
             for line in _readable(r["problems"]):
                 console.print(f"  - {line}", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK if passed else EXIT_BLOCKED)
@@ -281,11 +290,12 @@ def export(
     actor: Annotated[str, typer.Option("--actor", help="Who asked for the export.")] = "cli",
     purpose: Annotated[str | None, typer.Option(
         "--purpose", help="Why (default: research_export).")] = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """The audited research export: de-identify KEYs inside the tenant's location (copies
     under deid/), verify them, and transfer only the copies to --to; the originals never
     leave. Exit 1 when refused."""
+    as_json = wants_json(as_json, output)
     kwargs: dict[str, Any] = {} if local_root is None else {"local_root": local_root}
     res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit, **kwargs)
     with residency_errors(as_json):
@@ -296,10 +306,12 @@ def export(
     if as_json:
         print_json({"ok": True, "export": receipt.to_dict()})
         return
-    table = Table(title=f"exported {len(receipt.objects)} object(s) of {receipt.tenant_id}: "
-                        f"{receipt.source_location} -> {receipt.destination}")
+    table = Table(title=escape(f"exported {len(receipt.objects)} object(s) of "
+                               f"{receipt.tenant_id}: {receipt.source_location} -> "
+                               f"{receipt.destination}"))
     for col in ("original (stayed home)", "de-identified copy", "size", "evidence"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for o in receipt.objects:
-        table.add_row(o.source_key, o.copy_key, str(o.size), o.evidence_digest[:16] + "…")
+        table.add_row(escape(o.source_key), escape(o.copy_key), str(o.size),
+                      escape(o.evidence_digest[:16]) + "…")
     console.print(table)

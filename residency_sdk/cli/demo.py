@@ -14,15 +14,19 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from residency_sdk.cli.common import (
     AuditOption,
     JsonOption,
     MapOption,
+    OutputOption,
     console,
     load_residency,
     print_json,
+    rule,
+    wants_json,
 )
 from residency_sdk.client import Residency
 from residency_sdk.errors import PlacementBlocked, TransferBlocked
@@ -77,11 +81,13 @@ WorkdirOption = Annotated[
 
 
 def demo(map_path: MapOption = None, workdir: WorkdirOption = None,
-         as_json: JsonOption = False, audit_sink: AuditOption = None) -> None:
+         as_json: JsonOption = False, output: OutputOption = None,
+         audit_sink: AuditOption = None) -> None:
     """Route sample clinics, store their data in-country, attempt transfers and print the
     transfer-audit report (local encrypted storage, no cloud account needed).
 
     Audited to WORKDIR/audit.db, or the log given with --audit."""
+    as_json = wants_json(as_json, output)
     from residency_sdk.cli.audit import show_report
 
     root = workdir or Path(tempfile.mkdtemp(prefix="residency-demo-"))
@@ -103,7 +109,7 @@ def demo(map_path: MapOption = None, workdir: WorkdirOption = None,
     blocked = sum(1 for t in summary.transfers if not t["allowed"])
     refused = sum(1 for p in summary.placements if not p["placement_allowed"])
     audit = summary.sections["audit"]
-    console.rule("Summary")
+    rule("Summary")
     console.print(f"{len(summary.placements)} tenants routed to "
                   f"{len({p['location'] for p in summary.placements})} locations; "
                   f"{refused} placement(s) refused for a missing mechanism; "
@@ -111,8 +117,9 @@ def demo(map_path: MapOption = None, workdir: WorkdirOption = None,
                   f"{audit['events']} audit events, chain "
                   f"{'valid' if audit['chain_ok'] else 'BROKEN'}, "
                   f"{audit['violations']} violation(s).")
-    console.print(f"Data and audit log kept in {root} "
-                  f"(try: residency audit report {audit_log} --format html --out report.html)")
+    console.print(f"Data and audit log kept in {root} (try: residency audit report "
+                  f"{audit_log} --format html --out report.html)", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 def _tenant(tenant_id: str) -> Tenant:
@@ -129,13 +136,15 @@ def show_routing(res: Residency, summary: DemoSummary, *, quiet: bool) -> None:
         decision = res.check_placement(tenant, actor="demo", purpose="demo:routing")
         s = placement.storage
         verdict = ("in country" if not decision.is_transfer else
-                   f"[green]transfer via {decision.mechanism}[/]" if decision.allowed else
-                   "[red]REFUSED[/]: needs " + " or ".join(placement.required_mechanisms[0]))
+                   f"[green]transfer via {escape(str(decision.mechanism))}[/]"
+                   if decision.allowed else
+                   "[red]REFUSED[/]: needs "
+                   + escape(" or ".join(placement.required_mechanisms[0])))
         summary.placements.append({"tenant": tenant.id, "country": tenant.country,
                                    "location": placement.location, "provider": s.provider,
                                    "region": s.region, "placement_allowed": decision.allowed})
-        table.add_row(tenant.id, tenant.country, placement.location,
-                      f"{s.provider} {s.region}", verdict)
+        table.add_row(escape(tenant.id), escape(tenant.country), escape(placement.location),
+                      escape(f"{s.provider} {s.region}"), verdict)
     if not quiet:
         console.print(table)
 
@@ -153,11 +162,13 @@ def show_transfers(res: Residency, summary: DemoSummary, *, quiet: bool) -> None
                                   "mechanism": decision.mechanism,
                                   "reasons": list(decision.reasons)})
         if decision.allowed:
-            verdict = f"[green]allowed[/] via {decision.mechanism}"
+            verdict = f"[green]allowed[/] via {escape(str(decision.mechanism))}"
         else:
             needs = " and ".join("|".join(alts) for alts in decision.unblock_with)
-            verdict = f"[bold red]BLOCKED[/] ({', '.join(decision.regimes)}): needs {needs}"
-        table.add_row(tenant_id, data_class, f"{decision.source} -> {to}", verdict)
+            verdict = "[bold red]BLOCKED[/] " + escape(
+                f"({', '.join(decision.regimes)}): needs {needs}")
+        table.add_row(escape(tenant_id), escape(data_class), escape(f"{decision.source} -> {to}"),
+                      verdict)
     if not quiet:
         console.print(table)
 
@@ -185,7 +196,7 @@ def show_storage(res: Residency, summary: DemoSummary, *, quiet: bool, root: Pat
     section: dict[str, Any] = {"root": str(root), "objects": [], "refused": [],
                                "transfers": []}
     table = Table(title=f"{_DEMO_KEY} stored per clinic (local backend, AES-256-GCM)",
-                  caption=f"under {root}")
+                  caption=escape(f"under {root}"))
     for col in ("tenant", "location", "bytes", "read back"):
         table.add_column(col)
     for tenant_id in ("charite-berlin", "mayo-rochester", "acibadem-istanbul",
@@ -198,14 +209,15 @@ def show_storage(res: Residency, summary: DemoSummary, *, quiet: bool, root: Pat
             section["refused"].append({"tenant": tenant.id, "location": store.location,
                                        "error": str(exc)})
             needs = " or ".join(store.placement.required_mechanisms[0])
-            table.add_row(tenant.id, store.location, "-", f"[red]REFUSED: needs {needs}[/]")
+            table.add_row(escape(tenant.id), escape(store.location), "-",
+                          f"[red]REFUSED: needs {escape(needs)}[/]")
             continue
         same = store.get(_DEMO_KEY) == _sample_image(tenant.id)
         section["objects"].append({"tenant": tenant.id, "location": info.location,
                                    "key": info.key, "size": info.size,
                                    "checksum": info.checksum, "encryption": info.encryption,
                                    "read_back_ok": same})
-        table.add_row(tenant.id, info.location, str(info.size),
+        table.add_row(escape(tenant.id), escape(info.location), str(info.size),
                       "[green]ok, checksum verified[/]" if same else "[red]MISMATCH[/]")
     transfers = Table(title="Cross-border copies of stored objects")
     for col in ("tenant", "from", "to", "result", "at destination"):
@@ -220,7 +232,7 @@ def show_storage(res: Residency, summary: DemoSummary, *, quiet: bool, root: Pat
             allowed = True
         except TransferBlocked as exc:
             needs = " and ".join(" or ".join(alts) for alts in exc.decision.unblock_with)
-            result = f"BLOCKED (needs {needs})" if needs else "BLOCKED"
+            result = escape(f"BLOCKED (needs {needs})" if needs else "BLOCKED")
             allowed = False
         present = dest_store.exists(tenant_key(charite, _DEMO_KEY))
         section["transfers"].append({"tenant": charite.id, "from": "DE", "to": to,

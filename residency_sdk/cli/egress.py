@@ -20,12 +20,14 @@ from residency_sdk.cli.common import (
     JsonOption,
     MapOption,
     NoAuditOption,
+    OutputOption,
     console,
     emit_document,
     fail,
     load_residency,
     print_json,
     residency_errors,
+    wants_json,
 )
 from residency_sdk.cli.core import AgreementsFileOption, cli_tenant, decision_dict
 from residency_sdk.egress.allowlist import FORMATS, egress_allowlist, render
@@ -56,7 +58,7 @@ def check(
     ] = None,
     agreements_file: AgreementsFileOption = None,
     map_path: MapOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
 ) -> None:
@@ -66,6 +68,7 @@ def check(
     processor the map declares, when the transfer rules allow its country (with the
     processor's agreements), its data classes include the class and, for phi, it holds a
     BAA. Nothing is sent; the decision is audited (egress_check)."""
+    as_json = wants_json(as_json, output)
     res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit)
     with residency_errors(as_json):
         try:
@@ -150,5 +153,4 @@ def _verdict_dict(v: EgressDecision) -> dict[str, Any]:
 
 
 def _usage(message: str, as_json: bool, **extra: Any) -> NoReturn:
-    fail(message if as_json else escape(message), as_json=as_json, code=EXIT_USAGE,
-         **extra)
+    fail(message, as_json=as_json, code=EXIT_USAGE, **extra)

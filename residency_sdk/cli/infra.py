@@ -15,10 +15,13 @@ from rich.table import Table
 from residency_sdk.cli.common import (
     JsonOption,
     MapOption,
+    OutputOption,
     console,
     err_console,
+    map_or_setting,
     print_json,
     residency_errors,
+    wants_json,
 )
 from residency_sdk.errors import InfraError, MapError
 from residency_sdk.infra.outputs import overlay_from_outputs, read_outputs
@@ -58,7 +61,8 @@ def register(app: typer.Typer) -> None:
 
 def _plan(map_path: Path | None, location: str, redundancy: str | None,
           aws_org_target: str | None = None, gcp_folder: str | None = None) -> InfraPlan:
-    return build_plan(load_region_map(map_path), location, azure_redundancy=redundancy,
+    return build_plan(load_region_map(map_or_setting(map_path)), location,
+                      azure_redundancy=redundancy,
                       aws_org_target=aws_org_target, gcp_folder=gcp_folder)
 
 
@@ -71,29 +75,30 @@ def _print_notes(plan: InfraPlan) -> None:
 def plan_cmd(location: LocationOption, map_path: MapOption = None,
              azure_redundancy: RedundancyOption = None,
              aws_org_target: AwsOrgTargetOption = None, gcp_folder: GcpFolderOption = None,
-             as_json: JsonOption = False) -> None:
+             as_json: JsonOption = False, output: OutputOption = None) -> None:
     """Show the resources LOCATION needs, per provider, with their settings, and the
     clouds' location guardrails (enforced, or skipped and why)."""
+    as_json = wants_json(as_json, output)
     with residency_errors(as_json):
         plan = _plan(map_path, location, azure_redundancy, aws_org_target, gcp_folder)
     if as_json:
         print_json({"ok": True, "plan": plan.to_dict(), "resources": plan.resources(),
                     "guardrails": plan.guardrail_summary(), "notes": plan.notes()})
         return
-    console.print(f"[bold]{plan.location}[/] ({plan.country}, regime {plan.regime}, "
-                  f"map {plan.map_name})")
+    console.print(f"[bold]{escape(plan.location)}[/] " + escape(
+        f"({plan.country}, regime {plan.regime}, map {plan.map_name})"), highlight=False)
     table = Table("provider", "kind", "region", "name / settings")
     for row in plan.resources():
         settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items() if v is not None)
-        table.add_row(row["provider"], row["kind"], row["region"],
+        table.add_row(escape(row["provider"]), escape(row["kind"]), escape(row["region"]),
                       f"[bold]{escape(row['name'])}[/]\n{escape(settings)}")
     console.print(table)
     guards = Table("provider", "guardrail", "status", "applies to", "allowed regions",
                    title="Location guardrails (the cloud refuses every other region)")
     for provider, g in plan.guardrail_summary().items():
-        guards.add_row(provider, f"{g['kind']}\n{escape(g['name'])}", g["status"],
-                       escape(g["target"] or f"(set {g['config_key']})"),
-                       ", ".join(g["allowed_regions"]))
+        guards.add_row(escape(provider), escape(f"{g['kind']}\n{g['name']}"),
+                       escape(g["status"]), escape(g["target"] or f"(set {g['config_key']})"),
+                       escape(", ".join(g["allowed_regions"])))
     console.print(guards)
     _print_notes(plan)
 
@@ -109,10 +114,12 @@ def export_cmd(
     azure_redundancy: RedundancyOption = None,
     aws_org_target: AwsOrgTargetOption = None,
     gcp_folder: GcpFolderOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Write LOCATION's plan as Terraform JSON, or as a Pulumi stack config file."""
+    as_json = wants_json(as_json, output)
     with residency_errors(as_json):
+        map_path = map_or_setting(map_path)
         plan = _plan(map_path, location, azure_redundancy, aws_org_target, gcp_folder)
         try:
             if fmt is ExportFormat.terraform:
@@ -131,7 +138,7 @@ def export_cmd(
                     "files": [str(f) for f in files], "notes": plan.notes()})
     else:
         for f in files:
-            console.print(f"wrote {f}")
+            console.print(f"wrote {f}", markup=False, highlight=False, soft_wrap=True)
         _print_notes(plan)
 
 
@@ -144,9 +151,10 @@ def outputs_cmd(
         "default"),
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the overlay here.",
                                              dir_okay=False)] = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Turn deployed stack outputs into a region-map overlay the SDK can load."""
+    as_json = wants_json(as_json, output)
     with residency_errors(as_json):
         overlay = overlay_from_outputs(read_outputs(file), extends=extends)
         text = yaml.safe_dump(overlay, sort_keys=False)
@@ -158,7 +166,7 @@ def outputs_cmd(
     elif out is None:
         console.print(text, end="", highlight=False, markup=False)
     else:
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _validate(text: str, out: Path | None) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from residency_sdk.cli.common import (
@@ -24,11 +25,15 @@ from residency_sdk.cli.common import (
     JsonOption,
     MapOption,
     NoAuditOption,
+    OutputOption,
     console,
     fail,
     load_residency,
+    local_root_or_setting,
+    map_or_setting,
     print_json,
     residency_errors,
+    wants_json,
 )
 from residency_sdk.errors import InvalidLocalLocation
 from residency_sdk.regionmap import load_region_map
@@ -39,8 +44,9 @@ keys_app = typer.Typer(
 
 KeysLocalRootOption = Annotated[
     Path | None,
-    typer.Option("--local-root", envvar="RESIDENCY_LOCAL_ROOT", file_okay=False,
-                 help="The local backend's root folder (one folder per location)."),
+    typer.Option("--local-root", file_okay=False,
+                 help="The local backend's root folder (one folder per location; default: "
+                      "the `local_root` setting: $RESIDENCY_LOCAL_ROOT or the config file)."),
 ]
 LocationsOption = Annotated[
     list[str] | None,
@@ -57,6 +63,9 @@ def register(app: typer.Typer) -> None:
 def _stores(map_path: Path | None, local_root: Path | None, locations: list[str] | None,
             as_json: bool, *, existing_only: bool) -> list[Any]:
     """The local store of each location asked for (or each that has a folder)."""
+    with residency_errors(as_json):
+        local_root = local_root_or_setting(local_root)
+        map_path = map_or_setting(map_path)
     if local_root is None or not str(local_root):
         fail("name the local backend's root folder: --local-root DIR (or set "
              "RESIDENCY_LOCAL_ROOT)", as_json=as_json, code=EXIT_USAGE)
@@ -88,11 +97,12 @@ def list_keys(
     location: LocationsOption = None,
     local_root: KeysLocalRootOption = None,
     map_path: MapOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Show each location's current key, the keys kept, and every tenant key with the
     location key that wraps it (never key material). Tenant keys still wrapped by an
     older location key mean a rotation did not finish: run `residency keys rotate`."""
+    as_json = wants_json(as_json, output)
     stores = _stores(map_path, local_root, location, as_json, existing_only=True)
     with residency_errors(as_json):
         statuses = [store.key_status() for store in stores]
@@ -103,18 +113,19 @@ def list_keys(
                     **({"keyring": docs[0]} if len(docs) == 1 else {})})
         return
     if not statuses:
-        console.print(f"no location has keys under {local_root} yet")
+        console.print(f"no location has keys under {escape(str(local_root))} yet",
+                      highlight=False)
         return
     for status in statuses:
-        table = Table(title=f"{status.location}: current key {status.current_key_id or '-'} "
-                            f"({len(status.location_keys)} location key(s) kept)")
-        table.add_column("tenant")
-        table.add_column("tenant key")
-        table.add_column("wrapped by")
-        table.add_column("created")
+        table = Table(title=escape(f"{status.location}: current key "
+                                   f"{status.current_key_id or '-'} "
+                                   f"({len(status.location_keys)} location key(s) kept)"))
+        for column in ("tenant", "tenant key", "wrapped by", "created"):
+            table.add_column(column, overflow="fold")
         for t in status.tenant_keys:
             stale = " (older: rotate again)" if t.wrapped_by != status.current_key_id else ""
-            table.add_row(t.tenant_id, t.key_id, t.wrapped_by + stale, t.created or "")
+            table.add_row(escape(t.tenant_id), escape(t.key_id), escape(t.wrapped_by + stale),
+                          escape(t.created or ""))
         console.print(table)
 
 
@@ -126,12 +137,15 @@ def rotate(
     map_path: MapOption = None,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Make a new location key current and re-wrap every tenant key of the location
     under it. No object is re-encrypted; older location keys stay (objects written under
     them need them). Safe to interrupt: every key stays readable, and running it again
     finishes the job. Audited (a ``key_rotate`` event in the location's trail)."""
+    as_json = wants_json(as_json, output)
+    with residency_errors(as_json):
+        local_root = local_root_or_setting(local_root)
     stores = _stores(map_path, local_root, location, as_json, existing_only=False)
     res = load_residency(map_path, as_json, audit=audit, no_audit=no_audit,
                          local_root=local_root)
@@ -143,9 +157,9 @@ def rotate(
         print_json({"ok": True, "rotations": [asdict(r) for r in reports]})
         return
     for r in reports:
-        console.print(
-            f"[bold green]ROTATED[/] {r.location}: current key {r.current_key_id} (was "
+        console.print("[bold green]ROTATED[/] " + escape(
+            f"{r.location}: current key {r.current_key_id} (was "
             f"{r.previous_key_id or 'none'}); {len(r.rewrapped)} tenant key(s) re-wrapped, "
             f"{len(r.location_keys)} location key(s) kept for older objects"
             + (f"; {r.shredded} leftover(s) of an interrupted run shredded"
-               if r.shredded else ""), highlight=False)
+               if r.shredded else "")), highlight=False)

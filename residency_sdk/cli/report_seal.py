@@ -14,13 +14,16 @@ import typer
 from rich.markup import escape
 
 from residency_sdk.cli.common import (
+    EXIT_BACKEND,
     EXIT_BLOCKED,
     JsonOption,
+    OutputOption,
     console,
     err_console,
     fail,
     print_json,
     residency_errors,
+    wants_json,
 )
 
 if TYPE_CHECKING:
@@ -43,8 +46,10 @@ PublicOutOption = Annotated[Path | None, typer.Option(
     dir_okay=False)]
 
 
-def verify(report: ReportArg, public_key: PublicKeyOption, as_json: JsonOption = False) -> None:
+def verify(report: ReportArg, public_key: PublicKeyOption, as_json: JsonOption = False,
+           output: OutputOption = None) -> None:
     """Check that a sealed report is unchanged since it was sealed, and by whom."""
+    as_json = wants_json(as_json, output)
     with residency_errors(as_json):
         from residency_sdk.audit.seal import load_public_key, verify_report
 
@@ -52,7 +57,8 @@ def verify(report: ReportArg, public_key: PublicKeyOption, as_json: JsonOption =
         try:
             data = report.read_bytes()
         except OSError as exc:
-            fail(escape(f"cannot read {report}: {exc.strerror or exc}"), as_json=as_json)
+            fail(f"cannot read {report}: {exc.strerror or exc}", as_json=as_json,
+                 code=EXIT_BACKEND)
         check = verify_report(data, key, name=str(report))
     if as_json:
         print_json({"report": str(report), **check.to_dict()})

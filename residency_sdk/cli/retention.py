@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,11 +24,14 @@ from residency_sdk.cli.common import (
     JsonOption,
     MapOption,
     NoAuditOption,
+    OutputOption,
     console,
-    fail,
     load_residency,
+    parse_when,
     print_json,
     residency_errors,
+    settings,
+    wants_json,
 )
 from residency_sdk.client import Residency
 from residency_sdk.erasure import (
@@ -53,15 +57,25 @@ LocalRootOption = Annotated[
                  file_okay=False),
 ]
 StateDirOption = Annotated[
-    Path,
-    typer.Option("--state-dir", help="Where sweep checkpoints and erasure requests are kept.",
-                 file_okay=False),
+    Path | None,
+    typer.Option("--state-dir", help="Where sweep checkpoints and erasure requests are kept "
+                                     "(default: the `state_dir` setting: "
+                                     "$RESIDENCY_STATE_DIR or the config file; else "
+                                     "./.residency-state).", file_okay=False),
 ]
 ProviderOption = Annotated[
     list[str] | None,
     typer.Option("--provider", "-p", help="Only this provider's backends (repeatable)."),
 ]
 DEFAULT_STATE_DIR = Path(".residency-state")
+
+
+def state_dir_or_setting(state_dir: Path | None) -> Path:
+    """``--state-dir`` when given, else the ``state_dir`` setting, else
+    :data:`DEFAULT_STATE_DIR`."""
+    if state_dir is not None:
+        return state_dir
+    return settings().state_dir or DEFAULT_STATE_DIR
 
 
 def register(app: typer.Typer) -> None:
@@ -71,12 +85,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(map_path: Path | None, as_json: bool, local_root: Path | None,
-          audit: str | None, no_audit: bool = False, *, audited: bool = True) -> Residency:
+          audit: str | None, no_audit: bool = False, *, audited: bool = True,
+          use_settings: bool = True) -> Residency:
     kwargs: dict[str, Any] = {}
     if local_root is not None:
         kwargs["local_root"] = local_root
     return load_residency(map_path, as_json, audit=audit, no_audit=no_audit,
-                          audited=audited, **kwargs)
+                          audited=audited, use_settings=use_settings, **kwargs)
 
 
 # --- retention ---------------------------------------------------------------------------
@@ -92,14 +107,16 @@ def sweep(
     provider: ProviderOption = None,
     map_path: MapOption = None,
     local_root: LocalRootOption = None,
-    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    state_dir: StateDirOption = None,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Delete what has outlived its retention period on every backend of a location.
 
     Every deletion is audited ahead of time."""
+    as_json = wants_json(as_json, output)
+    state_dir = state_dir_or_setting(state_dir)
     res = _load(map_path, as_json, local_root, audit, no_audit)
     reports: list[SweepReport] = []
     with residency_errors(as_json):
@@ -137,9 +154,10 @@ def _print_sweeps(reports: list[SweepReport], dry_run: bool) -> None:
     for report in reports:
         for b in report.backends:
             status = "[green]done[/]" if b.done and not b.error and not b.errors \
-                else f"[red]{b.error or str(b.errors) + ' error(s)'}[/]"
+                else f"[red]{escape(b.error or str(b.errors) + ' error(s)')}[/]"
             deleted = b.would_delete if dry_run else b.deleted
-            table.add_row(report.location, b.backend, str(b.examined), str(b.expired),
+            table.add_row(escape(report.location), escape(b.backend), str(b.examined),
+                          str(b.expired),
                           str(deleted), str(b.held), str(b.changed), str(b.unknown_category),
                           status)
     console.print(table)
@@ -147,7 +165,8 @@ def _print_sweeps(reports: list[SweepReport], dry_run: bool) -> None:
         for item in report.items:
             # changed: uploaded again after it was examined; kept, judged next sweep.
             if item.action in ("held", "changed", "unknown_category", "error"):
-                console.print(f"  {item.action}: {item.key}: {item.detail}", highlight=False)
+                console.print(f"  {item.action}: {item.key}: {item.detail}", highlight=False,
+                              markup=False)
 
 
 # --- erasure -----------------------------------------------------------------------------
@@ -211,8 +230,8 @@ def erasure_request(
     country: Annotated[str, typer.Option("--country", "-c", help="Tenant jurisdiction (ISO).")],
     terminated: Annotated[
         str | None,
-        typer.Option("--terminated", help="Contract termination date (ISO 8601); the deadline "
-                     "counts from it (default: now)."),
+        typer.Option("--terminated", help="Contract termination date (ISO 8601, or today, "
+                     "yesterday, 30d); the deadline counts from it (default: now)."),
     ] = None,
     deadline_days: Annotated[
         int, typer.Option("--deadline-days", help="Days allowed to finish the erasure.")
@@ -221,10 +240,10 @@ def erasure_request(
     provider: ProviderOption = None,
     map_path: MapOption = None,
     local_root: LocalRootOption = None,
-    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    state_dir: StateDirOption = None,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Record an erasure request for a tenant, with its deadline.
 
@@ -232,17 +251,12 @@ def erasure_request(
     --state-dir. It covers the tenant's location and every location and provider its
     data reached (the tenant's lineage); --provider narrows the providers of its own
     location only."""
+    as_json = wants_json(as_json, output)
+    state_dir = state_dir_or_setting(state_dir)
     res = _load(map_path, as_json, local_root, audit, no_audit)
     with residency_errors(as_json):
-        when = None
-        if terminated is not None:
-            try:
-                when = datetime.fromisoformat(terminated)
-            except ValueError:
-                fail(f"invalid --terminated {terminated!r}: use an ISO 8601 date such as "
-                     "2026-11-30", as_json=as_json)
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
+        when = None if terminated is None else parse_when(
+            terminated, name="--terminated", example="2026-11-30")
         request = res.erasure_tracker(state_dir).request(
             Tenant(id=tenant, country=country), terminated_at=when,
             deadline_days=deadline_days, reason=reason, providers=provider)
@@ -250,9 +264,9 @@ def erasure_request(
     if as_json:
         print_json({"ok": True, "request": _request_dict(request), "run": hint})
     else:
-        console.print(f"erasure request [bold]{request.id}[/] for tenant {request.tenant_id} "
-                      f"in {request.location}: deadline {request.deadline:%Y-%m-%d %H:%M} UTC.",
-                      highlight=False)
+        console.print(f"erasure request [bold]{escape(request.id)}[/] for tenant "
+                      f"{escape(request.tenant_id)} in {escape(request.location)}: deadline "
+                      f"{request.deadline:%Y-%m-%d %H:%M} UTC.", highlight=False)
         _say_command("Run it with:", hint)
 
 
@@ -261,20 +275,25 @@ def erasure_run(
     request_id: Annotated[str, typer.Argument(help="The request id (er-...).")],
     map_path: MapOption = None,
     local_root: LocalRootOption = None,
-    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    state_dir: StateDirOption = None,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Execute (or finish) an erasure request: delete everywhere the tenant's data went,
     verify, destroy its keys, record the receipt.
 
     Only --state-dir is needed: the map and local root come from the request (an explicit
     --map or --local-root must name the same). Every step is audited ahead of time."""
+    as_json = wants_json(as_json, output)
+    state_dir = state_dir_or_setting(state_dir)
     with residency_errors(as_json):
         stored = load_request(state_dir, request_id)
         map_path, local_root = _request_options(stored, map_path, local_root)
-    res = _load(map_path, as_json, local_root, audit, no_audit)
+        if audit is None and not no_audit:
+            audit = settings().audit
+    # The request carries its map and local root: settings must not replace them.
+    res = _load(map_path, as_json, local_root, audit, no_audit, use_settings=False)
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
                    TextColumn("{task.completed} deleted"), console=console, disable=as_json,
                    transient=True)
@@ -291,7 +310,7 @@ def erasure_run(
         print_json({"ok": ok, "request": _request_dict(request), "run": hint})
     else:
         _print_run(request)
-        console.print(f"erasure {request.id}: [bold]{request.status}[/]"
+        console.print(f"erasure {escape(request.id)}: [bold]{request.status}[/]"
                       + (f" (receipt sha256 {request.receipt_sha256})" if ok else ""),
                       highlight=False)
         if hint is not None:
@@ -303,17 +322,19 @@ def erasure_run(
 def _print_run(request: ErasureRequest) -> None:
     for b in request.backends.values():
         colour = "green" if b.status == "verified" else "red"
-        console.print(f"  [{colour}]{b.status}[/] {b.backend}: {b.found} found, "
-                      f"{b.deleted} deleted"
-                      f"{', ' + str(len(b.held)) + ' held' if b.held else ''}"
-                      f"{', ' + b.error if b.error else ''}", highlight=False)
+        console.print(f"  [{colour}]{b.status}[/] " + escape(
+            f"{b.backend}: {b.found} found, {b.deleted} deleted"
+            f"{', ' + str(len(b.held)) + ' held' if b.held else ''}"
+            f"{', ' + b.error if b.error else ''}"), highlight=False)
     for location, why in sorted(request.lineage_unreachable.items()):
-        console.print(f"  [red]unreachable[/] lineage in {location}: {why}", highlight=False)
+        console.print("  [red]unreachable[/] " + escape(f"lineage in {location}: {why}"),
+                      highlight=False)
     for k in request.keys.values():
         colour = "red" if k.status == "failed" else "green" if k.done else "yellow"
-        console.print(f"  [{colour}]key[/] {k.backend}: {k.summary()}", highlight=False)
+        console.print(f"  [{colour}]key[/] " + escape(f"{k.backend}: {k.summary()}"),
+                      highlight=False)
     if request.cleanup_error:
-        console.print(f"  [red]cleanup[/] {request.cleanup_error}", highlight=False)
+        console.print("  [red]cleanup[/] " + escape(request.cleanup_error), highlight=False)
 
 
 @erasure_app.command("status")
@@ -328,8 +349,8 @@ def erasure_status(
         typer.Option("--map", hidden=True, dir_okay=False,
                      help="Ignored: requests carry their own map (accepted for old scripts)."),
     ] = None,
-    state_dir: StateDirOption = DEFAULT_STATE_DIR,
-    as_json: JsonOption = False,
+    state_dir: StateDirOption = None,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Show open erasure requests against their deadline and what is left of each: the
     backends not yet verified (per location), held objects, unreadable lineage, whether
@@ -337,7 +358,9 @@ def erasure_status(
 
     Exits 0 whatever it shows, unless --fail-on-overdue is given and a request is past
     its deadline (exit 1)."""
+    as_json = wants_json(as_json, output)
     del map_path  # reads request files only; each names its own map
+    state_dir = state_dir_or_setting(state_dir)
     with residency_errors(as_json):
         now = datetime.now(UTC)
         requests = load_requests(state_dir, open_only=not show_all)
@@ -351,7 +374,7 @@ def erasure_status(
         _print_status(rows)
         if overdue:
             console.print(f"[red]{len(overdue)} request(s) overdue[/]: "
-                          + ", ".join(r["id"] for r in overdue), highlight=False)
+                          + escape(", ".join(r["id"] for r in overdue)), highlight=False)
     if failing:
         raise typer.Exit(EXIT_BLOCKED)
 
@@ -365,8 +388,9 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
         left = [f"{x['backend']} {x['status']}" + (f" ({x['held']} held)" if x["held"] else "")
                 for x in r["left"]]
         left += [f"{loc} lineage unreadable" for loc in r["lineage_unreachable"]]
-        table.add_row(r["id"], r["tenant_id"], r["location"], r["status"],
-                      r["deadline"][:10], days, "\n".join(left) or "-", r["keys"])
+        table.add_row(*(escape(str(cell)) for cell in (
+            r["id"], r["tenant_id"], r["location"], r["status"], r["deadline"][:10])),
+            days, escape("\n".join(left) or "-"), escape(str(r["keys"])))
     console.print(table)
     for r in rows:
         if r["run"] is not None:

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.markup import escape
 
 from residency_sdk.cli.common import (
     EXIT_BLOCKED,
     EXIT_USAGE,
     emit_document,
     fail,
+    map_or_setting,
     residency_errors,
 )
 from residency_sdk.errors import InvalidCountry, UnknownDataClass
@@ -75,7 +75,7 @@ def matrix(
     if fmt not in MATRIX_FORMATS:
         _usage(f"unknown --format {fmt!r}: use one of {', '.join(MATRIX_FORMATS)}")
     with residency_errors(as_json=False):
-        policy = _load(map_path)
+        policy = _load(map_or_setting(map_path))
     try:
         result = build_matrix(policy, origins=origin or None, destinations=to or None,
                               data_classes=data_class or None)
@@ -119,4 +119,4 @@ def _load(path: Path | None) -> ResidencyPolicy:
 
 
 def _usage(message: str) -> NoReturn:
-    fail(escape(message), as_json=False, code=EXIT_USAGE)
+    fail(message, as_json=False, code=EXIT_USAGE)

@@ -3,8 +3,8 @@
 Every command goes through the tenant store (``Residency.storage_for``), so the same
 residency checks and audit events apply as in application code: every command is audited
 (``--audit SINK``, else the default sink; ``--no-audit`` switches it off, on record).
-``--local-root DIR`` (or ``RESIDENCY_LOCAL_ROOT``) uses the embedded local backend of each
-location.
+``--local-root DIR`` (or the ``local_root`` setting: ``RESIDENCY_LOCAL_ROOT``, the config
+file) uses the embedded local backend of each location.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -27,16 +28,20 @@ from rich.progress import (
 from rich.table import Table
 
 from residency_sdk.cli.common import (
+    EXIT_BACKEND,
+    EXIT_USAGE,
     AuditOption,
     JsonOption,
     MapOption,
     NoAuditOption,
+    OutputOption,
     console,
     err_console,
     fail,
     load_residency,
     print_json,
     residency_errors,
+    wants_json,
 )
 from residency_sdk.errors import ObjectNotFound
 from residency_sdk.model import Tenant
@@ -50,8 +55,10 @@ ProviderOption = Annotated[
     str | None, typer.Option("--provider", "-p", help="Backend of the location (default: the "
                              "map's default provider, or local with --local-root).")]
 LocalRootOption = Annotated[
-    Path | None, typer.Option("--local-root", envvar="RESIDENCY_LOCAL_ROOT", file_okay=False,
-                              help="Use the embedded local backend under this folder.")]
+    Path | None, typer.Option("--local-root", file_okay=False,
+                              help="Use the embedded local backend under this folder "
+                                   "(default: the `local_root` setting: "
+                                   "$RESIDENCY_LOCAL_ROOT or the config file).")]
 MechanismOption = Annotated[
     list[str] | None, typer.Option("--mechanism", "-m", help="A signed mechanism flag.")]
 DataClassOption = Annotated[str, typer.Option("--data-class", "-d", help="phi, personal, "
@@ -107,7 +114,7 @@ def put(
     source: Annotated[str, typer.Argument(help="File to upload, or '-' for stdin.")] = "-",
     provider: ProviderOption = None, local_root: LocalRootOption = None,
     map_path: MapOption = None, data_class: DataClassOption = "phi",
-    mechanism: MechanismOption = None, as_json: JsonOption = False,
+    mechanism: MechanismOption = None, as_json: JsonOption = False, output: OutputOption = None,
     category: Annotated[str | None, typer.Option(
         "--category", help="Retention category of the map (e.g. imaging_upload): the object "
                            "is deleted when its period ends.")] = None,
@@ -120,6 +127,7 @@ def put(
     """Store a file (streamed, encrypted, checksummed) for a tenant. Exit 1 when refused.
     Data declared anonymised is checked (DICOM content, evidence); what fails is stored
     as phi where phi is allowed, and refused where it is not."""
+    as_json = wants_json(as_json, output)
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
                                as_json, audit, no_audit)
     with residency_errors(as_json):
@@ -138,7 +146,8 @@ def put(
         else:
             path = Path(source)
             if not path.is_file():
-                fail(f"source {source!r} is not a readable file", as_json=as_json)
+                fail(f"source {source!r} is not a readable file", as_json=as_json,
+                     code=EXIT_USAGE)
             with path.open("rb") as fh, _progress(f"put {key}", path.stat().st_size,
                                                   not as_json) as progress:
                 info = store.put(key, fh, data_class=data_class, progress=progress,
@@ -146,13 +155,14 @@ def put(
     if as_json:
         print_json({"ok": True, "object": object_dict(info)})
     else:
-        console.print(f"[green]stored[/] {info.key} ({info.size} bytes) in {info.location} "
-                      f"{info.provider} {info.bucket} (served by {info.served_by}), "
-                      f"{info.encryption}, {info.checksum}", highlight=False)
+        console.print("[green]stored[/] " + escape(
+            f"{info.key} ({info.size} bytes) in {info.location} {info.provider} "
+            f"{info.bucket} (served by {info.served_by}), {info.encryption}, "
+            f"{info.checksum}"), highlight=False, soft_wrap=True)
         if info.data_class != data_class.strip().lower():
-            err_console.print(f"[yellow]stored as {info.data_class}[/], not {data_class}: it "
-                              "did not pass as anonymised (`residency deid check` says why)",
-                              highlight=False)
+            err_console.print(f"[yellow]stored as {escape(str(info.data_class))}[/], not "
+                              f"{escape(data_class)}: it did not pass as anonymised "
+                              "(`residency deid check` says why)", highlight=False)
 
 
 def get(
@@ -162,11 +172,17 @@ def get(
                                              help="Write here (default: stdout).")] = None,
     provider: ProviderOption = None, local_root: LocalRootOption = None,
     map_path: MapOption = None, mechanism: MechanismOption = None, as_json: JsonOption = False,
+    output: OutputOption = None,
     audit: AuditOption = None, no_audit: NoAuditOption = False,
 ) -> None:
     """Read an object (checksum verified) to a file or stdout."""
+    as_json = wants_json(as_json, output)
     if as_json and out is None:
-        fail("--json needs --out FILE (stdout carries the JSON report)", as_json=True)
+        fail("--json needs --out FILE (stdout carries the JSON report)", as_json=True,
+             code=EXIT_USAGE)
+    if out is not None and not out.parent.is_dir():
+        fail(f"cannot write {out}: its folder {out.parent} does not exist: create it, or "
+             "give another --out", as_json=as_json, code=EXIT_BACKEND)
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
                                as_json, audit, no_audit)
     with residency_errors(as_json):
@@ -188,8 +204,8 @@ def get(
     if as_json:
         print_json({"ok": True, "object": object_dict(info), "out": str(out)})
     elif out is not None:
-        console.print(f"[green]read[/] {info.key} ({info.size} bytes) -> {out}",
-                      highlight=False)
+        console.print("[green]read[/] " + escape(f"{info.key} ({info.size} bytes) -> {out}"),
+                      highlight=False, soft_wrap=True)
 
 
 def _copy(reader: BinaryIO, writer: BinaryIO, progress: Any) -> None:
@@ -204,9 +220,11 @@ def ls(
     prefix: Annotated[str, typer.Argument(help="Key prefix (relative).")] = "",
     provider: ProviderOption = None, local_root: LocalRootOption = None,
     map_path: MapOption = None, mechanism: MechanismOption = None, as_json: JsonOption = False,
+    output: OutputOption = None,
     audit: AuditOption = None, no_audit: NoAuditOption = False,
 ) -> None:
     """List a tenant's objects."""
+    as_json = wants_json(as_json, output)
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
                                as_json, audit, no_audit)
     with residency_errors(as_json):
@@ -215,12 +233,12 @@ def ls(
         print_json({"ok": True, "tenant": tenant, "location": store.location,
                     "objects": objects})
         return
-    table = Table(title=f"{tenant} in {store.location} ({store.target.provider} "
-                        f"{store.target.bucket})")
+    table = Table(title=escape(f"{tenant} in {store.location} ({store.target.provider} "
+                               f"{store.target.bucket})"))
     for col in ("key", "size", "data class", "modified"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for obj in objects:
-        table.add_row(obj["key"], str(obj["size"]), obj["data_class"] or "-",
+        table.add_row(escape(obj["key"]), str(obj["size"]), escape(obj["data_class"] or "-"),
                       obj["last_modified"] or "-")
     console.print(table)
 
@@ -230,9 +248,11 @@ def rm(
     tenant: TenantOption, country: CountryOption,
     provider: ProviderOption = None, local_root: LocalRootOption = None,
     map_path: MapOption = None, mechanism: MechanismOption = None, as_json: JsonOption = False,
+    output: OutputOption = None,
     audit: AuditOption = None, no_audit: NoAuditOption = False,
 ) -> None:
     """Delete one object. Exit 1 when it does not exist."""
+    as_json = wants_json(as_json, output)
     store = _open_tenant_store(tenant, country, mechanism, provider, local_root, map_path,
                                as_json, audit, no_audit)
     with residency_errors(as_json):
@@ -243,4 +263,4 @@ def rm(
     if as_json:
         print_json({"ok": True, "deleted": key})
     else:
-        console.print(f"[green]deleted[/] {key}", highlight=False)
+        console.print(f"[green]deleted[/] {escape(key)}", highlight=False, soft_wrap=True)

@@ -5,22 +5,25 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from residency_sdk.cli.common import (
     AuditOption,
     JsonOption,
     MapOption,
     NoAuditOption,
+    OutputOption,
     console,
     load_residency,
     print_json,
     residency_errors,
+    wants_json,
 )
 from residency_sdk.cli.retention import (
-    DEFAULT_STATE_DIR,
     LocalRootOption,
     ProviderOption,
     StateDirOption,
+    state_dir_or_setting,
 )
 from residency_sdk.model import Tenant
 
@@ -43,16 +46,18 @@ def move(
     )] = None,
     provider: ProviderOption = None,
     local_root: LocalRootOption = None,
-    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    state_dir: StateDirOption = None,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
     actor: Annotated[str, typer.Option("--actor", help="Who asked for the move.")] = "cli",
     purpose: Annotated[str | None, typer.Option("--purpose", help="Why.")] = None,
     map_path: MapOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Move a tenant to another country: check and audit the transfer, copy and verify
     every object, rebind the tenant, erase the old location. Exit 1 when refused."""
+    as_json = wants_json(as_json, output)
+    state_dir = state_dir_or_setting(state_dir)
     kwargs: dict[str, Any] = {}
     if local_root is not None:
         kwargs["local_root"] = local_root
@@ -71,8 +76,9 @@ def move(
     if as_json:
         print_json({"ok": True, "move": doc})
         return
-    console.print(f"[bold green]MOVED[/] tenant {receipt.tenant_id}: {receipt.from_country} "
-                  f"({receipt.from_location}) -> {receipt.to_country} ({receipt.to_location}), "
-                  f"{receipt.objects} object(s), {receipt.bytes} bytes copied and verified"
-                  + (f"; old location erased ({receipt.erasure_request_id})"
-                     if receipt.erasure_request_id else ""))
+    console.print("[bold green]MOVED[/] " + escape(
+        f"tenant {receipt.tenant_id}: {receipt.from_country} ({receipt.from_location}) -> "
+        f"{receipt.to_country} ({receipt.to_location}), {receipt.objects} object(s), "
+        f"{receipt.bytes} bytes copied and verified"
+        + (f"; old location erased ({receipt.erasure_request_id})"
+           if receipt.erasure_request_id else "")), highlight=False)

@@ -6,16 +6,19 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from residency_sdk.cli.common import (
     EXIT_BLOCKED,
     JsonOption,
     MapOption,
+    OutputOption,
     console,
     load_residency,
     print_json,
     residency_errors,
+    wants_json,
 )
 
 _STYLE = {"pass": "green", "fail": "bold red", "unknown": "yellow"}
@@ -35,10 +38,11 @@ def verify(
                                          help="Treat checks the provider cannot answer as "
                                               "failures.")] = False,
     map_path: MapOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
 ) -> None:
     """Connect to each backend of LOCATION and check bucket, region, encryption and public
     access against the region map. Exits 1 on any violation."""
+    as_json = wants_json(as_json, output)
     from residency_sdk.storage.deployment import verify_location
 
     # Reads deployment settings, no tenant data, decides nothing: nothing to audit.
@@ -49,15 +53,17 @@ def verify(
     if as_json:
         print_json({**report.to_dict(), "ok": ok, "strict": strict})
     else:
-        table = Table(title=f"verify {report.location} ({report.country})", box=box.SIMPLE)
+        table = Table(title=escape(f"verify {report.location} ({report.country})"),
+                      box=box.SIMPLE)
         for column in ("provider", "bucket", "role", "check", "status", "detail"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for c in report.checks:
-            table.add_row(c.provider, c.bucket, c.role, c.check,
-                          f"[{_STYLE[c.status]}]{c.status}[/]", c.detail)
+            table.add_row(escape(c.provider), escape(c.bucket), escape(c.role), escape(c.check),
+                          f"[{_STYLE[c.status]}]{escape(c.status)}[/]", escape(c.detail))
         console.print(table)
         verdict = "[green]ok[/]" if ok else f"[bold red]{len(report.violations)} violation(s)[/]"
-        console.print(f"{report.location}: {verdict}"
-                      + (f", {len(report.unknown)} unknown" if report.unknown else ""))
+        console.print(f"{escape(report.location)}: {verdict}"
+                      + (f", {len(report.unknown)} unknown" if report.unknown else ""),
+                      highlight=False)
     if not ok:
         raise typer.Exit(EXIT_BLOCKED)

@@ -38,7 +38,7 @@ from the pixel data (it makes the burned-in refusal pass, and is recorded)."""
 class AttributeCounts(BaseModel):
     """How many attributes (data elements, nested ones included) each action touched."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     removed: int = 0
     emptied: int = 0
@@ -53,7 +53,7 @@ class AttributeCounts(BaseModel):
 class Evidence(BaseModel):
     """What de-identified one object, bound to its input and output by SHA-256."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     kind: Literal["dicom", "external"] = "dicom"
     profile: str

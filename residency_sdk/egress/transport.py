@@ -25,11 +25,19 @@ How long the caller waits for the intent is ``audit_durability``, three honest c
     by the next call (every append raises while the failure lasts).
 
 ``docs/compute.md`` gives the cost of each on the same machine.
+
+Each request is traced as the span ``residency.egress`` (tenant, location, endpoint origin,
+data class, processor, outcome; until the response headers arrive) and logged at INFO on
+``residency_sdk.egress.transport``, allowed or blocked with the reasons. Logs and spans
+show the endpoint as scheme, host and port only: no path, query (a SAS token, a
+signature) or credentials, and never headers or bodies.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -54,6 +62,9 @@ from residency_sdk.events import (
     new_event_id,
 )
 from residency_sdk.model import Tenant
+from residency_sdk.observability import annotate, logger, origin, span
+
+_log = logger(__name__)
 
 AuditDurability = Literal["before_response", "before_send", "group"]
 """When an audited request's ``egress`` intent must be durable (see the module text)."""
@@ -180,6 +191,12 @@ class _Guarded:
         # Per verdict (the guard caches them), how the requests it allows are audited.
         self._records: dict[int, _Record] = {}
 
+    def span(self, request: httpx.Request) -> AbstractContextManager[None]:
+        """The span of one request (see the module text)."""
+        return span("residency.egress", operation="egress", tenant_id=self.tenant.id,
+                    location=self.location.id, endpoint=origin(str(request.url)),
+                    method=request.method)
+
     def admit(self, request: httpx.Request) -> tuple[AuditEvent | _Pending | None, _Tap]:
         """Decide ``request``; raise (audited) when refused; else record the intent."""
         data_class = request.extensions.get(DATA_CLASS_EXTENSION) \
@@ -192,10 +209,14 @@ class _Guarded:
         except ResidencyError as exc:
             self._refused(request, str(data_class)[:64], (str(exc),), None, exc)
             raise
+        annotate(data_class=verdict.data_class, processor=verdict.processor,
+                 kind=verdict.kind, country=verdict.country)
         if not verdict.allowed:
             error = verdict.error()
             self._refused(request, verdict.data_class, verdict.reasons, verdict, error)
             raise error
+        if _log.isEnabledFor(logging.INFO):
+            self._log(request, verdict.data_class, "allowed", verdict, verdict.reasons)
         tap = _Tap()
         request.stream = _SentStream(request.stream, tap)
         if not self.audit.enabled:
@@ -283,9 +304,26 @@ class _Guarded:
 
     def _refused(self, request: httpx.Request, data_class: str, reasons: tuple[str, ...],
                  verdict: EgressDecision | None, error: BaseException) -> None:
+        if _log.isEnabledFor(logging.INFO):
+            self._log(request, data_class, "blocked", verdict, reasons)
         if self.audit.enabled:
             self.audit.emit(self._event(request, data_class, "blocked", verdict, reasons,
                                         error=f"{type(error).__name__}: {error}"[:2000]))
+
+    def _log(self, request: httpx.Request, data_class: str, outcome: str,
+             verdict: EgressDecision | None, reasons: tuple[str, ...]) -> None:
+        endpoint = origin(str(request.url))
+        fields = {"operation": "egress", "outcome": outcome, "tenant_id": self.tenant.id,
+                  "location": self.location.id, "data_class": data_class,
+                  "endpoint": endpoint, "method": request.method,
+                  "processor": verdict.processor if verdict is not None else None,
+                  "to": verdict.country if verdict is not None else None,
+                  "reasons": list(reasons)}
+        _log.info("egress %s: tenant=%s data_class=%s %s %s (%s -> %s)%s", outcome,
+                  self.tenant.id, data_class, request.method, endpoint, self.location.id,
+                  fields["to"] or "?",
+                  "" if outcome == "allowed" else " reasons: " + "; ".join(reasons),
+                  extra={"residency": fields})
 
     def _event(self, request: httpx.Request | None, data_class: str, outcome: str,
                verdict: EgressDecision | None, reasons: tuple[str, ...],
@@ -325,20 +363,22 @@ class GuardedTransport(httpx.BaseTransport):
         self._inner = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        intent, tap = self._guarded.admit(request)
-        try:
-            response = self._inner.handle_request(request)
-        except BaseException as exc:
-            self._guarded.failed(intent, tap, exc)
-            raise
-        done = self._guarded.finished(intent, tap, response)
-        if response.is_closed:  # a body given as bytes is read (and closed) on creation
-            done(len(response.content))
-        else:
-            assert isinstance(response.stream, httpx.SyncByteStream)
-            response.stream = _ReceivedStream(response.stream, done)
-        self._guarded.release(intent, response)
-        return response
+        with self._guarded.span(request):
+            intent, tap = self._guarded.admit(request)
+            try:
+                response = self._inner.handle_request(request)
+            except BaseException as exc:
+                self._guarded.failed(intent, tap, exc)
+                raise
+            annotate(status=response.status_code)
+            done = self._guarded.finished(intent, tap, response)
+            if response.is_closed:  # a body given as bytes is read (and closed) on creation
+                done(len(response.content))
+            else:
+                assert isinstance(response.stream, httpx.SyncByteStream)
+                response.stream = _ReceivedStream(response.stream, done)
+            self._guarded.release(intent, response)
+            return response
 
     def close(self) -> None:
         self._inner.close()
@@ -352,20 +392,22 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        intent, tap = self._guarded.admit(request)
-        try:
-            response = await self._inner.handle_async_request(request)
-        except BaseException as exc:
-            self._guarded.failed(intent, tap, exc)
-            raise
-        done = self._guarded.finished(intent, tap, response)
-        if response.is_closed:  # a body given as bytes is read (and closed) on creation
-            done(len(response.content))
-        else:
-            assert isinstance(response.stream, httpx.AsyncByteStream)
-            response.stream = _AsyncReceivedStream(response.stream, done)
-        await self._guarded.arelease(intent, response)
-        return response
+        with self._guarded.span(request):
+            intent, tap = self._guarded.admit(request)
+            try:
+                response = await self._inner.handle_async_request(request)
+            except BaseException as exc:
+                self._guarded.failed(intent, tap, exc)
+                raise
+            annotate(status=response.status_code)
+            done = self._guarded.finished(intent, tap, response)
+            if response.is_closed:  # a body given as bytes is read (and closed) on creation
+                done(len(response.content))
+            else:
+                assert isinstance(response.stream, httpx.AsyncByteStream)
+                response.stream = _AsyncReceivedStream(response.stream, done)
+            await self._guarded.arelease(intent, response)
+            return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -41,7 +41,7 @@ WHOLE_LINEAGE = "*"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class BackendProgress(BackendRecord):

@@ -290,3 +290,52 @@ class VerifyingReader(io.RawIOBase):
             if self._on_close is not None:
                 self._on_close()
         super().close()
+
+
+class HashingSink(io.BytesIO):
+    """An in-memory sink that hashes what is written to it in stream order, whatever the
+    order of the writes.
+
+    A parallel range download seeks to where each range belongs and writes it there
+    (one writer at a time); a range that arrives before the ones in front of it waits,
+    referenced rather than copied, until the gap is filled. Hashing runs through a
+    :class:`Digester`, on its own thread. :meth:`digest` raises when the writes left a
+    gap or covered a range twice (bytes that cannot be verified).
+    """
+
+    def __init__(self, hasher: Hasher) -> None:
+        super().__init__()
+        self.digester = Digester(hasher)
+        self._hashed = 0
+        self._waiting: dict[int, bytes] = {}
+
+    def write(self, data: Any, /) -> int:
+        offset = self.tell()
+        written = super().write(data)
+        piece = data if isinstance(data, bytes) else bytes(data)
+        if offset != self._hashed:
+            if offset < self._hashed or offset in self._waiting:
+                raise StorageError(f"bytes at offset {offset} were written twice: the "
+                                   "download cannot be verified")
+            self._waiting[offset] = piece
+            return written
+        self._feed(piece)
+        while (following := self._waiting.pop(self._hashed, None)) is not None:
+            self._feed(following)
+        return written
+
+    def _feed(self, piece: bytes) -> None:
+        self.digester.update(piece)
+        self._hashed += len(piece)
+
+    def digest(self) -> bytes:
+        """Wait for the hashing to finish; the digest of everything written."""
+        self.digester.finish()
+        if self._waiting or self._hashed != self.seek(0, os.SEEK_END):
+            raise StorageError(f"the download left a gap at offset {self._hashed}: it "
+                               "cannot be verified")
+        return self.digester.hasher.digest()
+
+    def close(self) -> None:
+        self.digester.close()
+        super().close()

@@ -5,13 +5,16 @@
   reports a scope it must be that scope; Azurite drops scopes silently (TEST_INFRA.md), so
   on a loopback endpoint the adapter accepts the silence and the tests assert on the
   request instead.
-- Integrity: MD5 is computed while streaming. Objects below ``multipart_threshold`` go
-  up in one Put Blob whose Content-MD5 the service computes and we compare; larger ones
-  go as blocks with ``validate_content=True`` (the service checks each block's MD5), and
-  the whole-object MD5 is then recorded as the blob's Content-MD5, which every read
-  verifies. On a mismatch the blob is deleted and :class:`IntegrityError` raised;
-  uncommitted blocks never become a blob.
+- Integrity: every byte is MD5-hashed once, on a thread of its own while the bytes are
+  sent or received. Bytes in memory up to ``multipart_threshold`` (64 MiB here, the SDK's
+  own ``max_single_put_size``) go up in one Put Blob whose Content-MD5 the service computes
+  and we compare; streams and larger objects go as blocks, each sent with its own
+  Content-MD5 (the service checks it), and the whole-object MD5 is recorded as the blob's
+  Content-MD5 by the Put Block List that commits them (no extra request). Every read
+  verifies the blob against its Content-MD5. On a mismatch the blob is deleted and
+  :class:`IntegrityError` raised; uncommitted blocks never become a blob.
 - Block uploads use ``max_concurrency`` threads and ``chunk_size`` blocks: bounded memory.
+  ``get()`` downloads ``chunk_size`` ranges, ``download_concurrency`` at a time.
 - azure-core's own retries are off (``retry_total=0``); :mod:`residency_sdk.storage.retry`
   is the only retry layer.
 - Endpoint: always ``target.endpoint``, else ``https://<account>.blob.core.windows.net`` of
@@ -39,7 +42,9 @@ import base64
 import builtins
 import contextlib
 import os
+import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -65,6 +70,7 @@ from residency_sdk.errors import (
     BucketNotFound,
     EncryptionError,
     EnvironmentOverride,
+    InsecureEndpoint,
     IntegrityError,
     NoSuchBackend,
     ObjectNotFound,
@@ -80,6 +86,7 @@ from residency_sdk.storage._conditional import expected_write, refused
 from residency_sdk.storage._streaming import (
     Digester,
     HashingReader,
+    HashingSink,
     VerifyingReader,
     as_binary_stream,
     md5,
@@ -88,7 +95,6 @@ from residency_sdk.storage._streaming import (
 from residency_sdk.storage.base import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MULTIPART_THRESHOLD,
     BucketFacts,
     KeyDestruction,
     ObjectInfo,
@@ -99,14 +105,20 @@ from residency_sdk.storage.base import (
 from residency_sdk.storage.retry import (
     DEFAULT_POLICY,
     RetryPolicy,
+    fetch_whole,
     is_transient_status,
-    read_whole,
 )
 
 T = TypeVar("T")
 
 CONNECTION_STRING_ENV = ("RESIDENCY_AZURE_CONNECTION_STRING", "AZURE_STORAGE_CONNECTION_STRING")
 API_VERSION_ENV = "RESIDENCY_AZURE_API_VERSION"
+POOL_CONNECTIONS = 32
+"""Connections kept per Azure client (azure-core's requests session keeps 10)."""
+SINGLE_PUT_LIMIT = 64 * 1024 * 1024
+"""The default ``multipart_threshold``: bytes in memory up to this size go up in one Put
+Blob (azure-storage-blob's own ``max_single_put_size``): one request, whose MD5 the
+service computes, instead of blocks each hashed for the service and again for the blob."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -146,15 +158,20 @@ class AzureStore(ObjectStore):
 
     def __init__(self, target: StorageTarget, *, policy: RetryPolicy = DEFAULT_POLICY,
                  chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+                 multipart_threshold: int = SINGLE_PUT_LIMIT,
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+                 download_concurrency: int = 1,
                  connection_timeout: float = 5.0, read_timeout: float = 60.0,
                  raw_request_hook: Callable[[Any], None] | None = None,
                  verify_on_open: bool = True) -> None:
-        """``raw_request_hook`` sees every outgoing request (azure-core's hook; audits
-        and tests use it to check what each request carried). ``verify_on_open`` is
-        accepted for a constructor like the other cloud adapters'; Azure's check (the
-        account the client talks to) needs no request and always runs."""
+        """``max_concurrency`` blocks go up at once; ``get()`` fetches
+        ``download_concurrency`` ranges at once (1, azure-storage-blob's own default: on
+        a fast link more threads cost more CPU than they save; raise it where each
+        connection is slow or far away). ``raw_request_hook`` sees every outgoing request
+        (azure-core's hook; audits and tests use it to check what each request carried).
+        ``verify_on_open`` is accepted for a constructor like the other cloud adapters';
+        Azure's check (the account the client talks to) needs no request and always
+        runs."""
         if target.provider != "azure":
             raise NoSuchBackend(f"AzureStore needs an azure target, got "
                                        f"{target.provider!r}")
@@ -163,8 +180,10 @@ class AzureStore(ObjectStore):
         self.chunk_size = chunk_size
         self.multipart_threshold = multipart_threshold
         self.max_concurrency = max_concurrency
+        self.download_concurrency = download_concurrency
         options: dict[str, Any] = {
             "retry_total": 0,  # retry.py is the one retry layer
+            "transport": _transport(connection_timeout, read_timeout),
             "max_single_put_size": multipart_threshold,
             "max_block_size": chunk_size,
             "max_single_get_size": chunk_size,
@@ -206,6 +225,14 @@ class AzureStore(ObjectStore):
                     f"{self.name}: no Azure credentials: install azure-identity for "
                     "DefaultAzureCredential, or name this location's connection-string "
                     "variable in the map (credentials.azure_connection_string_env)") from None
+            if not endpoint.lower().startswith("https://"):
+                # azure-storage-blob refuses a token over plain http (a bare ValueError):
+                # only a loopback emulator can be http, and it takes an account key.
+                raise InsecureEndpoint(
+                    f"{self.name}: azure_identity sends an Azure AD token, which is only "
+                    f"sent over https, and the endpoint is {shown_url(endpoint)}: use the "
+                    "account's https endpoint, or for a local emulator name its "
+                    "connection-string variable (credentials.azure_connection_string_env)")
             return endpoint, BlobServiceClient(endpoint, credential=DefaultAzureCredential(),
                                                **options)
         pinned = self._pinned(conn, source, endpoint, account)
@@ -298,66 +325,110 @@ class AzureStore(ObjectStore):
 
     def put(self, key: str, data: bytes | BinaryIO, *, metadata: dict[str, str] | None = None,
             progress: ProgressCallback | None = None) -> ObjectInfo:
-        """Upload into the location's encryption scope; block upload above the threshold."""
+        """Upload into the location's encryption scope: one Put Blob for bytes up to
+        ``multipart_threshold`` (64 MiB), blocks for streams and larger objects."""
         scope = self._scope()
-        # Blob index tag the management-policy rule of the retention category selects.
-        tags = tags_for(metadata) or None
-        small = isinstance(data, (bytes, bytearray, memoryview)) and \
-            len(data) < self.multipart_threshold
-        stream = as_binary_stream(data)
-        start = start_position(stream)
-        policy = self.policy if start is not None else replace(self.policy, max_attempts=1)
-        readers: list[HashingReader] = []
         blob = self._container.get_blob_client(key)
-
-        def attempt() -> dict[str, Any]:
-            if start is not None:
-                stream.seek(start)
-            reader = HashingReader(stream, md5(), progress=progress)
-            readers.append(reader)
-            if small:
-                payload = reader.read(len(data))  # type: ignore[arg-type]
-                return blob.upload_blob(
-                    payload, overwrite=True, metadata=metadata, tags=tags, encryption_scope=scope,
-                    content_settings=ContentSettings(content_type="application/octet-stream"))
-            try:
-                return blob.upload_blob(
-                    reader, overwrite=True, metadata=metadata, tags=tags, encryption_scope=scope,
-                    max_concurrency=self.max_concurrency, validate_content=True,
-                    content_settings=ContentSettings(content_type="application/octet-stream"))
-            except BaseException:
-                reader.close()  # stop its hashing thread
-                raise
-
-        response = self._call("put", key, attempt, policy)
-        reader = readers[-1]
-        digest = reader.digest()
-        if small:
-            reported = response.get("content_md5")
-            if reported is None or bytes(reported) != digest:
-                self._discard(key)
-                raise IntegrityError(
-                    f"{self.name}: checksum mismatch for {key!r}: computed md5 "
-                    f"{base64.b64encode(digest).decode()}, Azure reports "
-                    f"{base64.b64encode(bytes(reported)).decode() if reported else 'none'}; "
-                    "the blob was deleted - upload again")
+        options: dict[str, Any] = {
+            "metadata": metadata, "encryption_scope": scope,
+            # Blob index tag the management-policy rule of the retention category selects.
+            "tags": tags_for(metadata) or None}
+        if isinstance(data, (bytes, bytearray, memoryview)) and \
+                len(data) <= self.multipart_threshold:
+            response, digest, size = self._put_single(blob, key, bytes(data), options)
+            if progress is not None:
+                progress(size)
         else:
-            # Each block was MD5-checked by the service; record the whole-object MD5 so
-            # every later read can verify the assembled blob.
-            self._call("put", key, lambda: blob.set_http_headers(content_settings=ContentSettings(
-                content_type="application/octet-stream", content_md5=bytearray(digest))))
+            response, digest, size = self._put_blocks(blob, key, data, options, progress)
         reported_scope = response.get("encryption_scope")
         if reported_scope != scope and not (reported_scope is None and self.emulated):
             self._discard(key)
             raise EncryptionError(
                 f"{self.name}: {key!r} was stored in encryption scope {reported_scope!r}, not "
                 f"{scope!r}; the blob was deleted - check the scope exists on the account")
-        return ObjectInfo(key=key, size=reader.position,
+        return ObjectInfo(key=key, size=size,
                           checksum=f"md5:{base64.b64encode(digest).decode()}",
                           encryption="azure:encryption-scope" if reported_scope else None,
                           kms_key=reported_scope, metadata=dict(metadata or {}),
                           last_modified=response.get("last_modified"),
                           etag=str(response.get("etag", "")).strip('"') or None)
+
+    def _put_single(self, blob: Any, key: str, payload: bytes,
+                    options: dict[str, Any]) -> tuple[dict[str, Any], bytes, int]:
+        """One Put Blob; the service computes the Content-MD5 of what it received, which
+        must equal ours (hashed on another thread while the request is sent)."""
+        digester = Digester(md5())
+        digester.update(payload)
+        try:
+            response: dict[str, Any] = self._call("put", key, lambda: blob.upload_blob(
+                payload, length=len(payload), overwrite=True, content_settings=ContentSettings(
+                    content_type="application/octet-stream"), **options))
+        except BaseException:
+            digester.close()  # stop its hashing thread
+            raise
+        digester.finish()
+        digest = digester.hasher.digest()
+        reported = response.get("content_md5")
+        if reported is None or bytes(reported) != digest:
+            self._discard(key)
+            raise IntegrityError(
+                f"{self.name}: checksum mismatch for {key!r}: computed md5 "
+                f"{base64.b64encode(digest).decode()}, Azure reports "
+                f"{base64.b64encode(bytes(reported)).decode() if reported else 'none'}; "
+                "the blob was deleted - upload again")
+        return response, digest, len(payload)
+
+    def _put_blocks(self, blob: Any, key: str, data: bytes | BinaryIO,
+                    options: dict[str, Any], progress: ProgressCallback | None,
+                    ) -> tuple[dict[str, Any], bytes, int]:
+        """Put Block for each ``chunk_size`` block (``max_concurrency`` at a time, each
+        with its Content-MD5, which the service checks), then one Put Block List that
+        records the whole-object MD5 as the blob's Content-MD5."""
+        stream = as_binary_stream(data)
+        start = start_position(stream)
+        policy = self.policy if start is not None else replace(self.policy, max_attempts=1)
+
+        def attempt() -> tuple[dict[str, Any], bytes, int]:
+            if start is not None:
+                stream.seek(start)
+            reader = HashingReader(stream, md5(), progress=progress)
+            try:
+                blocks = self._stage_blocks(blob, reader, options["encryption_scope"])
+                digest = reader.digest()
+            finally:
+                reader.close()  # stops its hashing thread when staging failed
+            response = blob.commit_block_list(
+                blocks, content_settings=ContentSettings(
+                    content_type="application/octet-stream", content_md5=bytearray(digest)),
+                **options)
+            return response, digest, reader.position
+
+        return self._call("put", key, attempt, policy)
+
+    def _stage_blocks(self, blob: Any, reader: HashingReader, scope: str) -> builtins.list[str]:
+        """Stage the stream's blocks; their ids, in order. At most ``max_concurrency``
+        blocks are in flight and one more being read: bounded memory."""
+        prefix = uuid.uuid4().hex  # a failed attempt's blocks are never committed
+        ids: builtins.list[str] = []
+        with ThreadPoolExecutor(self.max_concurrency,
+                                thread_name_prefix="residency-azure-block") as pool:
+            pending: set[Future[Any]] = set()
+            try:
+                while block := _read_block(reader, self.chunk_size):
+                    if len(pending) >= self.max_concurrency:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                    ids.append(base64.b64encode(f"{prefix}{len(ids):08d}".encode()).decode())
+                    pending.add(pool.submit(
+                        blob.stage_block, ids[-1], block, length=len(block),
+                        validate_content=True, encryption_scope=scope))
+                for future in pending:
+                    future.result()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        return ids
 
     def _discard(self, key: str) -> None:
         # The caller is already getting the more important error.
@@ -393,8 +464,23 @@ class AzureStore(ObjectStore):
     # --- reads -----------------------------------------------------------------------
 
     def get(self, key: str) -> bytes:
-        """The whole blob, its MD5 verified against the blob's Content-MD5."""
-        return read_whole(lambda: self.open(key), self.policy, backend=self.name, key=key)
+        """The whole blob, its MD5 verified against the blob's Content-MD5: ``chunk_size``
+        ranges, ``download_concurrency`` at a time, hashed in order on another thread."""
+        return fetch_whole(lambda: self._get_whole(key), self.policy, backend=self.name,
+                           key=key)
+
+    def _get_whole(self, key: str) -> bytes:
+        downloader = self._call("get", key, lambda: self._container.download_blob(
+            key, max_concurrency=self.download_concurrency))
+        reported = downloader.properties.content_settings.content_md5
+        sink = HashingSink(md5())
+        try:
+            with self._reading(key):
+                downloader.readinto(sink)
+            self._check_read(key, reported, sink.digest())
+            return sink.getvalue()
+        finally:
+            sink.close()
 
     def open(self, key: str) -> BinaryIO:
         """A streaming reader (``chunk_size`` ranges); MD5 verified at the end. A stream
@@ -404,25 +490,35 @@ class AzureStore(ObjectStore):
         reported = downloader.properties.content_settings.content_md5
 
         def chunks() -> Iterator[bytes]:
-            try:
+            with self._reading(key):
                 yield from downloader.chunks()
-            except AzureError as exc:
-                if is_transient(exc):
-                    raise ReadInterrupted(
-                        f"{self.name}: reading {key!r} broke off mid-stream "
-                        f"({type(exc).__name__}); discard what was read and read it again"
-                    ) from None
-                raise self._translate(exc, "get", key) from None
 
         def verify(tracker: Digester) -> None:
-            if reported and bytes(reported) != tracker.hasher.digest():
-                raise IntegrityError(
-                    f"{self.name}: checksum mismatch reading {key!r}: computed md5 "
-                    f"{base64.b64encode(tracker.hasher.digest()).decode()}, Azure reports "
-                    f"{base64.b64encode(bytes(reported)).decode()}; do not use this data, "
-                    "read it again")
+            self._check_read(key, reported, tracker.hasher.digest())
 
         return VerifyingReader(chunks(), md5(), verify)  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        """Translate what reading a blob's body raises: a transfer broken off mid-way is
+        a :class:`ReadInterrupted` (read it again)."""
+        try:
+            yield
+        except AzureError as exc:
+            if is_transient(exc):
+                raise ReadInterrupted(
+                    f"{self.name}: reading {key!r} broke off mid-stream "
+                    f"({type(exc).__name__}); discard what was read and read it again"
+                ) from None
+            raise self._translate(exc, "get", key) from None
+
+    def _check_read(self, key: str, reported: Any, digest: bytes) -> None:
+        if reported and bytes(reported) != digest:
+            raise IntegrityError(
+                f"{self.name}: checksum mismatch reading {key!r}: computed md5 "
+                f"{base64.b64encode(digest).decode()}, Azure reports "
+                f"{base64.b64encode(bytes(reported)).decode()}; do not use this data, "
+                "read it again")
 
     def head(self, key: str) -> ObjectInfo:
         """Size, Content-MD5, encryption scope and metadata as Azure reports them."""
@@ -602,7 +698,7 @@ class AzureStore(ObjectStore):
             status = cause.status_code if isinstance(cause, HttpResponseError) else None
             if not isinstance(exc, AccessDenied) and status not in _REFUSED:
                 raise
-            code = str(getattr(cause, "error_code", "") or "") or f"HTTP {status}"
+            code = _error_code(cause) or f"HTTP {status}"
             return f"Azure refused deleting {entry.kind} {entry.ident}: {code}"
         return None
 
@@ -637,7 +733,7 @@ class AzureStore(ObjectStore):
             translate=lambda exc: self._translate(exc, operation, key))
 
     def _translate(self, exc: BaseException, operation: str, key: str) -> ResidencyError:
-        code = str(getattr(exc, "error_code", "") or "")
+        code = _error_code(exc)
         if isinstance(exc, ResourceNotFoundError):
             if code == "ContainerNotFound":
                 return BucketNotFound(
@@ -685,6 +781,48 @@ class _Residual:
         query = {"version": f"?versionid={self.ident}", "snapshot": f"?snapshot={self.ident}",
                  "blob": ""}[self.kind]
         return f"{self.name}{query}{_SOFT if self.deleted else ''}"
+
+
+def _transport(connection_timeout: float, read_timeout: float) -> Any:
+    """azure-core's requests transport with a pool of :data:`POOL_CONNECTIONS`: the
+    default of 10 is fewer than a batch call's threads times the parallel ranges of
+    each ``get()``, and every request beyond the pool pays a new connection."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    # What azure-core mounts on a session of its own, with a bigger pool: no retries here
+    # either (retry.py is the one retry layer).
+    adapter = requests.adapters.HTTPAdapter(
+        pool_maxsize=POOL_CONNECTIONS,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return RequestsTransport(session=session, session_owner=True,
+                             connection_timeout=connection_timeout, read_timeout=read_timeout,
+                             # azure-storage-blob's own read size (azure-core's is 4 KiB)
+                             connection_data_block_size=256 * 1024)
+
+
+def _error_code(exc: BaseException | None) -> str:
+    """Azure's error code (``Md5Mismatch``): the SDK hands a ``StorageErrorCode`` member for
+    codes it knows, whose ``str()`` is the member's name, not the code."""
+    code = getattr(exc, "error_code", None) or ""
+    return str(getattr(code, "value", code))
+
+
+def _read_block(reader: BinaryIO | HashingReader, size: int) -> bytes:
+    """Up to ``size`` bytes: a source may return fewer per read than asked."""
+    first = reader.read(size)
+    if len(first) == size or not first:
+        return first
+    pieces = [first]
+    got = len(first)
+    while got < size and (more := reader.read(size - got)):
+        pieces.append(more)
+        got += len(more)
+    return b"".join(pieces)
 
 
 def _account_of(endpoint: str) -> str | None:

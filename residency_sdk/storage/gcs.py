@@ -8,7 +8,9 @@
 - CRC32C is computed while streaming and compared with the ``crc32c`` the service reports
   for the finished object; on a mismatch the object is deleted and
   :class:`IntegrityError` raised. An interrupted resumable upload never becomes an object.
-- Objects at or above ``multipart_threshold`` (and every stream) go up as resumable
+- Bytes in memory up to ``multipart_threshold`` (100 MiB here, the library's own
+  resumable chunk) go up in one data request: a single multipart upload up to 8 MiB, above that a
+  resumable session sent as one chunk. Streams and larger objects go up as resumable
   uploads of ``chunk_size`` chunks: memory stays at about one chunk.
 - The library's own retries are off (``retry=None`` on every call);
   :mod:`residency_sdk.storage.retry` is the only retry layer.
@@ -76,7 +78,6 @@ from residency_sdk.storage._streaming import (
 )
 from residency_sdk.storage.base import (
     DEFAULT_CHUNK_SIZE,
-    DEFAULT_MULTIPART_THRESHOLD,
     BucketFacts,
     KeyDestruction,
     ObjectInfo,
@@ -92,6 +93,11 @@ except ImportError:  # pragma: no cover - older google-cloud-storage
     from google.resumable_media.common import DataCorruption, InvalidResponse
 
 T = TypeVar("T")
+
+SINGLE_UPLOAD_LIMIT = 100 * 1024 * 1024
+"""The default ``multipart_threshold``: bytes in memory up to this size go up in one data
+request (google-cloud-storage's own resumable chunk size): they are in memory already,
+and every further chunk of a resumable upload is one more round trip."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -122,7 +128,7 @@ class GCSStore(ObjectStore):
 
     def __init__(self, target: StorageTarget, *, policy: RetryPolicy = DEFAULT_POLICY,
                  chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+                 multipart_threshold: int = SINGLE_UPLOAD_LIMIT,
                  timeout: float = 60.0, verify_on_open: bool = True) -> None:
         """``verify_on_open=False`` skips the bucket-location check before the first data
         operation: only for tests that put a fault-injecting server in front of a bucket
@@ -210,11 +216,14 @@ class GCSStore(ObjectStore):
 
     def put(self, key: str, data: bytes | BinaryIO, *, metadata: dict[str, str] | None = None,
             progress: ProgressCallback | None = None) -> ObjectInfo:
-        """Upload with the location's KMS key; resumable above ``multipart_threshold``."""
+        """Upload with the location's KMS key: bytes up to ``multipart_threshold`` (100 MiB)
+        in one data request, streams and larger objects resumable in ``chunk_size`` chunks."""
         kms_key = self._kms_key()
         custom_time = gcs_custom_time(metadata)
+        # With no chunk size and the size given, the library sends the bytes in one
+        # request: multipart up to 8 MiB, else one resumable chunk (up to 100 MiB).
         small = isinstance(data, (bytes, bytearray, memoryview)) and \
-            len(data) < self.multipart_threshold
+            len(data) <= self.multipart_threshold
         stream = as_binary_stream(data)
         start = start_position(stream)
         policy = self.policy if start is not None else replace(self.policy, max_attempts=1)

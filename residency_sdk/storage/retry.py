@@ -13,10 +13,15 @@ botocore ``Config(retries={"total_max_attempts": 1, "mode": "standard"})`` (boto
 ``max_attempts`` counts retries, so 1 there would still mean two tries; s3transfer's
 download attempts are set to 1 too), google-cloud-storage ``retry=None`` on every call, azure-core
 ``retry_total=0``. This module is then the only place where waiting happens.
+
+Each retry is logged at WARNING on ``residency_sdk.storage.retry``: the backend, the
+operation, the exception's type (never its message, which may carry a URL with a SAS
+token or an object key), the attempt and the wait.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +38,9 @@ from tenacity import (
 )
 
 from residency_sdk.errors import BackendUnavailable, ReadInterrupted, ResidencyError
+from residency_sdk.observability import logger
+
+_log = logger(__name__)
 
 T = TypeVar("T")
 
@@ -82,6 +90,7 @@ class RetryPolicy:
             fn = _translating(fn, transient, translate)
 
         def _before_sleep(state: RetryCallState) -> None:
+            _log_retry(state, backend, operation, self.max_attempts)
             if before_retry is not None:
                 before_retry()
 
@@ -104,6 +113,22 @@ class RetryPolicy:
                 "throttling or failing - check its endpoint and health, or use the "
                 "location's in-country failover backend"
             ) from last
+
+
+def _log_retry(state: RetryCallState, backend: str, operation: str, max_attempts: int) -> None:
+    if not _log.isEnabledFor(logging.WARNING):
+        return
+    failed = state.outcome.exception() if state.outcome is not None else None
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    # An operation may name its key ("get 'k'"): only the part before the quote is shown.
+    shown = operation.split("'", 1)[0].split('"', 1)[0].strip() or "request"
+    error = type(failed).__name__ if failed is not None else "failure"
+    _log.warning(
+        "%s: %s failed (%s); retrying in %.2f s (attempt %d of %d)", backend, shown, error,
+        wait, state.attempt_number, max_attempts,
+        extra={"residency": {"backend": backend, "operation": shown, "error": error,
+                             "attempt": state.attempt_number, "max_attempts": max_attempts,
+                             "wait_seconds": round(wait, 3)}})
 
 
 def _translating(fn: Callable[[], T], transient: Classifier,
@@ -133,10 +158,20 @@ def read_whole(open_reader: Callable[[], BinaryIO], policy: RetryPolicy, *, back
                key: str) -> bytes:
     """Open and read a whole object; when the stream breaks off mid-way, read it again from
     the start (bounded by ``policy``). Nothing partial is ever returned."""
+    def read() -> bytes:
+        with open_reader() as reader:
+            return reader.read()
+
+    return fetch_whole(read, policy, backend=backend, key=key)
+
+
+def fetch_whole(read: Callable[[], bytes], policy: RetryPolicy, *, backend: str,
+                key: str) -> bytes:
+    """``read()`` (which fetches and verifies a whole object), called again from the start
+    when it raises :class:`ReadInterrupted` (bounded by ``policy``)."""
     def attempt() -> bytes:
         try:
-            with open_reader() as reader:
-                return reader.read()
+            return read()
         except ReadInterrupted as exc:
             raise _Interrupted(str(exc)) from exc
 

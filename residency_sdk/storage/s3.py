@@ -50,7 +50,7 @@ import boto3
 import botocore.credentials
 import botocore.exceptions
 import botocore.session
-from awscrt.checksums import crc32c
+from awscrt.checksums import combine_crc32c, crc32c
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from s3transfer.manager import TransferManager
@@ -100,11 +100,16 @@ from residency_sdk.storage.keys import tenant_of_key
 from residency_sdk.storage.retry import (
     DEFAULT_POLICY,
     RetryPolicy,
+    fetch_whole,
     is_transient_status,
-    read_whole,
 )
 
 T = TypeVar("T")
+
+POOL_CONNECTIONS = 32
+"""Connections kept per S3 client by default: botocore's 10 is fewer than the threads of a
+batch call (``put_many``/``get_many``) plus a transfer's own, and every thread beyond the
+pool pays a new connection per request."""
 
 _PART_SIZE_META = "residency-part-size"
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -149,8 +154,12 @@ class S3Store(ObjectStore):
                  multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
                  connect_timeout: float = 5.0, read_timeout: float = 60.0,
+                 max_pool_connections: int = POOL_CONNECTIONS,
                  verify_on_open: bool = True) -> None:
-        """``verify_on_open=False`` skips the bucket-region check before the first data
+        """``max_pool_connections`` bounds the connections kept open to the endpoint;
+        it must cover every thread using the store at once (batch calls, transfers
+        in parallel), or urllib3 throws connections away and opens new ones.
+        ``verify_on_open=False`` skips the bucket-region check before the first data
         operation: only for tests that put a fault-injecting server in front of a bucket
         already checked; the factory never passes it."""
         if target.provider != "aws":
@@ -160,7 +169,12 @@ class S3Store(ObjectStore):
         self.chunk_size = chunk_size
         self.multipart_threshold = multipart_threshold
         self.endpoint = check_endpoint_url(target.endpoint) if target.endpoint else None
-        s3_options: dict[str, Any] = {"use_accelerate_endpoint": False}  # edge locations
+        # No SHA-256 of every body for the signature: over HTTPS (every AWS endpoint)
+        # botocore already sends UNSIGNED-PAYLOAD; this makes the loopback emulators' plain
+        # http do the same. The body stays covered by the CRC32C checksum S3 verifies
+        # (and TLS where it matters), and the hash cost 0.4 ms of CPU per 512 KiB object.
+        s3_options: dict[str, Any] = {"use_accelerate_endpoint": False,  # edge locations
+                                      "payload_signing_enabled": False}
         if self.endpoint:
             s3_options["addressing_style"] = "path"
         config = Config(
@@ -168,7 +182,7 @@ class S3Store(ObjectStore):
             retries={"total_max_attempts": 1, "mode": "standard"},  # retry.py is the one layer
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_pool_connections=max(10, max_concurrency * 2),
+            max_pool_connections=max(max_pool_connections, max_concurrency * 2),
             s3=s3_options,
             # Only the map names endpoints: AWS_ENDPOINT_URL(_S3) and config-file
             # endpoint_url are never used (and refused below when they differ).
@@ -345,50 +359,38 @@ class S3Store(ObjectStore):
     # --- reads -----------------------------------------------------------------------
 
     def get(self, key: str) -> bytes:
-        """The whole object, its CRC32C verified against what S3 reports."""
-        return read_whole(lambda: self.open(key), self.policy, backend=self.name, key=key)
+        """The whole object, its CRC32C verified against what S3 reports.
+
+        One GetObject read whole into one buffer, then hashed once (per part for a
+        multipart object, whose whole-object CRC32C is combined from the parts'): no
+        chunk copies, no join. A body that breaks off is read again from the start."""
+        return fetch_whole(lambda: self._fetch(key).read_verified(), self.policy,
+                           backend=self.name, key=key)
 
     def open(self, key: str) -> BinaryIO:
         """A streaming reader; the checksum is verified when the end is reached. A stream
         that breaks off mid-way raises :class:`ReadInterrupted` (read it again)."""
-        response = self._call("get", key, lambda: self._client.get_object(
-            Bucket=self.target.bucket, Key=key, ChecksumMode="ENABLED"))
-        body = response["Body"]
-        reported = response.get("ChecksumCRC32C")
-        part_size = int(response.get("Metadata", {}).get(_PART_SIZE_META, 0) or 0) or None
-        # botocore itself validates a full-object checksum (ChecksumMode=ENABLED) and raises
-        # FlexibleChecksumError; it skips composite (multipart) ones, which we verify here.
-        # Hashing only when botocore does not avoids paying for the checksum twice.
-        ours = bool(reported) and (response.get("ChecksumType") == "COMPOSITE"
-                                   or "-" in str(reported))
+        fetched = self._fetch(key)
+        body = fetched.body
 
         def verify(tracker: Digester) -> None:
-            if not ours:
-                return
-            if not _matches(reported, tracker.hasher.digest(), tracker.part_digests):
-                raise IntegrityError(
-                    f"{self.name}: checksum mismatch reading {key!r}: S3 reports crc32c "
-                    f"{reported}, the bytes received hash differently; do not use this data, "
-                    "read it again")
+            fetched.check(tracker.hasher.digest(), tracker.part_digests)
 
         def chunks() -> Iterator[bytes]:
-            try:
+            with fetched.reading():
                 yield from body.iter_chunks(chunk_size=1024 * 1024)
-            except botocore.exceptions.FlexibleChecksumError as exc:
-                raise IntegrityError(f"{self.name}: checksum mismatch reading {key!r}: {exc}; "
-                                     "do not use this data, read it again") from None
-            except (botocore.exceptions.BotoCoreError, OSError) as exc:
-                # A body cut short (IncompleteReadError) is a broken stream, not bad data.
-                if is_transient(exc) or isinstance(exc, botocore.exceptions.IncompleteReadError):
-                    raise ReadInterrupted(
-                        f"{self.name}: reading {key!r} broke off mid-stream "
-                        f"({type(exc).__name__}); discard what was read and read it again"
-                    ) from None
-                raise self._translate(exc, "get", key) from None
 
+        ours = fetched.ours
         return VerifyingReader(  # type: ignore[return-value]
             chunks(), Crc32c() if ours else NullHasher(), verify, on_close=body.close,
-            part_size=part_size if ours else None, part_hasher=Crc32c if ours else None)
+            part_size=fetched.part_size if ours else None,
+            part_hasher=Crc32c if ours else None)
+
+    def _fetch(self, key: str) -> _Fetched:
+        """GetObject with checksum mode on: the body, unread, and how to verify it."""
+        response = self._call("get", key, lambda: self._client.get_object(
+            Bucket=self.target.bucket, Key=key, ChecksumMode="ENABLED"))
+        return _Fetched(self, key, response)
 
     def head(self, key: str) -> ObjectInfo:
         """Size, CRC32C, SSE fields and metadata as S3 reports them."""
@@ -991,6 +993,76 @@ def _checksum(value: str | None) -> str | None:
 def _same_arn_tail(wanted: str, reported: str) -> bool:
     """A bucket default may name the key by id, alias or ARN: compare the last segment."""
     return wanted.rsplit("/", 1)[-1] == reported.rsplit("/", 1)[-1]
+
+
+class _Fetched:
+    """One GetObject answer: its body, unread, and the check of what is read from it.
+
+    botocore itself validates a full-object checksum (``ChecksumMode=ENABLED``) and raises
+    FlexibleChecksumError; it skips composite (multipart) ones, which are verified here
+    (``ours``). Hashing only when botocore does not avoids paying for the checksum twice.
+    """
+
+    def __init__(self, store: S3Store, key: str, response: dict[str, Any]) -> None:
+        self.store, self.key = store, key
+        self.body = response["Body"]
+        self.reported = str(response.get("ChecksumCRC32C") or "")
+        self.part_size = int(response.get("Metadata", {}).get(_PART_SIZE_META, 0) or 0) or None
+        self.ours = bool(self.reported) and (response.get("ChecksumType") == "COMPOSITE"
+                                             or "-" in self.reported)
+
+    def check(self, full: bytes, parts: list[bytes]) -> None:
+        """Raise :class:`IntegrityError` unless the bytes hashed match what S3 reports."""
+        if self.ours and not _matches(self.reported, full, parts):
+            raise IntegrityError(
+                f"{self.store.name}: checksum mismatch reading {self.key!r}: S3 reports crc32c "
+                f"{self.reported}, the bytes received hash differently; do not use this "
+                "data, read it again")
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Translate what reading the body raises: a checksum botocore found wrong is an
+        :class:`IntegrityError`, a body cut short a :class:`ReadInterrupted`."""
+        name, key = self.store.name, self.key
+        try:
+            yield
+        except botocore.exceptions.FlexibleChecksumError as exc:
+            raise IntegrityError(f"{name}: checksum mismatch reading {key!r}: {exc}; do not "
+                                 "use this data, read it again") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            # A body cut short (IncompleteReadError) is a broken stream, not bad data.
+            if is_transient(exc) or isinstance(exc, botocore.exceptions.IncompleteReadError):
+                raise ReadInterrupted(
+                    f"{name}: reading {key!r} broke off mid-stream ({type(exc).__name__}); "
+                    "discard what was read and read it again") from None
+            raise self.store._translate(exc, "get", key) from None
+
+    def read_verified(self) -> bytes:
+        """The whole body in one read, then verified."""
+        try:
+            with self.reading():
+                data: bytes = self.body.read()
+        finally:
+            self.body.close()
+        if self.ours:
+            self.check(*_crc32c_of(data, self.part_size))
+        return data
+
+
+def _crc32c_of(data: bytes, part_size: int | None) -> tuple[bytes, list[bytes]]:
+    """CRC32C of ``data`` and of each ``part_size`` slice: one pass over the bytes (the
+    whole-object value is combined from the parts' values, not hashed again)."""
+    if not part_size:
+        return Crc32c(data).digest(), []
+    view = memoryview(data)
+    whole = 0
+    parts = []
+    for start in range(0, len(data), part_size):
+        piece = view[start:start + part_size]
+        value = crc32c(piece)
+        parts.append(value.to_bytes(4, "big"))
+        whole = combine_crc32c(whole, value, len(piece))
+    return whole.to_bytes(4, "big"), parts
 
 
 class Crc32c:

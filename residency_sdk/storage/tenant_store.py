@@ -18,7 +18,8 @@ decisions), the :class:`StorePool` (opens adapters) and the :class:`AuditEmitter
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Literal, TypeVar
@@ -44,11 +45,28 @@ from residency_sdk.errors import (
 from residency_sdk.events import AuditEmitter, AuditEvent, basis_of
 from residency_sdk.lineage import Lineage, Via
 from residency_sdk.model import DATA_CLASSES, Decision, StorageTarget, Tenant
+from residency_sdk.observability import annotate, logger, span
 from residency_sdk.policy import PLACEMENT_CLASS, ResidencyPolicy
 from residency_sdk.storage import keys
 from residency_sdk.storage.base import ObjectInfo, ObjectStore, ProgressCallback
+from residency_sdk.storage.batch import (
+    DEFAULT_CONCURRENCY,
+    BatchProgress,
+    BatchResult,
+    Job,
+    PutItem,
+    PutItemLike,
+    check_concurrency,
+    failing,
+    item_key,
+    put_item,
+    run_bounded,
+    total_of,
+)
 from residency_sdk.storage.pool import StorePool
 from residency_sdk.tenants import TenantRegistry
+
+_log = logger(__name__)
 
 T = TypeVar("T")
 ServedBy = Literal["primary", "failover"]
@@ -126,7 +144,9 @@ class TenantStore:
     """One tenant's objects in its residency location (what users hold).
 
     Keys are relative to the tenant's prefix (``tenants/<tenant_id>/``), validated, and
-    can never reach another tenant's objects.
+    can never reach another tenant's objects. A store may be used from several threads
+    at once (:meth:`put_many` does): its one-time steps (the tenant binding, each
+    placement decision, the lineage footprint) run once, under a lock.
     """
 
     def __init__(self, policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter,
@@ -155,6 +175,9 @@ class TenantStore:
         self.purpose = purpose
         self._decisions: dict[tuple[str, int], Decision] = {}
         self._decision_ids: dict[tuple[str, int], str | None] = {}
+        # Serialises the one-time steps when threads share the store: two first writes
+        # must not bind the tenant, decide a placement or record a footprint twice.
+        self._once = threading.RLock()
 
     def __repr__(self) -> str:
         t = self.target
@@ -174,6 +197,12 @@ class TenantStore:
     def guard(self, *, write: bool = False) -> None:
         """Refuse to touch data while the tenant id is bound to another country (see
         :mod:`residency_sdk.tenants`); before the first write, bind it to this one."""
+        if self._checked and (self._bound or not write):
+            return
+        with self._once:
+            self._guard(write)
+
+    def _guard(self, write: bool) -> None:
         if not self._checked:
             assert self._registry is not None
             self._store("primary")  # a backend that cannot be opened says so first
@@ -188,8 +217,9 @@ class TenantStore:
         """Before this store's first write: record in the tenant's lineage that its data
         reaches this location and provider (what erasure plans from)."""
         if self._lineage is not None:
-            self._lineage.reached(self.tenant, self.location, self.target.provider, via=via,
-                                  actor=self.actor)
+            with self._once:
+                self._lineage.reached(self.tenant, self.location, self.target.provider,
+                                      via=via, actor=self.actor)
 
     def _with_failover(self, op: Callable[[ObjectStore], T],
                        rewind: Callable[[], bool] | None = None) -> tuple[T, ServedBy]:
@@ -301,25 +331,39 @@ class TenantStore:
         returned (:meth:`_release`) rather than before the request is sent.
 
         ``labels``: event fields ``check`` may set (a put declared ``anonymised`` that
-        failed the content check is recorded as ``phi``, with the reason and evidence)."""
+        failed the content check is recorded as ``phi``, with the reason and evidence).
+
+        Traced as the span ``residency.storage.<operation>`` and logged at DEBUG (tenant,
+        location, provider, outcome, size; never the key or the contents)."""
         intent = None
         fields_ = labels if labels is not None else {}
-        try:
-            if check is not None:
-                check()
-            intent = self._intent(operation, key, durable=not read,
-                                  **{"data_class": data_class, **fields_})
-            result, served = run()
-            if read:
-                self._release(intent, result)
-        except AuditUnavailable:
-            raise  # the audit trail itself failed: recording the failure would fail too
-        except Exception as exc:  # audited whatever failed, then re-raised unchanged
-            self._failed(operation, key, exc, intent=intent,
-                         **{"data_class": data_class, **fields_})
-            raise
-        self._emit(operation, "ok", served=served, key=key, info=describe(result),
-                   intent=intent, **{"data_class": data_class, **fields_})
+        with span(f"residency.storage.{operation}", operation=operation,
+                  tenant_id=self.tenant.id, location=self.location,
+                  provider=self.target.provider, data_class=data_class):
+            try:
+                if check is not None:
+                    check()
+                intent = self._intent(operation, key, durable=not read,
+                                      **{"data_class": data_class, **fields_})
+                result, served = run()
+                if read:
+                    self._release(intent, result)
+            except AuditUnavailable:
+                raise  # the audit trail itself failed: recording the failure would fail too
+            except Exception as exc:  # audited whatever failed, then re-raised unchanged
+                self._failed(operation, key, exc, intent=intent,
+                             **{"data_class": data_class, **fields_})
+                _log.debug("%s tenant=%s location=%s failed: %s", operation, self.tenant.id,
+                           self.location, type(exc).__name__)
+                raise
+            info = describe(result)
+            self._emit(operation, "ok", served=served, key=key, info=info,
+                       intent=intent, **{"data_class": data_class, **fields_})
+            if served != "primary":
+                annotate(served_by=served)
+            _log.debug("%s tenant=%s location=%s provider=%s served_by=%s size=%s ok",
+                       operation, self.tenant.id, self.location, self._target(served).provider,
+                       served, info.size if info is not None else None)
         return result
 
     def _failed(self, operation: str, key: str | None, exc: Exception, *,
@@ -345,13 +389,17 @@ class TenantStore:
         is decided and audited once per store."""
         day = self._policy.today()  # agreements start and end: a new day, a new decision
         decision = self._decisions.get((data_class, day))
-        if decision is None:
-            decision = self._policy.placement_decision(self.tenant, data_class)
-            self._decision_ids[(data_class, day)] = self._emit(
-                "placement", "allowed" if decision.allowed else "blocked",
-                data_class=data_class, decision=decision)
-            self._decisions[(data_class, day)] = decision
-        return decision
+        if decision is not None:
+            return decision
+        with self._once:
+            decision = self._decisions.get((data_class, day))
+            if decision is None:
+                decision = self._policy.placement_decision(self.tenant, data_class)
+                self._decision_ids[(data_class, day)] = self._emit(
+                    "placement", "allowed" if decision.allowed else "blocked",
+                    data_class=data_class, decision=decision)
+                self._decisions[(data_class, day)] = decision
+            return decision
 
     def placement_fields(self, data_class: str) -> dict[str, Any]:
         """The placement decision a write of ``data_class`` rests on, as event fields: a
@@ -552,6 +600,64 @@ class TenantStore:
             lambda: self._with_failover(lambda s: s.delete(stored))))
         return deleted
 
+    # --- batches -----------------------------------------------------------------------
+
+    def put_many(self, items: Iterable[PutItemLike], *,
+                 concurrency: int = DEFAULT_CONCURRENCY,
+                 progress: BatchProgress | None = None) -> list[BatchResult[StoredObject]]:
+        """Store many objects, ``concurrency`` at a time; one :class:`BatchResult` per
+        item, in input order.
+
+        ``items`` (any iterable, consumed lazily: at most ``concurrency`` items are held)
+        are :class:`~residency_sdk.storage.batch.PutItem` or ``(key, data)`` or
+        ``(key, data, options)`` with ``options`` a dict of ``data_class``, ``metadata``,
+        ``category``, ``evidence`` (``put``'s arguments; ``data_class`` defaults to
+        ``phi``). Each item is one :meth:`put`: checked, refused or stored, and audited
+        exactly as that put would be; a failure (a refusal too) is the item's result and
+        the others go on. A malformed item fails with :class:`InputError` without
+        touching a backend. ``progress(done, total, key)`` is called as items finish.
+        ``concurrency`` is 1 to 256 (:class:`InputError` otherwise). If the audit trail
+        fails, no further item starts and :class:`AuditUnavailable` is raised once the
+        items in flight have finished (see :mod:`residency_sdk.storage.batch`)."""
+        width = check_concurrency(concurrency)
+
+        def one(item: PutItem) -> Callable[[], StoredObject]:
+            return lambda: self.put(item.key, item.data, item.data_class, item.metadata,
+                                    category=item.category, evidence=item.evidence)
+
+        def jobs() -> Iterator[Job[StoredObject]]:
+            for index, raw in enumerate(items):
+                try:
+                    item = put_item(raw)
+                except InputError as exc:
+                    yield item_key(raw, index), failing(exc)
+                else:
+                    yield item.key, one(item)
+
+        return run_bounded(jobs(), concurrency=width, progress=progress,
+                           total=total_of(items))
+
+    def get_many(self, keys_: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY,
+                 progress: BatchProgress | None = None) -> list[BatchResult[bytes]]:
+        """Read many whole objects, ``concurrency`` at a time; one :class:`BatchResult`
+        (its ``value`` the bytes) per key, in input order.
+
+        Each key is one :meth:`get` (checksum verified, audited exactly like one); a
+        missing or unreadable object is that key's result and the others go on. The
+        results hold every object read: for a batch larger than memory, pass the keys in
+        slices. ``concurrency`` and ``progress`` as for :meth:`put_many`."""
+        width = check_concurrency(concurrency)
+
+        def one(key: str) -> Callable[[], bytes]:
+            return lambda: self.get(key)
+
+        def jobs() -> Iterator[Job[bytes]]:
+            for key in keys_:
+                yield (key if isinstance(key, str) else repr(key)), one(key)
+
+        return run_bounded(jobs(), concurrency=width, progress=progress,
+                           total=total_of(keys_))
+
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         """The tenant's objects whose key starts with ``prefix`` (relative keys).
 
@@ -639,6 +745,23 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
              lineage: Lineage | None = None,
              deid: DeidRecords | None = None,
              derogation: Derogation | None = None) -> StoredObject:
+    """Copy one object of ``tenant`` into location ``to`` if the transfer is lawful (see
+    :func:`_transfer`), traced as the span ``residency.transfer`` (tenant, source
+    location, destination, data class, outcome; never the key)."""
+    with span("residency.transfer", operation="transfer", tenant_id=tenant.id,
+              destination=str(to), data_class=str(data_class)[:64]):
+        return _transfer(policy, stores, audit, tenant, key, to, data_class, actor=actor,
+                         purpose=purpose, provider=provider, registry=registry,
+                         lineage=lineage, deid=deid, derogation=derogation)
+
+
+def _transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, tenant: Tenant,
+              key: str, to: str, data_class: str = "phi", *, actor: str | None = None,
+              purpose: str | None = None, provider: str | None = None,
+              registry: TenantRegistry | None = None,
+              lineage: Lineage | None = None,
+              deid: DeidRecords | None = None,
+              derogation: Derogation | None = None) -> StoredObject:
     """Copy one object of ``tenant`` into location ``to`` if the transfer is lawful.
 
     The decision comes first: a blocked transfer raises :class:`TransferBlocked` before any
@@ -664,6 +787,7 @@ def transfer(policy: ResidencyPolicy, stores: StorePool, audit: AuditEmitter, te
         raise StorageError(f"object {key!r} of tenant {tenant.id!r} already lives in "
                            f"location {destination.id}: nothing to transfer")
     source_country = policy.location(source.location).country
+    annotate(location=source.location, destination=destination.id)
     dest = TenantStore(policy, stores, audit, tenant,
                        destination.backend(provider or stores.default_provider(destination)),
                        location=destination.id, actor=actor, purpose=purpose, deid=deid)

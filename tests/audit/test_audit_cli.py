@@ -54,12 +54,12 @@ def test_verify_keyed_log_with_key_from_environment(make_log: Callable[..., Path
     assert code == 0 and json.loads(out)["hmac_checked"] is True
     code, out, _ = run("verify", str(path), "--json",
                        env={HMAC_KEY_ENV: "another-key-of-enough-length"})
-    assert code == 1 and json.loads(out)["error_type"] == "AuditKeyError"
+    assert code == 2 and json.loads(out)["error_type"] == "AuditKeyError"
 
 
 def test_verify_refuses_what_is_not_a_log(tmp_path: Path) -> None:
     code, _, err = run("verify", str(tmp_path / "nope.db"))
-    assert code == 1 and "no audit log" in err
+    assert code == 2 and "no audit log" in err
 
 
 def test_report_formats_and_gate(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_checkpoint_export_and_verify(make_log: Callable[..., Path], tmp_path: P
     assert code == 1
     (tmp_path / "junk.json").write_text("{}")
     code, _, err = run("checkpoint", "verify", str(path), str(tmp_path / "junk.json"))
-    assert code == 1 and "not a residency audit checkpoint" in err
+    assert code == 2 and "not a residency audit checkpoint" in err
 
 
 def test_show_report_for_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -158,7 +158,7 @@ def test_a_sealed_report_verifies_until_it_is_edited(tmp_path: Path) -> None:
         code, _, err = run("report", "verify", str(target), "--public-key", public)
         assert code == 1 and "sealed report FAILED" in err and "digest" in err, err
     code, _, err = run("report", str(path), "--format", "md", "--signing-key", str(key))
-    assert code == 1 and "cannot be sealed" in err
+    assert code == 2 and "cannot be sealed" in err
     code, _, err = run("report", str(path), "--period", "2026-Q4", "--since", "2026-11-01")
     assert code == 2 and "--period" in err
 
@@ -175,7 +175,7 @@ def test_report_filters_by_tenant_and_period(tmp_path: Path) -> None:
     code, out, _ = run("report", str(path), "--format", "json", "--since", "2026-11-02")
     assert json.loads(out)["totals"]["events"] == 1  # only the late put
     code, _, err = run("report", str(path), "--since", "2026-13")
-    assert code == 1 and "invalid --since '2026-13'" in err and "2026-Q3" in err
+    assert code == 2 and "invalid --since '2026-13'" in err and "2026-Q3" in err
 
 
 def test_report_shows_progress_when_asked(tmp_path: Path) -> None:

@@ -190,6 +190,6 @@ def test_cli_combine(tmp_path: Path) -> None:
     assert result.exit_code == 2
     (tmp_path / "junk.json").write_text("not json", encoding="utf-8")
     result = runner.invoke(app, ["audit", "combine", str(tmp_path / "junk.json")])
-    assert result.exit_code == 1 and "is not JSON" in " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "is not JSON" in " ".join(result.stderr.split())
     result = runner.invoke(app, ["audit", "combine", str(tmp_path / "missing.json")])
     assert result.exit_code != 0

@@ -592,7 +592,7 @@ def test_cli_report_per_location(tmp_path: Path) -> None:
     data = json.loads(out)
     assert code == 0 and data["location"] == "CH" and data["totals"]["events"] == 1
     code, _, err = _cli("report", str(path), "--location", "XX")
-    assert code == 1 and "unknown location 'XX'" in err
+    assert code == 2 and "unknown location 'XX'" in err
 
 
 def test_a_location_report_carries_nothing_of_another_location(tmp_path: Path) -> None:

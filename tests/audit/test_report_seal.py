@@ -531,7 +531,7 @@ def test_cli_keygen_and_verify(cli: typer.Typer, tmp_path: Path) -> None:
     assert (tmp_path / "seal.key.pub").exists() and SIGNING_KEY_ENV in done.stdout
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     again = runner.invoke(cli, ["keygen", "--out", str(out)])
-    assert again.exit_code == 1 and "refusing to overwrite" in again.output
+    assert again.exit_code == 2 and "refusing to overwrite" in again.output
     assert isinstance(again.exception, SystemExit)  # a clean message, no traceback
 
     signing = load_signing_key(out)
@@ -565,12 +565,12 @@ def test_cli_verify_errors_are_clean(cli: typer.Typer, tmp_path: Path) -> None:
     garbage = _write(tmp_path / "garbage.pub", b"nope")
     report = _write(tmp_path / "notes.txt", b"plain text")
     done = runner.invoke(cli, ["verify", str(report), "--public-key", str(garbage)])
-    assert done.exit_code == 1 and "garbage.pub" in done.stderr
+    assert done.exit_code == 2 and "garbage.pub" in done.stderr
     assert isinstance(done.exception, SystemExit)
     generate_keypair(tmp_path / "k", tmp_path / "k.pub")
     done = runner.invoke(cli, ["verify", str(report), "--public-key", str(tmp_path / "k.pub"),
                                "--json"])
-    assert done.exit_code == 1
+    assert done.exit_code == 2
     payload = json.loads(done.stdout)
     assert payload["ok"] is False and payload["error_type"] == "AuditFormatError"
     assert "notes.txt" in payload["error"]

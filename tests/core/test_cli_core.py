@@ -36,7 +36,7 @@ def test_resolve_json_with_the_mechanism_held():
 def test_resolve_invalid_or_unrouted_fails_closed_with_json_error(country):
     code, out = run("resolve", "--country", country, "--json")
     data = json.loads(out)
-    assert code == 1 and data["ok"] is False
+    assert code == 2 and data["ok"] is False
     assert data["error_type"] in {"InvalidCountry", "NoRoute"}
     assert repr(country) in data["error"]
 
@@ -50,9 +50,9 @@ def test_transfer_check_blocked_and_allowed():
     assert code == 0 and json.loads(out)["decision"]["mechanism"] == "scc"
 
 
-def test_transfer_check_unknown_data_class_is_exit_1_with_the_fix():
+def test_transfer_check_unknown_data_class_is_a_usage_error_with_the_fix():
     code, out = run("transfer", "check", "-c", "DE", "--to", "US", "-d", "personl", "--json")
-    assert code == 1 and "personl" in json.loads(out)["error"]
+    assert code == 2 and "personl" in json.loads(out)["error"]
 
 
 def test_usage_errors_exit_2():
@@ -67,7 +67,7 @@ def test_map_validate_good_and_bad(tmp_path):
     bad.write_text("extends: default\nname: bad\nroutes: {TR: IN}\n")
     code, out = run("map", "validate", str(bad), "--json")
     data = json.loads(out)
-    assert code == 1 and "routes.TR" in data["error"] and "'IN'" in data["error"]
+    assert code == 2 and "routes.TR" in data["error"] and "'IN'" in data["error"]
 
 
 def test_map_show_lists_routes_and_locations():

@@ -262,6 +262,6 @@ def test_allowlist_out_in_a_missing_folder_is_a_clean_error(map_file, tmp_path):
     target = tmp_path / "missing" / "egress.txt"
     result = runner.invoke(app, ["egress", "allowlist", "--map", str(map_file),
                                  "--out", str(target)])
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.exit_code == 3 and isinstance(result.exception, SystemExit)
     assert "cannot write" in result.output and "No such file or directory" in result.output
     assert not target.exists()

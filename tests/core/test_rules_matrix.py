@@ -243,7 +243,7 @@ def test_cli_matrix_markdown_to_stdout() -> None:
 
 def test_cli_matrix_missing_output_folder_is_a_clean_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["rules", "matrix", "--out", str(tmp_path / "no" / "m.md")])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "cannot write" in result.output and "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)
 
@@ -283,7 +283,7 @@ def test_cli_diff_of_a_map_against_rules_and_a_bad_file(tmp_path: Path) -> None:
     assert json.loads(out.read_text(encoding="utf-8"))["changed"] > 0
     result = runner.invoke(app, ["rules", "diff", str(default_map),
                                  str(tmp_path / "missing.yaml")])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
 
 
 def test_csv_cells_never_start_a_spreadsheet_formula(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def test_deid_refuses_burned_in_images_unless_pixels_are_declared_clean(
     assert code == 0, stdout
     code, stdout = _run("deid", str(capture), "--out", str(tmp_path / "o2"), *_who(root),
                         "--option", "blur_faces")
-    assert code == 1
+    assert code == 2
 
 
 def test_deid_check_names_the_attributes_that_fail(tmp_path: Path) -> None:
@@ -134,4 +134,4 @@ def test_put_with_evidence_then_export_from_the_command_line(tmp_path: Path) -> 
     assert [i.key for i in us.list(prefix)] == [f"{prefix}deid/raw/scan.dcm"]
     res.close()
     code, stdout = _run("export", "raw/scan.dcm", *_who(root), "--to", "MARS", "--json")
-    assert code == 1 and json.loads(stdout)["error_type"] == "UnknownLocation"
+    assert code == 2 and json.loads(stdout)["error_type"] == "UnknownLocation"

@@ -3,173 +3,28 @@ port, driven over HTTP with httpx. Two inference stubs (DE and AU) stand in for 
 locations' model servers and a drafter stub for a third-party report-drafting processor;
 the test's region map (extending the MVision map) declares their loopback URLs as the
 locations' compute endpoints and the processor's host, and the service reaches them only
-through ``res.compute_for``. Everything is stored on the embedded local backend."""
+through ``res.async_compute_for``. Everything is stored on the embedded local backend."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
-from emulators import free_port
+from imaging_stack import REPO, TENANTS, Stack, running_stack
 
 import residency_sdk as rs
 from residency_sdk.erasure import audit_log_events
 from residency_sdk.storage.keys import tenant_key
 
-REPO = Path(__file__).resolve().parents[2]
-MAP = REPO / "region_maps" / "examples" / "mvision.yaml"
-TENANTS = {
-    "clinic-berlin": {"country": "DE"},
-    # An Austrian clinic: § 393 SGB V keeps German health data out of SCC transfers
-    # (LEGAL_FACTS 12), so the lawful SCC transfer is an Austrian one, under a scoped SCC.
-    "clinic-vienna": {"country": "AT", "agreements": [
-        {"mechanism": "scc", "destinations": ["US"], "reference": "SCC-VIE-1",
-         "signed_on": "2025-06-01"}]},
-    "clinic-istanbul": {"country": "TR", "agreements": ["kvkk_standard_contract"]},
-    # A Turkish clinic whose KVKK standard contract covers Germany (where its studies are
-    # kept) but not the United States (where the report drafter works).
-    "clinic-izmir": {"country": "TR", "agreements": [
-        {"mechanism": "kvkk_standard_contract", "destinations": ["DE"],
-         "reference": "KVKK-IZM-1", "signed_on": "2026-02-02", "notified_on": "2026-02-04"}]},
-    "clinic-sydney": {"country": "AU"},
-    "clinic-paris": {"country": "FR"},
-}
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-
-def _start(factory: str, env: dict[str, str], log: Path, probe: str) -> Server:
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(REPO / "examples"),
-            factory, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                env={**os.environ, **env}, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{factory} exited: {log.read_text(errors='replace')[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.url + probe, timeout=1).status_code < 500:
-                return server
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"{factory} did not answer on port {port}")
-
-
-def _test_map(path: Path, stubs: dict[str, Server], drafter: Server) -> Path:
-    """The MVision map, with DE's and AU's compute endpoints at the stubs, France without
-    a model, and the drafter stub declared as a US processor holding an SCC."""
-    drafter_host = drafter.url.removeprefix("http://")
-    doc = {"extends": str(MAP), "name": "mvision-test", "locations": {
-        "DE": {"compute": [{"provider": "azure", "region": "germanywestcentral",
-                            "endpoint": stubs["DE"].url}]},
-        "AU": {"compute": [{"provider": "azure", "region": "australiaeast",
-                            "endpoint": stubs["AU"].url}]},
-        "FR": {"compute": []}},
-        "processors": {"report_drafter": {
-            "name": "Example Report Drafting Inc.", "hosts": [drafter_host],
-            "country": "US", "baa": False, "retention": "none beyond the request",
-            "data_classes": ["personal", "anonymised"],
-            "agreements": [{"mechanism": "scc", "counterparty": "Example Report Drafting Inc.",
-                            "destinations": ["US"], "reference": "SCC-DRAFT-1",
-                            "signed_on": "2026-01-15"}],
-            "source": "test DPA", "as_of": "2026-11-01"}}}
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-@dataclass
-class Stack:
-    service: Server
-    stubs: dict[str, Server]
-    drafter: Server
-    local_root: Path
-    audit: Path
-    map: Path
-
-    def client(self, tenant: str | None) -> httpx.Client:
-        headers = {"X-Tenant-ID": tenant} if tenant else {}
-        return httpx.Client(base_url=self.service.url, headers=headers, timeout=30)
-
-    def received(self, location: str) -> list[dict[str, str]]:
-        return list(httpx.get(self.stubs[location].url + "/v1/received", timeout=5).json())
-
-    def drafted(self) -> list[dict[str, object]]:
-        return list(httpx.get(self.drafter.url + "/v1/received", timeout=5).json())
-
-    def residency(self) -> rs.Residency:
-        return rs.Residency.load(self.map, local_root=self.local_root)
-
-    def egress_events(self, tenant_id: str, until: int = 1) -> list[rs.AuditEvent]:
-        """The clinic's ``egress`` events (waiting briefly: outcomes are group-committed
-        a few milliseconds after the response)."""
-        deadline = time.monotonic() + 5
-        while True:
-            events = [e for e in audit_log_events(self.audit)
-                      if e.operation == "egress" and e.tenant_id == tenant_id
-                      and e.outcome != "intent"]
-            if len(events) >= until or time.monotonic() > deadline:
-                return events
-            time.sleep(0.05)
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("imaging")
-    servers: list[Server] = []
-    try:
-        stubs = {}
-        for location in ("DE", "AU"):
-            stubs[location] = _start("imaging_service.inference_stub:create_stub_from_env",
-                                     {"IMAGING_STUB_LOCATION": location},
-                                     tmp / f"stub-{location}.log", "/v1/received")
-            servers.append(stubs[location])
-        drafter = _start("imaging_service.inference_stub:create_drafter", {},
-                         tmp / "drafter.log", "/v1/received")
-        servers.append(drafter)
-        (tmp / "tenants.json").write_text(json.dumps(TENANTS))
-        test_map = _test_map(tmp / "map.yaml", stubs, drafter)
-        env = {"IMAGING_MAP": str(test_map), "IMAGING_LOCAL_ROOT": str(tmp / "data"),
-               "IMAGING_AUDIT": str(tmp / "audit.db"),
-               "IMAGING_TENANTS": str(tmp / "tenants.json"),
-               "IMAGING_REPORT_DRAFTER": drafter.url}
-        service = _start("imaging_service.app:create_app_from_env", env, tmp / "service.log",
-                         "/healthz")
-        servers.append(service)
-        yield Stack(service, stubs, drafter, tmp / "data", tmp / "audit.db", test_map)
-    finally:
-        for server in servers:
-            server.stop()
+    with running_stack(tmp_path_factory.mktemp("imaging")) as running:
+        yield running
 
 
 def _study(tag: str) -> bytes:
@@ -186,7 +41,13 @@ def test_upload_is_stored_in_the_clinics_location_and_inferred_there(stack: Stac
         assert body["location"] == "DE" and body["provider"] == "local"
         assert body["result"]["model"]["served_in"] == "DE"
         assert body["result"]["model"]["input_sha256"] == hashlib.sha256(data).hexdigest()
+        assert body["sha256"] == hashlib.sha256(data).hexdigest()
         fetched = http.get(f"/studies/{body['study_id']}")
+        original = http.get(f"/studies/{body['study_id']}/original")
+    assert original.status_code == 200 and original.content == data
+    assert original.headers["content-type"] == "application/dicom"
+    with stack.client("clinic-istanbul") as http:  # another clinic's study is not there
+        assert http.get(f"/studies/{body['study_id']}/original").status_code == 404
     assert fetched.status_code == 200
     assert fetched.json()["result"] == body["result"]
     assert fetched.json()["location"] == "DE"
@@ -210,12 +71,17 @@ def test_upload_is_stored_in_the_clinics_location_and_inferred_there(stack: Stac
 
 
 def test_multipart_upload_from_turkey_lands_in_germany(stack: Stack) -> None:
-    data = _study("istanbul-1")
+    data = _study("istanbul-1") * 300  # spans many reads of the incremental parser
     with stack.client("clinic-istanbul") as http:
-        response = http.post("/studies", files={"file": ("ct.dcm", data, "application/dicom")})
-    assert response.status_code == 201, response.text
-    assert response.json()["location"] == "DE"
-    assert response.json()["result"]["model"]["served_in"] == "DE"
+        response = http.post("/studies", data={"note": "before the file"},
+                             files={"file": ("ct.dcm", data, "application/dicom")})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        original = http.get(f"/studies/{body['study_id']}/original")
+    assert body["location"] == "DE" and body["result"]["model"]["served_in"] == "DE"
+    # Exactly the file part's bytes: no boundary, part headers or other field in them.
+    assert (body["size"], body["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert original.content == data
 
 
 def test_australian_clinic_uses_the_australian_model(stack: Stack) -> None:
@@ -286,6 +152,10 @@ def test_location_without_a_model_fails_closed(stack: Stack) -> None:
     detail = response.json()["detail"]
     assert detail["error"] == "no_compute_in_location" and detail["location"] == "FR"
     assert len(stack.received("DE")) + len(stack.received("AU")) == before
+    with stack.client("clinic-paris") as http:  # stored in France, without a result
+        stored = http.get(f"/studies/{detail['study_id']}")
+    assert stored.status_code == 200 and stored.json()["location"] == "FR"
+    assert stored.json()["result"] is None
 
 
 def test_unknown_clinic_bad_input_and_unknown_destination(stack: Stack) -> None:

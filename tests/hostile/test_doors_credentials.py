@@ -54,6 +54,7 @@ from residency_sdk.errors import (
     BackendNotConfigured,
     BucketNotFound,
     EnvironmentOverride,
+    InsecureEndpoint,
     ResidencyViolation,
     SDKNotInstalled,
 )
@@ -384,8 +385,18 @@ def test_azure_identity_never_uses_a_global_connection_string(
         with pytest.raises(SDKNotInstalled, match="azure-identity"):
             open_store(target)
         return
-    store = open_store(target)  # pragma: no cover - azure-identity is not installed here
+    # The emulator is plain http: a token is never sent there, and the refusal says so
+    # (azure-storage-blob's own error was a bare ValueError).
+    with pytest.raises(InsecureEndpoint, match="https") as refused:
+        open_store(target)
+    assert "azure_connection_string_env" in str(refused.value)
+    # Over https the location authenticates with its identity, not the global string.
+    account = target.account or "devstoreaccount1"
+    secure = target.model_copy(update={
+        "endpoint": f"https://{account}.blob.core.windows.net"})
+    store = open_store(secure)
     assert type(store.service.credential).__name__ == "DefaultAzureCredential"
+    assert "AccountKey" not in repr(vars(store.service.credential))
 
 
 def test_azure_map_endpoint_of_another_account_is_refused(

@@ -60,7 +60,7 @@ def test_restating_the_known_source_decides_as_without_it() -> None:
 def test_cli_refuses_a_laundered_source() -> None:
     result = runner.invoke(app, ["transfer", "check", "--country", "DE", "--to", "US",
                                  "--data-class", "phi", "--from", "US", "--json"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert "InvalidSource" in result.output or "source" in json.loads(result.output)["error"]
 
 

@@ -7,6 +7,7 @@ program, the components and the plan run for real.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -139,6 +140,18 @@ class _Capture(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's mocks schedule on the main thread's current loop. A test that ran
+    ``asyncio.run`` or ``anyio.run`` before leaves none set (the runner clears it), so a
+    later stack would fail with "no current event loop": give pulumi a fresh one."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_stack(stack: str, config: dict[str, str] | None = None,
               extra: Any = None) -> StackRun:
     """Run the residency program as stack ``stack`` under mocks. ``extra`` (a callable) may
@@ -150,6 +163,7 @@ def run_stack(stack: str, config: dict[str, str] | None = None,
     logger = logging.getLogger(f"residency-infra-test-{stack}")
     logger.propagate = False
     logger.handlers = [capture]
+    _ensure_event_loop()
     pulumi.runtime.set_mocks(mocks, project="residency", stack=stack, preview=False,
                              logger=logger)
     pulumi.runtime.set_all_config({f"residency:{k}": v for k, v in (config or {}).items()})

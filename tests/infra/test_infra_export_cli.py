@@ -41,7 +41,7 @@ def test_plan_table_and_refusals_exit_1_with_the_reason() -> None:
     data = json.loads(out)
     assert data["error_type"] == "InfraCrossesBorder" and "GZRS" in data["error"]
     code, out = invoke("infra", "plan", "--location", "XX", "--json")
-    assert code == 1 and json.loads(out)["error_type"] == "InfraError"
+    assert code == 2 and json.loads(out)["error_type"] == "InfraError"
 
 
 def test_export_terraform_writes_the_same_plan(tmp_path: Path) -> None:
@@ -110,22 +110,22 @@ def test_outputs_refuse_unapplied_or_foreign_files(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(tf_outputs))  # the .tf.json file itself, not `output -json`
     code, out = invoke("infra", "outputs", str(bad), "--json")
-    assert code == 1 and "no `residency` output" in json.loads(out)["error"]
+    assert code == 2 and "no `residency` output" in json.loads(out)["error"]
     value = tf_outputs["output"]["residency"]["value"]
     value["backends"]["gcp"]["kms_key"] = "${google_kms_crypto_key.key.id}"
     bad.write_text(json.dumps({"residency": {"value": value}}))
     code, out = invoke("infra", "outputs", str(bad), "--json")
-    assert code == 1 and "terraform apply" in json.loads(out)["error"]
+    assert code == 2 and "terraform apply" in json.loads(out)["error"]
     bad.write_text("{not json")
     code, out = invoke("infra", "outputs", str(bad), "--json")
-    assert code == 1 and "not JSON" in json.loads(out)["error"]
+    assert code == 2 and "not JSON" in json.loads(out)["error"]
     bad.write_text(json.dumps({"something": 1}))
     code, out = invoke("infra", "outputs", str(bad), "--json")
-    assert code == 1 and "no `residency` output" in json.loads(out)["error"]
+    assert code == 2 and "no `residency` output" in json.loads(out)["error"]
     abroad = {"residency": {"location": "DE", "map": "default", "backends": {
         "aws": {"region": "us-east-1", "bucket": "residency-de-aws-data"}}}}
     bad.write_text(json.dumps(abroad))
     code, out = invoke("infra", "outputs", str(bad), "--json")
-    assert code == 1 and "never crosses a border" in json.loads(out)["error"]
+    assert code == 2 and "never crosses a border" in json.loads(out)["error"]
     code, out = invoke("infra", "outputs", str(tmp_path / "missing.json"), "--json")
-    assert code == 1 and "cannot read" in json.loads(out)["error"]
+    assert code == 2 and "cannot read" in json.loads(out)["error"]

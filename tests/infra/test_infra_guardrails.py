@@ -453,6 +453,6 @@ def test_cli_export_carries_the_targets_into_terraform_and_stack_config(
     assert config["residency:gcpFolderId"] == f"folders/{FOLDER}"
     result = runner.invoke(app, ["infra", "export", "-l", "AU", "--aws-org-target", "r-ab12",
                                  "--out", str(tmp_path / "root"), "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert json.loads(result.stdout)["error_type"] == "InfraError"
     assert not (tmp_path / "root").exists()

@@ -267,5 +267,5 @@ def test_planted_secrets_never_leak(emulators: Any, monkeypatch: pytest.MonkeyPa
     assert outcomes["userinfo_map"]["load"] != "ok", "an endpoint with a password was accepted"
     assert len(debug_logs.records) > 0, "nothing was logged: the log check proves nothing"
     assert all(code in (0, 1) for code in cli_codes["aws"]) and cli_codes["aws"][0] == 0
-    assert all(code == 1 for code in cli_codes["azure_wrong_key"][:2])
+    assert all(code == 3 for code in cli_codes["azure_wrong_key"][:2])
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == AWS_SECRET  # planted all along

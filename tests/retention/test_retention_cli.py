@@ -155,7 +155,7 @@ def test_unreachable_backend_keeps_erasure_open(tmp_path: Path) -> None:
 def test_bad_termination_date_is_a_clear_error(tmp_path: Path) -> None:
     out = runner.invoke(app, ["erasure", "request", "-t", "c1", "-c", "DE", "--terminated",
                               "last tuesday", "--state-dir", str(tmp_path), "--json"])
-    assert out.exit_code == 1
+    assert out.exit_code == 2
     assert "invalid --terminated" in json.loads(out.output)["error"]
     assert os.listdir(tmp_path) == []  # nothing recorded
 

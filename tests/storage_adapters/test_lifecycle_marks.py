@@ -244,5 +244,5 @@ def test_cli_put_takes_the_category_and_refuses_an_unknown_one(tmp_path: Path) -
     assert meta["category"] == CATEGORY and meta["residency_expires_at"]
     bad = runner.invoke(app, ["put", "up/x.dcm", "-", *who, "--category", "imaging",
                               "--json"], input=b"pixels")
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2
     assert json.loads(bad.stdout)["error_type"] == "UnknownRetentionCategory"

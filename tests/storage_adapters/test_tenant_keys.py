@@ -467,7 +467,7 @@ def test_cli_keys_rotate_and_list(tmp_path: Path, target: StorageTarget) -> None
 
     unknown = runner.invoke(app, ["keys", "rotate", "--location", "XX", "--local-root",
                                   str(root), "--json"])
-    assert unknown.exit_code == 1 and "XX" in json.loads(unknown.output)["error"]
+    assert unknown.exit_code == 2 and "XX" in json.loads(unknown.output)["error"]
     no_root = runner.invoke(app, ["keys", "rotate", "--location", "DE"],
                             env={"RESIDENCY_LOCAL_ROOT": ""})
     assert no_root.exit_code != 0 and "--local-root" in no_root.output

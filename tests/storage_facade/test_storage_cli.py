@@ -63,7 +63,7 @@ def test_refusals_exit_1_with_the_reason(tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["object"]["location"] == "DE"
     code, out, _ = _run("get", "../acibadem/x", "--tenant", "other", "--country", "DE",
                         "--local-root", root, "--out", str(tmp_path / "o"), "--json")
-    assert code == 1 and json.loads(out)["error_type"] == "InvalidKey"
+    assert code == 2 and json.loads(out)["error_type"] == "InvalidKey"
     assert not (tmp_path / "o").exists()
     code, out, _ = _run("get", "missing", "--tenant", "acibadem", "--country", "TR",
                         "--mechanism", "kvkk_standard_contract", "--local-root", root,
@@ -75,7 +75,7 @@ def test_refusals_exit_1_with_the_reason(tmp_path: Path) -> None:
 def test_cloud_provider_without_local_root_needs_its_backend(tmp_path: Path) -> None:
     code, out, _ = _run("ls", "--tenant", "c", "--country", "DE", "--provider", "local",
                         "--json")
-    assert code == 1 and "local_root" in json.loads(out)["error"]
+    assert code == 2 and "local_root" in json.loads(out)["error"]
 
 
 def test_show_storage_records_blocked_and_allowed_copies(tmp_path: Path) -> None:
