@@ -53,7 +53,7 @@ import residency_sdk as rs
 from .config import ServiceConfig
 from .errors import install_error_handlers
 from .service import ACTOR, Service
-from .streams import reader_chunks, study_body
+from .streams import study_body
 
 _STUDY_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -162,8 +162,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         key = f"studies/{study_id}/original.dcm"
         # Answer 404 (or 503) before the response starts; the bytes follow in chunks.
         info = await service.store(tenant, "results").head(key)
-        reader = await service.open_reader(tenant, "results", key)
-        return StreamingResponse(reader_chunks(reader), media_type="application/dicom",
+        return StreamingResponse(service.store(tenant, "results").iter_bytes(key),
+                                 media_type="application/dicom",
                                  headers={"content-length": str(info.size)})
 
     @app.post("/studies/{study_id}/transfer")

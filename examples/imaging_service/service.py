@@ -4,7 +4,7 @@ shutdown (stores, clients, then the Residency, which makes the audit log durable
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -14,7 +14,6 @@ from fastapi import HTTPException
 import residency_sdk as rs
 
 from .config import ServiceConfig, TenantRecord
-from .streams import reader_chunks
 
 if TYPE_CHECKING:
     from residency_sdk.storage.async_store import AsyncTenantStore
@@ -77,12 +76,6 @@ class Service:
             self._stores[key] = store
         return store
 
-    async def open_reader(self, tenant: rs.Tenant, purpose: str, key: str) -> BinaryIO:
-        """A streaming reader over ``tenant``'s object ``key``: the async store's sync
-        store's ``open`` (audited as a ``get``; the checksum is verified when the reader
-        reaches the end), opened in a worker thread. The async store has no ``open``."""
-        return await anyio.to_thread.run_sync(self.store(tenant, purpose).sync.open, key)
-
     def http(self, tenant: rs.Tenant, purpose: str) -> httpx.AsyncClient:
         """``tenant``'s guarded async client for ``purpose``: each request may go only
         where the region map and the transfer rules allow this clinic's data (else
@@ -117,12 +110,14 @@ class Service:
         """Send the stored study ``key`` (``size`` bytes) to the location's model,
         streamed from the store, and return the model's answer."""
         url = self.compute_url(placement, study_id)
-        reader = await self.open_reader(tenant, "inference", key)
+        # Read from the store chunk by chunk as the request sends it (the get is audited
+        # when the first chunk is read: a call the guard refuses reads nothing).
+        chunks = self.store(tenant, "inference").iter_bytes(key)
         try:
             # The study is phi, the guard's default class: it may go only to the compute
             # endpoint of the clinic's location.
             response = await self.http(tenant, "inference").post(
-                f"{url}/v1/infer", content=reader_chunks(reader), headers={
+                f"{url}/v1/infer", content=chunks, headers={
                     "content-type": "application/dicom", "content-length": str(size),
                     "x-study-id": study_id, "x-residency-location": placement.location})
             response.raise_for_status()
@@ -133,8 +128,8 @@ class Service:
                 "message": f"the model in {placement.location} did not answer: "
                            f"{type(exc).__name__}; the study is stored, retry later"}) from None
         finally:
-            # Also when the request never read it (refused by the guard, no connection).
-            await anyio.to_thread.run_sync(reader.close)
+            # Also when the request stopped reading it half-way (no connection, an error).
+            await chunks.aclose()
         return result
 
     async def draft_report(self, tenant: rs.Tenant, study_id: str,

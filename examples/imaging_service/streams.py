@@ -3,9 +3,8 @@
 - :func:`study_body` turns a request into :class:`StudyBody`: the study's bytes as they
   arrive (the raw body, or the ``file`` field of a ``multipart/form-data`` body, parsed
   incrementally), with its size and SHA-256 computed and its size limit enforced on the
-  way;
-- :func:`reader_chunks` reads a blocking file object (``TenantStore.open``) in a worker
-  thread, one chunk at a time, for a ``StreamingResponse`` or an outgoing request body.
+  way. Downloads and the bodies sent to the model are the async store's
+  ``iter_bytes``: one chunk read at a time in a worker thread.
 
 Memory per upload stays at a few chunks whatever the study's size.
 """
@@ -15,17 +14,10 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import BinaryIO
 
-import anyio
-import anyio.to_thread
 from fastapi import HTTPException, Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-
-CHUNK_SIZE = 256 * 1024
-"""How much of a stored object one worker-thread read takes (downloads, inference): small
-enough to keep a few in flight cheaply, large enough that the thread hops cost little."""
 
 FILE_FIELD = "file"
 
@@ -175,13 +167,3 @@ async def _multipart_file(request: Request, content_type: str) -> AsyncIterator[
         raise HTTPException(400, detail={"error": "no_file",
                                          "message": "multipart upload needs a 'file' field"})
 
-
-async def reader_chunks(reader: BinaryIO, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
-    """``reader``'s bytes, each chunk read in a worker thread; ``reader`` is closed at the
-    end (also when the consumer stops early: a client that hung up)."""
-    try:
-        while chunk := await anyio.to_thread.run_sync(reader.read, chunk_size):
-            yield chunk
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(reader.close)

@@ -29,7 +29,7 @@ import builtins
 import collections
 import io
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
@@ -200,6 +200,10 @@ class AsyncBodyPipe(io.RawIOBase):
         return filled
 
 
+READ_CHUNK = 256 * 1024
+"""Default chunk of :meth:`AsyncTenantStore.iter_bytes`."""
+
+
 class AsyncTenantStore:
     """One tenant's objects, awaitable: :class:`TenantStore`'s operations for ``async``
     code, each run in a worker thread (see the module docstring for bodies and
@@ -328,6 +332,27 @@ class AsyncTenantStore:
     async def get(self, key: str) -> bytes:
         """:meth:`TenantStore.get`, awaitable: the whole object (checksum verified)."""
         return await self._run(self.sync.get, key)
+
+    async def iter_bytes(self, key: str,
+                         chunk_size: int = READ_CHUNK) -> AsyncGenerator[bytes, None]:
+        """The object's bytes in chunks of at most ``chunk_size``, for a streamed response
+        (``StreamingResponse(store.iter_bytes(key))``): :meth:`TenantStore.open` (audited as
+        a ``get``) and every read run in a worker thread, so only one chunk is held at a
+        time. The checksum is verified when the end is reached: a corrupted object raises
+        :class:`~residency_sdk.errors.IntegrityError` there, after its bytes were yielded,
+        so a consumer must treat the stream as failed, not complete. Stopping early (a
+        client that hung up) closes the reader."""
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+            raise InputError(f"chunk_size must be a positive number of bytes, got "
+                             f"{chunk_size!r}: e.g. 262144 (256 KiB)")
+        reader: BinaryIO = await self._run(self.sync.open, key)
+        try:
+            while chunk := await self._run(reader.read, chunk_size):
+                yield chunk
+        finally:
+            # Shielded: a cancelled consumer must still release the reader's connection.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(reader.close)
 
     async def head(self, key: str) -> StoredObject:
         """:meth:`TenantStore.head`, awaitable."""

@@ -303,3 +303,61 @@ def test_async_put_many_stops_when_the_audit_trail_fails(tmp_path: Path) -> None
     sink.broken = False
     assert not res.storage_for(TENANT).exists("x/0")
     res.close()
+
+
+# --- streamed reads ----------------------------------------------------------------------
+
+
+def test_iter_bytes_streams_an_object_in_bounded_chunks_and_audits_one_get(
+        tmp_path: Path) -> None:
+    sink = RecordingSink()
+    res = rs.Residency.load(local_root=tmp_path / "data", audit=sink)
+    body = os.urandom(5 * MiB + 123)
+    res.storage_for(TENANT).put("s/one.dcm", body)
+
+    async def main() -> list[bytes]:
+        store = res.astorage_for(TENANT, actor="svc-download")
+        return [chunk async for chunk in store.iter_bytes("s/one.dcm", chunk_size=MiB)]
+
+    chunks = _run(main)
+    assert b"".join(chunks) == body
+    assert max(len(c) for c in chunks) <= MiB and len(chunks) >= 6
+    gets = [e for e in sink.events if e.operation == "get" and e.object_key == "s/one.dcm"
+            and e.outcome == "ok"]
+    assert len(gets) == 1 and gets[0].actor == "svc-download"
+    res.close()
+
+
+def test_iter_bytes_stopped_early_closes_its_reader_and_refuses_a_bad_chunk_size(
+        tmp_path: Path) -> None:
+    res = rs.Residency.load(local_root=tmp_path / "data", audit=RecordingSink())
+    res.storage_for(TENANT).put("s/two.dcm", os.urandom(3 * MiB))
+    closed: list[bool] = []
+    real_open = res.storage_for(TENANT).__class__.open
+
+    def spying_open(self: Any, key: str) -> Any:
+        reader = real_open(self, key)
+        original = reader.close
+
+        def close() -> None:
+            closed.append(True)
+            original()
+        reader.close = close
+        return reader
+
+    async def main() -> bytes:
+        store = res.astorage_for(TENANT)
+        with pytest.raises(rs.InputError, match="chunk_size"):
+            async for _ in store.iter_bytes("s/two.dcm", chunk_size=0):
+                pass
+        stream = store.iter_bytes("s/two.dcm", chunk_size=MiB)
+        first = await stream.__anext__()
+        await stream.aclose()  # a client that hung up after one chunk
+        return first
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(res.storage_for(TENANT).__class__, "open", spying_open)
+        first = _run(main)
+    assert len(first) == MiB
+    assert closed == [True]
+    res.close()
