@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
-from bench_storage import provision  # noqa: E402
+from bench_storage import provision, write_docs  # noqa: E402
 from emulators import azurite_connection_string, start_azurite, start_gcs, start_moto  # noqa: E402
 
 from residency_sdk.model import StorageTarget  # noqa: E402
@@ -209,16 +209,6 @@ def table(rows: list[dict[str, Any]], rounds: int) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    """Replace the figures block in docs/storage.md."""
-    doc = DOCS.read_text()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"{DOCS} has no {START} ... {END} block")
-    head, rest = doc.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOCS.write_text(f"{head}{START}\n{text}\n{END}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -240,7 +230,7 @@ def main() -> None:
     text = table(rows, args.rounds)
     print(text)
     if args.write_docs:
-        write_docs(text)
+        write_docs(text, START, END, DOCS)
         print(f"figures written to {DOCS}")
 
 

@@ -322,13 +322,14 @@ def table(rows: list[dict[str, Any]], n: int, size: int, rounds: int) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    doc = DOCS.read_text()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"{DOCS} has no {START} ... {END} block")
-    head, rest = doc.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOCS.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+def write_docs(text: str, start: str = START, end: str = END, docs: Path = DOCS) -> None:
+    """Replace the figures block between the ``start`` and ``end`` markers of ``docs``."""
+    doc = docs.read_text()
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{docs} has no {start} ... {end} block")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    docs.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def main() -> None:

@@ -348,12 +348,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # Not residency_sdk._lazy's helper: a bare ``import residency_sdk`` loads nothing but
+    # the version. ``rs.deid`` too: the de-identifier's table and (on use) pydicom are
+    # loaded only when it is first used.
+    if name == "deid":
+        return importlib.import_module("residency_sdk.deid")
     target = _EXPORTS.get(name)
     if target is None:
-        # ``rs.deid`` too: the de-identifier's table and (on use) pydicom are loaded only
-        # when it is first used.
-        if name == "deid":
-            return importlib.import_module("residency_sdk.deid")
         raise AttributeError(f"module 'residency_sdk' has no attribute {name!r}")
     module, _, attribute = target.partition(":")
     value = getattr(importlib.import_module(f"residency_sdk.{module}"), attribute or name)

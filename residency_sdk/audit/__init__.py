@@ -13,8 +13,9 @@ unambiguous.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from residency_sdk._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from residency_sdk.audit._checkpoint import Checkpoint as Checkpoint
@@ -69,10 +70,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'residency_sdk.audit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"residency_sdk.audit.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("residency_sdk.audit", _EXPORTS, globals())

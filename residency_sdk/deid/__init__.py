@@ -13,8 +13,9 @@ or check DICOM; without it those raise :class:`~residency_sdk.errors.SDKNotInsta
 See docs/deidentification.md.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from residency_sdk._lazy import lazy_getattr
 from residency_sdk.deid.evidence import (
     EVIDENCE_META,
     AttributeCounts,
@@ -41,15 +42,7 @@ _LAZY = {"Deidentified": "dicom", "DicomCheck": "dicom", "check_dicom": "dicom",
          "OPTIONS": "profile", "Profile": "profile"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'residency_sdk.deid' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"residency_sdk.deid.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("residency_sdk.deid", _LAZY, globals())
 
 
 __all__ = [
