@@ -21,7 +21,7 @@ import re
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -92,6 +92,11 @@ class RecordingProxy(RewritingProxy):
         return out
 
 
+@pytest.fixture
+def harness(request: pytest.FixtureRequest, emulators: Any, monkeypatch: pytest.MonkeyPatch,
+            tmp_path: Path) -> ProviderHarness:
+    return ProviderHarness(request.param, emulators, monkeypatch, tmp_path)
+
 
 def _via(harness: ProviderHarness, target: Any, port: int) -> Any:
     """The adapter of ``target`` reached through the proxy on ``port`` (production factory,
@@ -109,6 +114,13 @@ def _key() -> str:
     # Long: the GCS rewrite below needs room in the answer for a full key name.
     return f"proofs-{uuid.uuid4().hex[:10]}/" + "k" * 90
 
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    yield opened
+    for store in opened:
+        store.close()
 
 
 # --- S3 (moto) ------------------------------------------------------------------------

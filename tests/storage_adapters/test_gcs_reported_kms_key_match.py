@@ -12,6 +12,7 @@ must be gone (checked with the emulator's own client).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,18 @@ from residency_sdk.errors import EncryptionError
 pytestmark = pytest.mark.emulator
 
 
+@pytest.fixture
+def harness(request: pytest.FixtureRequest, emulators: Any, monkeypatch: pytest.MonkeyPatch,
+            tmp_path: Path) -> ProviderHarness:
+    return ProviderHarness(request.param, emulators, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    yield opened
+    for store in opened:
+        store.close()
 
 
 def _key() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,18 @@ pytestmark = pytest.mark.emulator
 DATA = b"phi"
 
 
+@pytest.fixture
+def harness(request: pytest.FixtureRequest, emulators: Any, monkeypatch: pytest.MonkeyPatch,
+            tmp_path: Path) -> ProviderHarness:
+    return ProviderHarness(request.param, emulators, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    yield opened
+    for store in opened:
+        store.close()
 
 
 def _b64_crc32c(data: bytes) -> str:

@@ -19,6 +19,7 @@ import hashlib
 import io
 import random
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,18 @@ def _b64md5(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
+@pytest.fixture
+def harness(request: pytest.FixtureRequest, emulators: Any, monkeypatch: pytest.MonkeyPatch,
+            tmp_path: Path) -> ProviderHarness:
+    return ProviderHarness(request.param, emulators, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    yield opened
+    for store in opened:
+        store.close()
 
 
 def _port(harness: ProviderHarness) -> int:
