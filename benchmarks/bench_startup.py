@@ -9,6 +9,8 @@ the figures are medians over the rounds, and each ratio is the median of the per
 ratios to `python -c pass`. Variants:
 
 - ``pass``: ``python -c pass`` (the interpreter's own start-up, the yardstick);
+- ``floor``: what the SDK's dependencies cost before any of its own code runs: pydantic
+  with one model built and validated, typer, PyYAML and sqlite3 imported;
 - ``import``: ``python -c "import residency_sdk"``;
 - ``sdk``: load the packaged map with the audit trail on, resolve a DE tenant and audit
   its placement decision (what ``resolve`` does, without the CLI);
@@ -56,6 +58,19 @@ SDK_CODE = (
 )
 
 
+FLOOR_CODE = (
+    "import sqlite3\n"
+    "import typer\n"
+    "import yaml\n"
+    "from pydantic import BaseModel\n"
+    "class Tenant(BaseModel):\n"
+    "    id: str\n"
+    "    country: str\n"
+    "Tenant(id='bench', country='DE')\n"
+)
+"""The floor: the libraries ``resolve`` is built on (pydantic with one model built and
+validated, typer, PyYAML, sqlite3) imported, none of the SDK's own code."""
+
 Variant = tuple[list[str], str | None]
 """A command line and the PYTHONPATH it runs with (None: this environment's package)."""
 
@@ -69,7 +84,8 @@ def variants(baseline: Path | None = None) -> dict[str, Variant]:
         "sdk": [python, "-c", SDK_CODE],
         "cli": [str(script), "resolve", "--country", "DE", "--json"],
     }
-    out: dict[str, Variant] = {"pass": ([python, "-c", "pass"], None)}
+    out: dict[str, Variant] = {"pass": ([python, "-c", "pass"], None),
+                               "floor": ([python, "-c", FLOOR_CODE], None)}
     out.update({name: (command, None) for name, command in sdk.items()})
     if baseline is not None:
         out.update({f"{name}@base": (command, str(baseline)) for name, command in sdk.items()})
@@ -80,6 +96,7 @@ def environment(folder: Path, pythonpath: str | None = None) -> dict[str, str]:
     """The environment of every run: the caller's, with home and state in ``folder``."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("RESIDENCY_") and k != "PYTHONPATH"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # see compile_packages()
     env.update(HOME=str(folder), RESIDENCY_STATE_DIR=str(folder / "state"),
                XDG_STATE_HOME=str(folder / "xdg-state"))
     if pythonpath is not None:
@@ -103,9 +120,26 @@ def timed_run(variant: Variant, folder: Path) -> tuple[float, float]:
     return wall, cpu
 
 
+def compile_packages(baseline: Path | None = None) -> None:
+    """Byte-compile the measured packages first, as an installed wheel is: an editable
+    checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (set on some machines) would
+    otherwise compile every module from source on every run, and that is what would be
+    measured (about 0.1 s here)."""
+    import compileall
+
+    import residency_sdk
+
+    folders = [Path(residency_sdk.__file__).parent]
+    if baseline is not None:
+        folders.append(baseline / "residency_sdk")
+    for folder in folders:
+        compileall.compile_dir(str(folder), quiet=1)
+
+
 def measure(rounds: int, warmup: int = 2,
             baseline: Path | None = None) -> dict[str, dict[str, float]]:
     """Interleaved rounds of every variant; medians and per-round ratios to ``pass``."""
+    compile_packages(baseline)
     commands = variants(baseline)
     names = list(commands)
     walls: dict[str, list[float]] = {n: [] for n in names}

@@ -12,7 +12,7 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -319,6 +319,27 @@ class AuditEmitter:
                 if start is not None:
                     start()
         return event
+
+    def intents(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        """:meth:`intent` for several operations at once: the intents (and whatever the
+        sinks hold queued, such as earlier operations' outcomes) are made durable
+        together, one commit per sink instead of one per operation. Returns the
+        ``intent`` events, in order.
+
+        Raises :class:`AuditUnavailable` when any sink or hook cannot record them: then
+        none of the operations may start, and each sink that can still hear it is told
+        that each of them did not (as :meth:`intent` does for one)."""
+        intents = [e if e.outcome == "intent" else e.model_copy(update={"outcome": "intent"})
+                   for e in events]
+        try:
+            for event in intents:
+                self.emit(event)
+            self.flush()
+        except AuditUnavailable as exc:
+            for intent in intents:
+                self._not_started(intent, exc)
+            raise
+        return intents
 
     def outcome(self, intent: AuditEvent | None, **fields: Any) -> AuditEvent | None:
         """Record how the operation of ``intent`` ended (``outcome="ok"|"error"|

@@ -6,11 +6,19 @@
   one operation at a time (the adapters' SDK clients are thread-safe). A worker takes
   the next item from the input only when it is free, so an iterator of a million items
   (or of open files) is consumed lazily and never materialised: at most ``concurrency``
-  items are held at once.
+  items are held at once (twice that for ``put_many``, see below).
 - **Per item.** Every item ends as one :class:`BatchResult` (its key, ``ok``, the value
   or the error). A failure, including a residency refusal, is that item's result and
   does not stop the others. Each item is one ordinary ``put``/``get`` of the tenant
   store, so it is audited exactly like one (a durable intent, then its outcome).
+- **Written ahead a window at a time** (``put_many``, :class:`WriteAhead`). The items are
+  checked and their intents recorded ``concurrency`` at a time, in one durable commit
+  that also carries the outcomes of the items finished since the previous one: a commit
+  (an fsync) per window rather than two per object. No item starts before its own intent
+  is durable; the last outcomes are committed before ``put_many`` returns. A crash may
+  lose the outcomes not yet committed (the trail then shows those intents without an
+  outcome, which reconciliation treats as "may have happened"), never an intent. At most
+  ``2 x concurrency`` items are held: a window waiting and the items in flight.
 - **Input order.** Results come back as a list in the order of the input, whatever the
   order in which they finished.
 - **Fail closed.** If the audit trail itself fails (:class:`AuditUnavailable`), no new
@@ -22,7 +30,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeAlias, TypeVar
@@ -31,6 +42,7 @@ from residency_sdk.errors import AuditUnavailable, InputError
 
 if TYPE_CHECKING:
     from residency_sdk.deid.evidence import Evidence
+    from residency_sdk.events import AuditEmitter, AuditEvent
 
 T = TypeVar("T")
 
@@ -163,7 +175,8 @@ def run_bounded(jobs: Iterable[Job[T]], *, concurrency: int,
                 total: int | None = None) -> list[BatchResult[T]]:
     """Run ``jobs`` with at most ``concurrency`` in flight; one result per job, in input
     order (see the module docstring for what stops a batch)."""
-    batch = _Batch(iter(jobs), progress, total)
+    source = iter(jobs)
+    batch = _Batch(source, progress, total)
     width = concurrency if total is None else max(1, min(concurrency, total))
     # Each worker takes the next job when it is free: no per-item future, waiter or
     # wake-up of the calling thread (they cost more CPU than the bookkeeping they save).
@@ -177,6 +190,10 @@ def run_bounded(jobs: Iterable[Job[T]], *, concurrency: int,
     except BaseException as exc:  # interrupted: start nothing more, let the rest finish
         batch.stop(exc)
         raise
+    finally:
+        close = getattr(source, "close", None)  # a generator: its cleanup runs now
+        if close is not None and not any(w.is_alive() for w in workers):
+            close()
     return batch.outcome()
 
 
@@ -188,7 +205,8 @@ class _Batch(Generic[T]):
         self._source = source
         self._progress = progress
         self._total = total
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # results, progress and the flags
+        self._taking = threading.Lock()  # the input: taking an item may take a while
         self._results: dict[int, BatchResult[T]] = {}
         self._started = 0
         self._stopped: BaseException | None = None  # the input or progress raised
@@ -199,13 +217,13 @@ class _Batch(Generic[T]):
             self._stopped = self._stopped or cause
 
     def _take(self) -> tuple[int, Job[T]] | None:
-        with self._lock:
+        with self._taking:
             if self._stopped is not None or self._broken is not None:
                 return None
             try:
                 job = next(self._source, None)
             except BaseException as exc:  # raised by the caller's iterator
-                self._stopped = exc
+                self.stop(exc)
                 return None
             if job is None:
                 return None
@@ -242,3 +260,127 @@ class _Batch(Generic[T]):
                 f"allowed), the rest of the input was not attempted. Restore the audit log "
                 f"and run the remaining items again: {self._broken}") from self._broken
         return [self._results[i] for i in range(self._started)]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared(Generic[T]):
+    """An item whose check passed: its intent event (built, not yet recorded; None when
+    nothing listens), how to run it once that intent is durable (``perform(intent,
+    record)``, handing its outcome event to ``record``), and what to close afterwards."""
+
+    intent: AuditEvent | None
+    perform: Callable[[AuditEvent | None, Callable[[AuditEvent], None]], T]
+    close: Callable[[], None]
+
+
+Stage: TypeAlias = tuple[str, Callable[[], Prepared[T]]]
+"""One item for :class:`WriteAhead`: its key and what checks it and builds its intent
+(raising the refusal, already recorded, when the check fails)."""
+
+
+class WriteAhead(Generic[T]):
+    """Turns a batch's items into jobs whose intents are committed a window at a time.
+
+    :meth:`jobs` takes ``window`` items, prepares each (check, intent event), then
+    records the window's intents in one durable commit together with the outcomes the
+    finished items handed to :meth:`record`, and only then hands the items out to run.
+    :meth:`close` (always call it, after the batch) records that staged items which never
+    ran did not start, and commits the remaining outcomes.
+    """
+
+    def __init__(self, audit: AuditEmitter, window: int) -> None:
+        self._audit = audit
+        self._window = window
+        self._lock = threading.Lock()
+        self._outcomes: list[AuditEvent] = []
+        # A window's items in input order: prepared, or the exception that refused it;
+        # then the intent recorded for it.
+        self._waiting: deque[tuple[str, Prepared[T] | Exception, AuditEvent | None]] = deque()
+
+    def record(self, event: AuditEvent) -> None:
+        """Keep a finished item's outcome for the next commit (any worker thread)."""
+        with self._lock:
+            self._outcomes.append(event)
+
+    def _emit_outcomes(self) -> None:
+        """Queue the kept outcomes in the sinks (committed with the next commit); those
+        a failing sink did not take are kept for the next try."""
+        with self._lock:
+            taken, self._outcomes = self._outcomes, []
+        for done, event in enumerate(taken):
+            try:
+                self._audit.emit(event)
+            except BaseException:
+                with self._lock:
+                    self._outcomes[:0] = taken[done:]
+                raise
+
+    def jobs(self, stages: Iterable[Stage[T]]) -> Iterator[Job[T]]:
+        """The items as jobs for :func:`run_bounded`, in input order, each started only
+        after its intent is durable."""
+        source = iter(stages)
+        try:
+            while window := list(itertools.islice(source, self._window)):
+                for key, prepare in window:
+                    try:
+                        self._waiting.append((key, prepare(), None))
+                    except Exception as exc:  # refused (and recorded) by its check
+                        self._waiting.append((key, exc, None))
+                try:
+                    self._commit_waiting()
+                except AuditUnavailable as exc:
+                    while self._waiting:
+                        key, item, _ = self._waiting.popleft()
+                        if isinstance(item, Prepared):
+                            item.close()
+                        yield key, failing(item if isinstance(item, Exception) else exc)
+                    return
+                while self._waiting:
+                    key, item, intent = self._waiting.popleft()
+                    yield key, (self._job(item, intent) if isinstance(item, Prepared)
+                                else failing(item))
+        finally:
+            self._abandon_waiting()
+
+    def _commit_waiting(self) -> None:
+        intents = [item.intent for _, item, _ in self._waiting
+                   if isinstance(item, Prepared) and item.intent is not None]
+        if not intents:
+            return
+        self._emit_outcomes()
+        recorded = iter(self._audit.intents(intents))
+        self._waiting = deque(
+            (key, item, next(recorded)
+             if isinstance(item, Prepared) and item.intent is not None else None)
+            for key, item, _ in self._waiting)
+
+    def _job(self, prepared: Prepared[T], intent: AuditEvent | None) -> Callable[[], T]:
+        def run() -> T:
+            try:
+                return prepared.perform(intent, self.record)
+            finally:
+                prepared.close()
+        return run
+
+    def _abandon_waiting(self) -> None:
+        """The batch stopped with items staged: they never start. Those whose intent is
+        durable get an ``error`` outcome saying so."""
+        while self._waiting:
+            _, item, intent = self._waiting.popleft()
+            if isinstance(item, Prepared):
+                item.close()
+            if intent is not None:
+                # Unrecordable now, the intent stays without an outcome: "may have
+                # happened", which is what reconciliation assumes of it anyway.
+                with contextlib.suppress(AuditUnavailable):
+                    self._audit.outcome(
+                        intent, outcome="error",
+                        error="not started: the batch stopped before this item's turn")
+
+    def close(self) -> None:
+        """Commit the outcomes not yet committed (raises :class:`AuditUnavailable` when
+        the trail cannot take them; they stay queued in the sinks for their next
+        commit)."""
+        if self._audit.enabled:
+            self._emit_outcomes()
+            self._audit.flush()  # also what an earlier, failed commit left queued

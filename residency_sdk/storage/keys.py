@@ -55,6 +55,8 @@ def _bad_char(ch: str) -> str | None:
 def _check_text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidKey(f"{what} must be a string, got {type(value).__name__}")
+    if value.isascii() and value.isprintable() and "\\" not in value:
+        return value  # the usual key: no character below can occur, NFC changes nothing
     for ch in value:
         problem = _bad_char(ch)
         if problem:

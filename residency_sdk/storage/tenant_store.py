@@ -18,11 +18,12 @@ decisions), the :class:`StorePool` (opens adapters) and the :class:`AuditEmitter
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Literal, TypeVar
+from typing import Any, BinaryIO, Generic, Literal, TypeVar
 
 from residency_sdk import anonymised, marks
 from residency_sdk.agreements import Derogation
@@ -54,8 +55,11 @@ from residency_sdk.storage.batch import (
     BatchProgress,
     BatchResult,
     Job,
+    Prepared,
     PutItem,
     PutItemLike,
+    Stage,
+    WriteAhead,
     check_concurrency,
     failing,
     item_key,
@@ -139,6 +143,19 @@ def _rewinder(data: bytes | BinaryIO) -> Callable[[], bool]:
 
     return rewind
 
+
+
+
+@dataclass(frozen=True, slots=True)
+class _Steps(Generic[T]):
+    """One data operation taken apart, so that a batch can commit the intents of several
+    together: ``check`` (no backend), ``run`` (the backend), the event ``labels`` the
+    check sets, and ``close`` (always called, whatever happened)."""
+
+    check: Callable[[], None]
+    run: Callable[[], tuple[T, ServedBy]]
+    labels: dict[str, Any]
+    close: Callable[[], None]
 
 class TenantStore:
     """One tenant's objects in its residency location (what users hold).
@@ -277,13 +294,18 @@ class TenantStore:
         fields_.update(extra)
         return AuditEvent(**fields_)
 
-    def _emit(self, operation: Any, outcome: Any, **fields: Any) -> str | None:
+    def _emit(self, operation: Any, outcome: Any, *,
+              record: Callable[[AuditEvent], None] | None = None, **fields: Any) -> str | None:
         """Record an outcome or a decision (queued: see :class:`AuditEmitter`); the
-        event's id (None when nothing listens)."""
+        event's id (None when nothing listens). ``record``: hand the event to it instead
+        (a batch commits its items' outcomes with its next intents)."""
         if not self._audit.enabled:
             return None
         event = self._event(operation, outcome, **fields)
-        self._audit.emit(event)
+        if record is not None:
+            record(event)
+        else:
+            self._audit.emit(event)
         return event.event_id
 
     def _intent(self, operation: Any, key: str | None, *, durable: bool = True,
@@ -334,46 +356,89 @@ class TenantStore:
         failed the content check is recorded as ``phi``, with the reason and evidence).
 
         Traced as the span ``residency.storage.<operation>`` and logged at DEBUG (tenant,
-        location, provider, outcome, size; never the key or the contents)."""
-        intent = None
+        location, provider, outcome, size; never the key or the contents). A batch runs
+        the same steps, with the intents of several items committed together
+        (:meth:`_checked_intent`, :meth:`_perform`)."""
         fields_ = labels if labels is not None else {}
-        with span(f"residency.storage.{operation}", operation=operation,
-                  tenant_id=self.tenant.id, location=self.location,
-                  provider=self.target.provider, data_class=data_class):
+        with self._span(operation, data_class):
+            intent_event = self._checked_intent(operation, key, check, data_class, fields_)
             try:
-                if check is not None:
-                    check()
-                intent = self._intent(operation, key, durable=not read,
-                                      **{"data_class": data_class, **fields_})
-                result, served = run()
-                if read:
-                    self._release(intent, result)
+                intent = (None if intent_event is None else
+                          self._audit.intent(intent_event, durable=not read))
             except AuditUnavailable:
-                raise  # the audit trail itself failed: recording the failure would fail too
-            except Exception as exc:  # audited whatever failed, then re-raised unchanged
-                self._failed(operation, key, exc, intent=intent,
-                             **{"data_class": data_class, **fields_})
-                _log.debug("%s tenant=%s location=%s failed: %s", operation, self.tenant.id,
-                           self.location, type(exc).__name__)
                 raise
-            info = describe(result)
-            self._emit(operation, "ok", served=served, key=key, info=info,
-                       intent=intent, **{"data_class": data_class, **fields_})
-            if served != "primary":
-                annotate(served_by=served)
-            _log.debug("%s tenant=%s location=%s provider=%s served_by=%s size=%s ok",
-                       operation, self.tenant.id, self.location, self._target(served).provider,
-                       served, info.size if info is not None else None)
+            except Exception as exc:
+                self._failed(operation, key, exc, intent=None,
+                             **{"data_class": data_class, **fields_})
+                raise
+            return self._perform(operation, key, run, intent, data_class=data_class,
+                                 describe=describe, read=read, labels=fields_)
+
+    def _span(self, operation: str, data_class: str | None) -> Any:
+        return span(f"residency.storage.{operation}", operation=operation,
+                    tenant_id=self.tenant.id, location=self.location,
+                    provider=self.target.provider, data_class=data_class)
+
+    def _checked_intent(self, operation: str, key: str | None,
+                        check: Callable[[], None] | None, data_class: str | None,
+                        labels: dict[str, Any]) -> AuditEvent | None:
+        """Run ``check``, then build (not record) the operation's intent event; None when
+        nothing listens. A refusal is recorded as one event with no intent, and
+        re-raised."""
+        try:
+            if check is not None:
+                check()
+            if not self._audit.enabled:
+                return None
+            return self._event(operation, "intent", key=key,
+                               **{"data_class": data_class, **labels})
+        except AuditUnavailable:
+            raise
+        except Exception as exc:
+            self._failed(operation, key, exc, intent=None,
+                         **{"data_class": data_class, **labels})
+            _log.debug("%s tenant=%s location=%s refused: %s", operation, self.tenant.id,
+                       self.location, type(exc).__name__)
+            raise
+
+    def _perform(self, operation: str, key: str | None,
+                 run: Callable[[], tuple[T, ServedBy]], intent: AuditEvent | None, *,
+                 data_class: str | None, describe: Callable[[T], ObjectInfo | None],
+                 read: bool, labels: dict[str, Any],
+                 record: Callable[[AuditEvent], None] | None = None) -> T:
+        """Run an operation whose intent is recorded (durable, or for a read, queued),
+        then record its outcome naming the intent (or hand it to ``record``)."""
+        try:
+            result, served = run()
+            if read:
+                self._release(intent, result)
+        except AuditUnavailable:
+            raise  # the audit trail itself failed: recording the failure would fail too
+        except Exception as exc:  # audited whatever failed, then re-raised unchanged
+            self._failed(operation, key, exc, intent=intent, record=record,
+                         **{"data_class": data_class, **labels})
+            _log.debug("%s tenant=%s location=%s failed: %s", operation, self.tenant.id,
+                       self.location, type(exc).__name__)
+            raise
+        info = describe(result)
+        self._emit(operation, "ok", served=served, key=key, info=info, intent=intent,
+                   record=record, **{"data_class": data_class, **labels})
+        if served != "primary":
+            annotate(served_by=served)
+        _log.debug("%s tenant=%s location=%s provider=%s served_by=%s size=%s ok",
+                   operation, self.tenant.id, self.location, self._target(served).provider,
+                   served, info.size if info is not None else None)
         return result
 
     def _failed(self, operation: str, key: str | None, exc: Exception, *,
-                data_class: str | None, intent: AuditEvent | None, **fields_: Any) -> None:
+                data_class: str | None, intent: AuditEvent | None,
+                record: Callable[[AuditEvent], None] | None = None, **fields_: Any) -> None:
         refused = (TransferBlocked, BAARequired, NotAnonymised)
         outcome = "blocked" if isinstance(exc, refused) else "error"
         # An invalid key is recorded cut to the key limit: it was never validated.
         shown = key[: keys.MAX_KEY_BYTES] if isinstance(key, str) else None
         self._emit(operation, outcome, key=shown, data_class=data_class, error=exc,
-                   intent=intent, **fields_)
+                   intent=intent, record=record, **fields_)
 
     def _report(self, info: ObjectInfo, served: ServedBy) -> StoredObject:
         target = self._target(served)
@@ -486,6 +551,20 @@ class TenantStore:
         object's metadata (:data:`~residency_sdk.deid.evidence.EVIDENCE_META`), its
         summary in the audit event.
         """
+        steps = self._put_steps(key, data, data_class, metadata, progress,
+                                category=category, evidence=evidence)
+        try:
+            return self._audited("put", key, steps.run, data_class=data_class,
+                                 describe=lambda i: i, check=steps.check,
+                                 labels=steps.labels)
+        finally:
+            steps.close()
+
+    def _put_steps(self, key: str, data: bytes | BinaryIO, data_class: str,
+                   metadata: dict[str, str] | None, progress: ProgressCallback | None, *,
+                   category: str | None, evidence: Evidence | None) -> _Steps[StoredObject]:
+        """What :meth:`put` runs: its check (everything refusable without a backend),
+        its backend step, the event fields the check sets, and what closes its intake."""
         checked: list[Any] = []
         labels: dict[str, Any] = {}
         intook: list[anonymised.Intake] = []
@@ -549,12 +628,11 @@ class TenantStore:
                 rewind=_rewinder(payload))
             return self._report(info, served), served
 
-        try:
-            return self._audited("put", key, run, data_class=data_class,
-                                 describe=lambda i: i, check=check, labels=labels)
-        finally:
+        def close() -> None:
             for taken in intook:
                 taken.close()
+
+        return _Steps(check, run, labels, close)
 
     def get(self, key: str) -> bytes:
         """The whole object (checksum verified). For large objects use :meth:`open`."""
@@ -620,22 +698,48 @@ class TenantStore:
         fails, no further item starts and :class:`AuditUnavailable` is raised once the
         items in flight have finished (see :mod:`residency_sdk.storage.batch`)."""
         width = check_concurrency(concurrency)
+        ahead: WriteAhead[StoredObject] = WriteAhead(self._audit, width)
 
-        def one(item: PutItem) -> Callable[[], StoredObject]:
-            return lambda: self.put(item.key, item.data, item.data_class, item.metadata,
-                                    category=item.category, evidence=item.evidence)
+        def stage(item: PutItem) -> Callable[[], Prepared[StoredObject]]:
+            def prepare() -> Prepared[StoredObject]:
+                steps = self._put_steps(item.key, item.data, item.data_class, item.metadata,
+                                        None, category=item.category, evidence=item.evidence)
+                try:
+                    with self._span("put", item.data_class):
+                        intent = self._checked_intent("put", item.key, steps.check,
+                                                      item.data_class, steps.labels)
+                except BaseException:
+                    steps.close()
+                    raise
 
-        def jobs() -> Iterator[Job[StoredObject]]:
+                def perform(recorded: AuditEvent | None,
+                            record: Callable[[AuditEvent], None]) -> StoredObject:
+                    with self._span("put", item.data_class):
+                        return self._perform("put", item.key, steps.run, recorded,
+                                             data_class=item.data_class,
+                                             describe=lambda i: i, read=False,
+                                             labels=steps.labels, record=record)
+                return Prepared(intent, perform, steps.close)
+            return prepare
+
+        def stages() -> Iterator[Stage[StoredObject]]:
             for index, raw in enumerate(items):
                 try:
                     item = put_item(raw)
                 except InputError as exc:
                     yield item_key(raw, index), failing(exc)
                 else:
-                    yield item.key, one(item)
+                    yield item.key, stage(item)
 
-        return run_bounded(jobs(), concurrency=width, progress=progress,
-                           total=total_of(items))
+        try:
+            results = run_bounded(ahead.jobs(stages()), concurrency=width,
+                                  progress=progress, total=total_of(items))
+        except BaseException:
+            with contextlib.suppress(AuditUnavailable):
+                ahead.close()  # what the batch raised is the error to report
+            raise
+        ahead.close()
+        return results
 
     def get_many(self, keys_: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY,
                  progress: BatchProgress | None = None) -> list[BatchResult[bytes]]:

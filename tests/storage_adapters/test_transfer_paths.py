@@ -306,3 +306,55 @@ def test_s3_get_of_a_multipart_object_detects_corruption(
             store.get(key)
         assert proxy.hits == 1
     assert direct.get(key) == data
+
+
+@pytest.mark.parametrize("harness", ["aws"], indirect=True)
+def test_s3_small_put_sends_its_own_crc32c_and_botocore_does_not_hash_the_body_again(
+        harness: ProviderHarness, tmp_path: Path, closing: list[Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import botocore.httpchecksum
+
+    from residency_sdk.storage.s3 import S3Store
+
+    target = harness.target(harness.write_map(tmp_path))
+    store = S3Store(target)
+    closing.append(store)
+    sent: list[dict[str, str]] = []
+    store._client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
+    hashed: list[int] = []
+    real_update = botocore.httpchecksum.CrtCrc32cChecksum.update
+    monkeypatch.setattr(botocore.httpchecksum.CrtCrc32cChecksum, "update",
+                        lambda self, chunk: (hashed.append(len(chunk)),
+                                             real_update(self, chunk))[1])
+    data = _payload(3 * MB, marks=(7,))
+    info = store.put(f"speed/{uuid.uuid4().hex}", data)
+    expected = base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
+    assert [h.get("x-amz-checksum-crc32c") for h in sent] == [expected.encode()]
+    assert hashed == []  # one CRC32C pass over the body: ours
+    assert info.checksum == f"crc32c:{expected}"
+
+
+@pytest.mark.parametrize("harness", ["aws"], indirect=True)
+def test_s3_multipart_object_has_a_full_object_crc32c_that_any_reader_can_check(
+        harness: ProviderHarness, tmp_path: Path, closing: list[Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import residency_sdk.storage.s3 as s3_module
+    from residency_sdk.storage.s3 import S3Store
+
+    target = harness.target(harness.write_map(tmp_path))
+    store = S3Store(target, chunk_size=5 * MB, multipart_threshold=5 * MB)
+    closing.append(store)
+    data = _payload(11 * MB, marks=(3,))
+    key = f"speed/{uuid.uuid4().hex}"
+    store.put(key, data)  # three parts
+    head = store._client.head_object(Bucket=target.bucket, Key=key, ChecksumMode="ENABLED")
+    whole = base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
+    assert (head.get("ChecksumType"), head.get("ChecksumCRC32C")) == ("FULL_OBJECT", whole)
+    # botocore checks a full-object value as it reads: get() does not hash again.
+    ours: list[int] = []
+    real = s3_module.crc32c
+    monkeypatch.setattr(s3_module, "crc32c",
+                        lambda chunk, *a: (ours.append(len(chunk)), real(chunk, *a))[1])
+    assert store.get(key) == data
+    assert ours == []

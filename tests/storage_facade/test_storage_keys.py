@@ -136,3 +136,21 @@ def test_path_tricks_never_reach_another_tenant(parts: list[str]) -> None:
     assert stored.startswith("tenants/clinic-17/")
     assert not stored.startswith("tenants/clinic-18/")
     assert relative_key(TENANT, stored) == key
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60)
+       | st.text(alphabet=st.sampled_from("ab/\\\x00\x1f\x7f é\u202e\ufeff"), max_size=20))
+@settings(max_examples=400, deadline=None)
+def test_the_ascii_fast_path_accepts_and_refuses_exactly_what_the_full_check_does(
+        text: str) -> None:
+    # The full check, character by character, as the key rules state it.
+    from residency_sdk.storage import keys
+
+    refused_by_rules = any(keys._bad_char(ch) is not None for ch in text)
+    try:
+        checked = keys._check_text(text, "key")
+    except InvalidKey:
+        assert refused_by_rules, text
+    else:
+        assert not refused_by_rules, text
+        assert checked == unicodedata.normalize("NFC", text)
