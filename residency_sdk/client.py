@@ -186,6 +186,10 @@ class Residency(PlacementTable):
         settings = load_settings()
         policy = ResidencyPolicy.load(path if path is not None else settings.map, clock=clock)
         folder = state_folder(state_dir, local_root, settings=settings)
+        if state_dir is None and local_root is None:
+            # The configured state folder keeps tracked erasures too, beside the audit
+            # log (an explicit local_root= keeps its own, as state_folder() does).
+            state_dir = settings.state_dir
         if local_root is None and storage is None:
             local_root = settings.local_root
         if audit is False:

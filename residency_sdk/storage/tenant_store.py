@@ -773,16 +773,17 @@ class TenantStore:
             items = iter(store.list(stored_prefix))
             return items, next(items, None)
 
-        intent = self._intent("list", prefix or None)
-        try:
-            self.guard()
-            (items, first), served = self._with_failover(first_page)
-        except AuditUnavailable:
-            raise
-        except ResidencyError as exc:
-            self._emit("list", "error", key=prefix or None, error=exc, intent=intent)
-            raise
-        self._emit("list", "ok", served=served, key=prefix or None, intent=intent)
+        with self._span("list", None):  # until the first page: what the events cover
+            intent = self._intent("list", prefix or None)
+            try:
+                self.guard()
+                (items, first), served = self._with_failover(first_page)
+            except AuditUnavailable:
+                raise
+            except ResidencyError as exc:
+                self._emit("list", "error", key=prefix or None, error=exc, intent=intent)
+                raise
+            self._emit("list", "ok", served=served, key=prefix or None, intent=intent)
         return self._iter_reported(items, first, served)
 
     def _iter_reported(self, items: Iterator[ObjectInfo], first: ObjectInfo | None,

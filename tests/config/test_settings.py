@@ -306,3 +306,34 @@ def test_import_residency_sdk_does_not_import_pydantic_settings() -> None:
             "assert 'pydantic_settings' not in sys.modules, 'pydantic_settings imported';"
             "assert 'residency_sdk.config' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("where", ["env", "file"])
+def test_the_configured_state_dir_keeps_tracked_erasures_beside_the_audit_log(
+        folder: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    # Both settings given: the state folder is the one named, for the default audit log
+    # and for tracked erasure requests alike (not <local_root>/.residency-state).
+    if where == "env":
+        monkeypatch.setenv("RESIDENCY_STATE_DIR", str(folder / "state"))
+        monkeypatch.setenv("RESIDENCY_LOCAL_ROOT", str(folder / "data"))
+    else:
+        (folder / "residency.toml").write_text('state_dir = "state"\nlocal_root = "data"\n',
+                                               encoding="utf-8")
+    res = rs.Residency.load()
+    assert res.state_dir == folder / "state"
+    tenant = rs.Tenant(id="clinic-de", country="DE")
+    res.storage_for(tenant).put("scan.dcm", b"bytes", "personal")
+    receipt = res.erase(tenant, reason="patient request", actor="dpo")
+    assert receipt.status == "completed"
+    assert list((folder / "state").iterdir()) != []
+    assert not (folder / "data" / ".residency-state").exists()
+    res.close()
+    assert "erase" in _operations(folder / "state" / "audit.db")
+
+
+def test_an_explicit_local_root_still_wins_over_the_state_dir_setting(
+        folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESIDENCY_STATE_DIR", str(folder / "state"))
+    res = rs.Residency.load(local_root=folder / "mine", audit=False)
+    assert res.state_dir == folder / "mine" / ".residency-state"
+    res.close()

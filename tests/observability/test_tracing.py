@@ -97,6 +97,16 @@ def test_a_put_and_a_get_are_spans_with_tenant_location_and_outcome(
         _no_contents(span)
 
 
+def test_a_listing_is_a_span_too(exporter: Any, res: rs.Residency) -> None:
+    store = res.storage_for(DE)
+    store.put(KEY, PAYLOAD)
+    assert [o.key for o in store.list("")] == [KEY]
+    [listed] = _named(exporter, "residency.storage.list")
+    assert listed.attributes["residency.outcome"] == "ok"
+    assert listed.attributes["residency.tenant_id"] == DE.id
+    _no_contents(listed)
+
+
 def test_a_failed_operation_is_an_error_span_naming_the_exception_type_only(
         exporter: Any, res: rs.Residency) -> None:
     with pytest.raises(rs.ObjectNotFound):
