@@ -6,7 +6,7 @@
   one operation at a time (the adapters' SDK clients are thread-safe). A worker takes
   the next item from the input only when it is free, so an iterator of a million items
   (or of open files) is consumed lazily and never materialised: at most ``concurrency``
-  items are held at once (twice that for ``put_many``, see below).
+  items are held at once (three times that for ``put_many``, see below).
 - **Per item.** Every item ends as one :class:`BatchResult` (its key, ``ok``, the value
   or the error). A failure, including a residency refusal, is that item's result and
   does not stop the others. Each item is one ordinary ``put``/``get`` of the tenant
@@ -17,8 +17,11 @@
   (an fsync) per window rather than two per object. No item starts before its own intent
   is durable; the last outcomes are committed before ``put_many`` returns. A crash may
   lose the outcomes not yet committed (the trail then shows those intents without an
-  outcome, which reconciliation treats as "may have happened"), never an intent. At most
-  ``2 x concurrency`` items are held: a window waiting and the items in flight.
+  outcome, which reconciliation treats as "may have happened"), never an intent. A
+  window is what the input has ready (it is read ahead on a thread of its own), never
+  a wait for more: an input that yields slowly, or only once earlier items are stored,
+  gets windows of one item. At most ``3 x concurrency`` items are held: those in
+  flight, a window written ahead and those read ahead.
 - **Input order.** Results come back as a list in the order of the input, whatever the
   order in which they finished.
 - **Fail closed.** If the audit trail itself fails (:class:`AuditUnavailable`), no new
@@ -31,7 +34,7 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
@@ -317,10 +320,15 @@ class WriteAhead(Generic[T]):
 
     def jobs(self, stages: Iterable[Stage[T]]) -> Iterator[Job[T]]:
         """The items as jobs for :func:`run_bounded`, in input order, each started only
-        after its intent is durable."""
-        source = iter(stages)
+        after its intent is durable.
+
+        A window is what the input has ready, up to ``window`` items: the input is read
+        ahead on a thread of its own (at most ``window`` items waiting), and a window
+        never waits for more than its first item. An input that produces slowly, or
+        only once earlier items are done, gets windows of one item, not a stall."""
+        feed: _ReadAhead[Stage[T]] = _ReadAhead(stages, self._window)
         try:
-            while window := list(itertools.islice(source, self._window)):
+            while window := feed.take(self._window):
                 for key, prepare in window:
                     try:
                         self._waiting.append((key, prepare(), None))
@@ -340,6 +348,7 @@ class WriteAhead(Generic[T]):
                     yield key, (self._job(item, intent) if isinstance(item, Prepared)
                                 else failing(item))
         finally:
+            feed.close()
             self._abandon_waiting()
 
     def _commit_waiting(self) -> None:
@@ -384,3 +393,83 @@ class WriteAhead(Generic[T]):
         if self._audit.enabled:
             self._emit_outcomes()
             self._audit.flush()  # also what an earlier, failed commit left queued
+
+
+_END = object()
+
+
+class _Raised:
+    """What the input raised, passed from the read-ahead thread to the batch."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _ReadAhead(Generic[T]):
+    """Reads an iterator on a daemon thread into a queue of at most ``depth`` items, so
+    the batch can take what is ready without waiting for more. What the iterator raises
+    is raised by :meth:`take` once the items before it are taken."""
+
+    def __init__(self, source: Iterable[T], depth: int) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._done = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, args=(iter(source),),
+                                        name="residency-batch-input", daemon=True)
+        self._thread.start()
+
+    def _read(self, source: Iterator[T]) -> None:
+        try:
+            for item in source:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # the caller's iterator: re-raised by take()
+            self._put(_Raised(exc))
+            return
+        self._put(_END)
+
+    def _put(self, item: object) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def take(self, most: int) -> list[T]:
+        """The next items: waits for the first, then takes up to ``most`` that are
+        ready; [] at the end of the input."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._done = True
+            raise error
+        if self._done:
+            return []
+        taken: list[T] = []
+        item = self._queue.get()
+        while True:
+            if item is _END:
+                self._done = True
+                return taken
+            if isinstance(item, _Raised):
+                if taken:  # hand out what came before it; raised at the next take
+                    self._error = item.error
+                    return taken
+                self._done = True
+                raise item.error
+            taken.append(item)  # type: ignore[arg-type]
+            if len(taken) >= most:
+                return taken
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return taken
+
+    def close(self) -> None:
+        """Stop reading (the thread ends at its next item; a blocked input keeps it, a
+        daemon, until then)."""
+        self._closed.set()

@@ -195,8 +195,8 @@ def test_the_bound_holds_on_the_s3_adapter_against_moto(
 
 def test_the_input_is_consumed_lazily_never_more_than_two_windows_ahead(
         res: rs.Residency) -> None:
-    # The items in flight and one window (``concurrency`` items) checked and written
-    # ahead, waiting for a worker: never more.
+    # The items in flight, one window (``concurrency`` items) checked and written ahead,
+    # and at most ``concurrency`` read ahead from the input: never more.
     store = res.storage_for(TENANT)
     pulled = [0]
     finished = [0]
@@ -212,7 +212,7 @@ def test_the_input_is_consumed_lazily_never_more_than_two_windows_ahead(
         finished[0] = done
 
     store.put_many(items(), concurrency=4, progress=progress)
-    assert pulled[0] == 60 and max(ahead) <= 2 * 4
+    assert pulled[0] == 60 and max(ahead) <= 3 * 4
 
 
 # --- progress and validation -------------------------------------------------------------

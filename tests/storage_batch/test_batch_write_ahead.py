@@ -145,3 +145,77 @@ def test_a_stopped_batch_records_that_its_staged_items_never_started(
         if key not in started:
             assert outcome["outcome"] == "error" and "not started" in outcome["error"]
     res.close()
+
+
+def test_an_input_that_yields_only_after_the_previous_item_is_stored_does_not_stall(
+        tmp_path: Path) -> None:
+    # A producer that hands over the next study only once the previous one is stored
+    # (a streaming ingest): waiting for a full window before starting anything would
+    # wait forever.
+    res = rs.Residency.load(audit=str(tmp_path / "audit.db"), local_root=tmp_path / "data")
+    store = res.storage_for(TENANT)
+    stored = threading.Semaphore(0)
+
+    def one_at_a_time() -> Any:
+        for i in range(5):
+            yield f"chain/{i}", b"c"
+            assert stored.acquire(timeout=10), f"item {i} was never stored"
+
+    outcome: list[Any] = []
+    runner = threading.Thread(target=lambda: outcome.append(store.put_many(
+        one_at_a_time(), concurrency=8, progress=lambda *_: stored.release())),
+        daemon=True)
+    runner.start()
+    runner.join(timeout=30)
+    assert not runner.is_alive(), "put_many stalled waiting for a full window"
+    assert [r.ok for r in outcome[0]] == [True] * 5
+    res.close()
+
+
+def test_a_slow_input_starts_its_first_item_before_the_next_one_exists(
+        tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    seen: list[tuple[str, bool]] = []
+    res = rs.Residency.load(audit=str(db), local_root=tmp_path / "data",
+                            storage=_opener(tmp_path, db, seen))
+    store = res.storage_for(TENANT)
+    yielded: list[int] = []
+    seen_when: list[int] = []
+
+    def slow() -> Any:
+        for i in range(3):
+            yielded.append(i)
+            yield f"slow/{i}", b"s"
+            deadline = threading.Event()
+            # The next item comes only once this one reached the backend (or 10 s).
+            for _ in range(200):
+                if len([k for k, _ in seen if k.startswith("slow/")]) > i:
+                    break
+                deadline.wait(0.05)
+            seen_when.append(len(yielded))
+
+    results = store.put_many(slow(), concurrency=8)
+    assert all(r.ok for r in results)
+    # Each item reached the backend (intent committed) while it was the last one made.
+    assert seen_when == [1, 2, 3]
+    assert all(ok for _, ok in seen)
+    res.close()
+
+
+def test_an_input_that_raises_midway_stops_the_batch_after_the_items_before_it(
+        tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    res = rs.Residency.load(audit=str(db), local_root=tmp_path / "data")
+    store = res.storage_for(TENANT)
+
+    def broken() -> Any:
+        for i in range(3):
+            yield f"b/{i}", b"b"
+        raise OSError("the upload stream broke")
+
+    with pytest.raises(OSError, match="upload stream broke"):
+        store.put_many(broken(), concurrency=8)
+    events = _committed(db)
+    # The three items before the failure were stored, each with its intent and outcome.
+    assert {k for k in _puts(events, "ok") if k.startswith("b/")} == {"b/0", "b/1", "b/2"}
+    res.close()
