@@ -179,8 +179,11 @@ def test_a_blocked_move_copies_nothing(tmp_path: Path) -> None:
     assert any(e.operation == "transfer_check" and e.outcome == "blocked" for e in events)
 
 
-def test_a_move_without_a_state_folder_is_refused_before_copying(tmp_path: Path) -> None:
-    res = rs.Residency.load(storage=lambda target, _loc: rs.MemoryStore(target))
+def test_a_move_without_a_state_folder_is_refused_before_copying(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESIDENCY_STATE_DIR", raising=False)  # no state folder configured
+    res = rs.Residency.load(storage=lambda target, _loc: rs.MemoryStore(target),
+                            audit=str(tmp_path / "audit.db"))
     de = rs.Tenant(id="clinic-x", country="DE")
     res.storage_for(de).put("a", b"phi", data_class="phi")
     with pytest.raises(rs.ErasureError, match="state"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +62,32 @@ def _opener(tmp_path: Path, db: Path, seen: list[tuple[str, bool]]
     return opener
 
 
+class _Setup:
+    """A client auditing to a SQLite log at ``db``, whose backend records, for each
+    tenant object it receives, whether the object's intent was committed (``seen``)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.db = tmp_path / "audit.db"
+        self.seen: list[tuple[str, bool]] = []
+        self.res = rs.Residency.load(audit=str(self.db), local_root=tmp_path / "data",
+                                     storage=_opener(tmp_path, self.db, self.seen))
+        self.store = self.res.storage_for(TENANT)
+
+    def started(self, prefix: str) -> list[str]:
+        return sorted(k for k, _ in self.seen if k.startswith(prefix))
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[_Setup]:
+    made = _Setup(tmp_path)
+    yield made
+    made.res.close()
+
+
 def test_every_intent_is_committed_before_its_object_reaches_the_backend(
-        tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
-    seen: list[tuple[str, bool]] = []
-    res = rs.Residency.load(audit=str(db), local_root=tmp_path / "data",
-                            storage=_opener(tmp_path, db, seen))
-    store = res.storage_for(TENANT)
-    log = res.audit.sinks[0]
+        setup: _Setup) -> None:
+    db, seen, store = setup.db, setup.seen, setup.store
+    log = setup.res.audit.sinks[0]
     store.put("warm/up", b"w", "personal")  # the tenant binding and decisions
     before = log.commits
     results = store.put_many(((f"s/{i:03}", b"x" * 100) for i in range(40)), concurrency=8)
@@ -84,18 +102,13 @@ def test_every_intent_is_committed_before_its_object_reaches_the_backend(
     # Written ahead eight at a time: five window commits and the last outcomes', not two
     # commits per object.
     assert log.commits - before <= 8, log.commits - before
-    res.close()
 
 
 def test_a_window_whose_intents_cannot_be_committed_starts_none_of_its_items(
-        tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
-    seen: list[tuple[str, bool]] = []
-    res = rs.Residency.load(audit=str(db), local_root=tmp_path / "data",
-                            storage=_opener(tmp_path, db, seen))
-    store = res.storage_for(TENANT)
+        setup: _Setup) -> None:
+    store = setup.store
     store.put("warm/up", b"w", "personal")
-    emitter = res.audit
+    emitter = setup.res.audit
     real_intents = emitter.intents
     calls = [0]
 
@@ -108,52 +121,41 @@ def test_a_window_whose_intents_cannot_be_committed_starts_none_of_its_items(
     emitter.intents = failing_second_window  # type: ignore[method-assign]
     with pytest.raises(AuditUnavailable, match="disk full"):
         store.put_many(((f"w/{i:02}", b"y") for i in range(30)), concurrency=4)
-    started = sorted(k for k, _ in seen if k.startswith("w/"))
+    started = setup.started("w/")
     assert started == [f"w/{i:02}" for i in range(4)]  # the first window only
-    events = _committed(db)
+    events = _committed(setup.db)
     assert set(_puts(events, "ok")) >= set(started)
     assert not {k for k in _puts(events, "intent") if k.startswith("w/")} - set(started)
-    res.close()
 
 
 def test_a_stopped_batch_records_that_its_staged_items_never_started(
-        tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
-    seen: list[tuple[str, bool]] = []
-    res = rs.Residency.load(audit=str(db), local_root=tmp_path / "data",
-                            storage=_opener(tmp_path, db, seen))
-    store = res.storage_for(TENANT)
-    stop_after = threading.Event()
-
+        setup: _Setup) -> None:
     def progress(done: int, total: int | None, key: str) -> None:
         if done == 2:
-            stop_after.set()
             raise KeyError("the caller's progress callback broke")
 
     with pytest.raises(KeyError, match="progress callback"):
-        store.put_many(((f"p/{i:02}", b"z") for i in range(20)), concurrency=4,
+        setup.store.put_many(((f"p/{i:02}", b"z") for i in range(20)), concurrency=4,
                        progress=progress)
-    events = _committed(db)
+    events = _committed(setup.db)
     intents = {k: e for k, e in _puts(events, "intent").items() if k.startswith("p/")}
     ended = {e["intent_id"]: e for e in events
              if e["operation"] == "put" and e["outcome"] in ("ok", "error")}
     # Every committed intent has an outcome: done, or "not started".
     assert intents and all(e["event_id"] in ended for e in intents.values())
-    started = {k for k, _ in seen}
+    started = set(setup.started("p/"))
     for key, intent in intents.items():
         outcome = ended[intent["event_id"]]
         if key not in started:
             assert outcome["outcome"] == "error" and "not started" in outcome["error"]
-    res.close()
 
 
 def test_an_input_that_yields_only_after_the_previous_item_is_stored_does_not_stall(
-        tmp_path: Path) -> None:
+        setup: _Setup) -> None:
     # A producer that hands over the next study only once the previous one is stored
     # (a streaming ingest): waiting for a full window before starting anything would
     # wait forever.
-    res = rs.Residency.load(audit=str(tmp_path / "audit.db"), local_root=tmp_path / "data")
-    store = res.storage_for(TENANT)
+    store = setup.store
     stored = threading.Semaphore(0)
 
     def one_at_a_time() -> Any:
@@ -169,16 +171,11 @@ def test_an_input_that_yields_only_after_the_previous_item_is_stored_does_not_st
     runner.join(timeout=30)
     assert not runner.is_alive(), "put_many stalled waiting for a full window"
     assert [r.ok for r in outcome[0]] == [True] * 5
-    res.close()
 
 
 def test_a_slow_input_starts_its_first_item_before_the_next_one_exists(
-        tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
-    seen: list[tuple[str, bool]] = []
-    res = rs.Residency.load(audit=str(db), local_root=tmp_path / "data",
-                            storage=_opener(tmp_path, db, seen))
-    store = res.storage_for(TENANT)
+        setup: _Setup) -> None:
+    seen = setup.seen
     yielded: list[int] = []
     seen_when: list[int] = []
 
@@ -194,28 +191,22 @@ def test_a_slow_input_starts_its_first_item_before_the_next_one_exists(
                 deadline.wait(0.05)
             seen_when.append(len(yielded))
 
-    results = store.put_many(slow(), concurrency=8)
+    results = setup.store.put_many(slow(), concurrency=8)
     assert all(r.ok for r in results)
     # Each item reached the backend (intent committed) while it was the last one made.
     assert seen_when == [1, 2, 3]
     assert all(ok for _, ok in seen)
-    res.close()
 
 
 def test_an_input_that_raises_midway_stops_the_batch_after_the_items_before_it(
-        tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
-    res = rs.Residency.load(audit=str(db), local_root=tmp_path / "data")
-    store = res.storage_for(TENANT)
-
+        setup: _Setup) -> None:
     def broken() -> Any:
         for i in range(3):
             yield f"b/{i}", b"b"
         raise OSError("the upload stream broke")
 
     with pytest.raises(OSError, match="upload stream broke"):
-        store.put_many(broken(), concurrency=8)
-    events = _committed(db)
+        setup.store.put_many(broken(), concurrency=8)
+    events = _committed(setup.db)
     # The three items before the failure were stored, each with its intent and outcome.
     assert {k for k in _puts(events, "ok") if k.startswith("b/")} == {"b/0", "b/1", "b/2"}
-    res.close()

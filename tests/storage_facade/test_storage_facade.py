@@ -217,10 +217,13 @@ def test_erase_on_the_local_default(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("provider_harness", ["aws"], indirect=True)
-def test_erase_without_a_state_folder_is_refused_before_deleting(provider_harness: Any,
-                                                                 tmp_path: Path) -> None:
-    # With local_root there is always a default state folder; a cloud deployment must say.
-    res = rs.Residency.load(_write_map(provider_harness, tmp_path))
+def test_erase_without_a_state_folder_is_refused_before_deleting(
+        provider_harness: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With local_root there is always a default state folder; a cloud deployment must say
+    # (state_dir=, or the RESIDENCY_STATE_DIR / residency.toml setting: none here).
+    monkeypatch.delenv("RESIDENCY_STATE_DIR", raising=False)
+    res = rs.Residency.load(_write_map(provider_harness, tmp_path),
+                            audit=str(tmp_path / "audit.db"))
     tenant = rs.Tenant(id=f"t-{uuid.uuid4().hex[:12]}", country="DE")
     res.storage_for(tenant).put("k", b"v")
     with pytest.raises(rs.ErasureError, match="state_dir"):
