@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Generic, Literal, TypeVar
@@ -144,8 +145,6 @@ def _rewinder(data: bytes | BinaryIO) -> Callable[[], bool]:
     return rewind
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class _Steps(Generic[T]):
     """One data operation taken apart, so that a batch can commit the intents of several
@@ -156,6 +155,7 @@ class _Steps(Generic[T]):
     run: Callable[[], tuple[T, ServedBy]]
     labels: dict[str, Any]
     close: Callable[[], None]
+
 
 class TenantStore:
     """One tenant's objects in its residency location (what users hold).
@@ -374,7 +374,7 @@ class TenantStore:
             return self._perform(operation, key, run, intent, data_class=data_class,
                                  describe=describe, read=read, labels=fields_)
 
-    def _span(self, operation: str, data_class: str | None) -> Any:
+    def _span(self, operation: str, data_class: str | None) -> AbstractContextManager[None]:
         return span(f"residency.storage.{operation}", operation=operation,
                     tenant_id=self.tenant.id, location=self.location,
                     provider=self.target.provider, data_class=data_class)
@@ -705,9 +705,12 @@ class TenantStore:
                 steps = self._put_steps(item.key, item.data, item.data_class, item.metadata,
                                         None, category=item.category, evidence=item.evidence)
                 try:
-                    with self._span("put", item.data_class):
-                        intent = self._checked_intent("put", item.key, steps.check,
-                                                      item.data_class, steps.labels)
+                    intent = self._checked_intent("put", item.key, steps.check,
+                                                  item.data_class, steps.labels)
+                except Exception:
+                    steps.close()
+                    with self._span("put", item.data_class):  # one span per item: this
+                        raise
                 except BaseException:
                     steps.close()
                     raise

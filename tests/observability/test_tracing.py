@@ -107,6 +107,18 @@ def test_a_listing_is_a_span_too(exporter: Any, res: rs.Residency) -> None:
     _no_contents(listed)
 
 
+def test_each_put_many_item_is_one_span_refused_or_stored(
+        exporter: Any, res: rs.Residency) -> None:
+    store = res.storage_for(DE)
+    results = store.put_many([("a.dcm", PAYLOAD), ("../escape.dcm", PAYLOAD),
+                              ("b.dcm", PAYLOAD)], concurrency=2)
+    assert [r.ok for r in results] == [True, False, True]
+    puts = _named(exporter, "residency.storage.put")
+    assert sorted(s.attributes["residency.outcome"] for s in puts) == ["error", "ok", "ok"]
+    for span in puts:
+        _no_contents(span)
+
+
 def test_a_failed_operation_is_an_error_span_naming_the_exception_type_only(
         exporter: Any, res: rs.Residency) -> None:
     with pytest.raises(rs.ObjectNotFound):
