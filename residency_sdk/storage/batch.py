@@ -284,11 +284,12 @@ Stage: TypeAlias = tuple[str, Callable[[], Prepared[T]]]
 class WriteAhead(Generic[T]):
     """Turns a batch's items into jobs whose intents are committed a window at a time.
 
-    :meth:`jobs` takes ``window`` items, prepares each (check, intent event), then
-    records the window's intents in one durable commit together with the outcomes the
-    finished items handed to :meth:`record`, and only then hands the items out to run.
-    :meth:`close` (always call it, after the batch) records that staged items which never
-    ran did not start, and commits the remaining outcomes.
+    :meth:`jobs` takes the items the input has ready (up to ``window``), prepares each
+    (check, intent event), then records the window's intents in one durable commit
+    together with the outcomes the finished items handed to :meth:`record`, and only then
+    hands the items out to run; when the batch stops, the items it staged but never
+    handed out get a "not started" outcome. :meth:`close` (always call it, after the
+    batch) commits the outcomes still pending.
     """
 
     def __init__(self, audit: AuditEmitter, window: int) -> None:
