@@ -1,6 +1,6 @@
 """Egress guard benchmark: the latency ``res.compute_for`` adds to an HTTP request.
 
-Run:  .venv/bin/python benchmarks/bench_egress.py [--rounds 15] [--block 200] [--dir DIR]
+Run:  .venv/bin/python benchmarks/bench_egress.py [--rounds 40] [--block 100] [--dir DIR]
                                                   [--profile N]
 
 A 1 KiB POST to a loopback HTTP/1.1 keep-alive server (a separate process, so the server
@@ -118,8 +118,8 @@ async def _async_block(client: httpx.AsyncClient, url: str, n: int, out: list[in
 
 def main() -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--block", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--block", type=int, default=100)
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     args = parser.parse_args()

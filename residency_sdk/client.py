@@ -371,6 +371,7 @@ class Residency(PlacementTable):
 
     def compute_for(self, tenant: Tenant, *, purpose: str, actor: str | None = None,
                     audit_durability: AuditDurability = "before_response",
+                    audit_group_window: float | None = None,
                     **options: Any) -> httpx.Client:
         """An ``httpx.Client`` for ``tenant``'s inference and processor calls.
 
@@ -387,17 +388,20 @@ class Residency(PlacementTable):
         ``"before_response"`` (committed while the request is in flight; the response is
         handed back once it is durable), ``"before_send"`` (before the first byte leaves;
         one commit per call) or ``"group"`` (with the log's next group commit, within
-        milliseconds; nobody waits). See :mod:`residency_sdk.egress.transport`.
+        ``audit_group_window`` seconds, 0.1 by default; nobody waits, and a crash loses
+        the records of that window's calls). See :mod:`residency_sdk.egress.transport`.
         """
         from residency_sdk.egress.transport import guarded_client  # httpx: on first use
 
         _require_purpose(purpose)
         self.policy.resolve(tenant)
         return guarded_client(self.egress, tenant, self.audit, purpose=purpose, actor=actor,
-                              audit_durability=audit_durability, **options)
+                              audit_durability=audit_durability,
+                              audit_group_window=audit_group_window, **options)
 
     def async_compute_for(self, tenant: Tenant, *, purpose: str, actor: str | None = None,
                           audit_durability: AuditDurability = "before_response",
+                          audit_group_window: float | None = None,
                           **options: Any) -> httpx.AsyncClient:
         """Like :meth:`compute_for`, an ``httpx.AsyncClient``."""
         from residency_sdk.egress.transport import async_guarded_client
@@ -406,7 +410,7 @@ class Residency(PlacementTable):
         self.policy.resolve(tenant)
         return async_guarded_client(self.egress, tenant, self.audit, purpose=purpose,
                                     actor=actor, audit_durability=audit_durability,
-                                    **options)
+                                    audit_group_window=audit_group_window, **options)
 
     def check_egress(self, tenant: Tenant, url: str, data_class: str = "phi", *,
                      actor: str | None = None, purpose: str | None = None) -> EgressDecision:

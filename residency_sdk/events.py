@@ -73,6 +73,21 @@ def new_event_id() -> str:
     return f"{_ID_PREFIX[0]}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
+ReservedId = tuple[str, int]
+"""An event id taken now and written out later (:func:`reserve_event_id`)."""
+
+
+def reserve_event_id() -> ReservedId:
+    """A new event id for a hot path that writes it out later, off its critical path:
+    ``event_id_of(reserve_event_id())`` is what :func:`new_event_id` returns."""
+    return _ID_PREFIX[0], next(_ID_COUNTER)
+
+
+def event_id_of(reserved: ReservedId) -> str:
+    """The event id ``reserved`` stands for (the same text however often it is asked)."""
+    return f"{reserved[0]}{reserved[1] & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
 def _new_process_ids() -> None:
     _ID_PREFIX[0] = os.urandom(8).hex()
 
@@ -220,14 +235,30 @@ class AuditSink(Protocol):
         """Flush and release the sink."""
 
 
+class DeferredText(Protocol):
+    """An event's canonical JSON text, made when its log commits it rather than when it
+    is appended: a hot path (a guarded HTTP request) queues the few values that vary and
+    the log's committer joins the text, off the caller's critical path. ``render()``
+    must return exactly what :func:`~residency_sdk.audit.chain.canonical` makes of the
+    event and must not raise."""
+
+    def render(self) -> str:
+        """The event's canonical JSON."""
+        ...
+
+
 class CanonicalSink(NamedTuple):
     """A sink that takes events as canonical JSON text (see
     :meth:`AuditEmitter.canonical_sinks`)."""
 
     target: object
     append: Callable[..., None]
-    """``append(text, durable=...)``: as the sink's ``append`` of the event."""
+    """``append(text, durable=...)``: as the sink's ``append`` of the event; ``text`` is a
+    ``str`` or a :class:`DeferredText`."""
     commit_soon: Callable[[], None] | None
+    deferred: bool = False
+    """Whether ``append`` takes a :class:`DeferredText` and ``within=`` (the sink says so
+    with a true ``takes_deferred_text`` attribute); else it is given the text itself."""
 
 
 class AuditEmitter:
@@ -403,30 +434,39 @@ class AuditEmitter:
             append = getattr(target, "append_canonical", None)
             if append is None:
                 return None
-            found.append(CanonicalSink(target, append, getattr(target, "commit_soon", None)))
+            found.append(CanonicalSink(target, append, getattr(target, "commit_soon", None),
+                                       getattr(target, "takes_deferred_text", False) is True))
         return tuple(found)
 
-    def emit_canonical(self, sinks: tuple[CanonicalSink, ...], text: str,
-                       event: Callable[[], AuditEvent], *, durable: bool = False) -> None:
-        """:meth:`emit` for an event given as its canonical JSON ``text`` (from
-        :meth:`canonical_sinks`); ``event`` builds the object for an error message."""
+    def emit_canonical(self, sinks: tuple[CanonicalSink, ...], text: str | DeferredText,
+                       event: Callable[[], AuditEvent], *, durable: bool = False,
+                       within: float | None = None) -> None:
+        """:meth:`emit` for an event given as its canonical JSON ``text``, made now or
+        when committed (a :class:`DeferredText`), for :meth:`canonical_sinks`; ``event``
+        builds the object for an error message. ``within``: how long a ``durable=False``
+        event may wait for its commit, for the sinks that take it (an ``AuditLog``: its
+        ``group_window`` otherwise)."""
         sink: CanonicalSink | None = None
         try:
             for sink in sinks:
-                sink.append(text, durable=durable)
+                if within is not None and sink.deferred:
+                    sink.append(text, durable=durable, within=within)
+                else:
+                    sink.append(text, durable=durable)
         except AuditUnavailable:
             raise
         except Exception as exc:
             raise _unavailable(sink.target if sink else None, event(), exc) from exc
 
-    def intent_canonical(self, sinks: tuple[CanonicalSink, ...], text: str,
+    def intent_canonical(self, sinks: tuple[CanonicalSink, ...], text: str | DeferredText,
                          event: Callable[[], AuditEvent], *, durable: bool = True,
-                         commit_now: bool = True) -> None:
+                         commit_now: bool = True, within: float | None = None) -> None:
         """:meth:`intent` for an intent given as its canonical JSON ``text`` (same
         durability, same closing event when a sink cannot record it); ``event`` builds
-        the intent's object for the rare paths that need one."""
+        the intent's object for the rare paths that need one; ``within`` as for
+        :meth:`emit_canonical`."""
         try:
-            self.emit_canonical(sinks, text, event, durable=durable)
+            self.emit_canonical(sinks, text, event, durable=durable, within=within)
         except AuditUnavailable as exc:
             self._not_started(event(), exc)
             raise

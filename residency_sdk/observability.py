@@ -20,6 +20,7 @@ only (never its message, which may name a key).
 from __future__ import annotations
 
 import logging
+import os
 import re
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
@@ -96,6 +97,8 @@ _UNSET: Any = object()
 _tracer: Any = _UNSET
 _api: Any = None
 """``opentelemetry.trace``, once imported."""
+_PROVIDER_IN_ENV: bool | None = None
+"""Whether OTEL_PYTHON_TRACER_PROVIDER names a provider (read once, at the first span)."""
 
 
 def _get_tracer() -> Any:
@@ -127,10 +130,25 @@ def _active_tracer() -> Any:
         from opentelemetry import trace
 
         _api = trace
-    if isinstance(tracer, _api.ProxyTracer) and isinstance(
-            _api.get_tracer_provider(), (_api.ProxyTracerProvider, _api.NoOpTracerProvider)):
-        return None
+    if isinstance(tracer, _api.ProxyTracer):
+        # The API's own test for "no provider yet" reads os.environ on every call (a
+        # caught KeyError when the variable is unset, on every guarded request); the
+        # global it checks first is enough while the environment names no provider.
+        global _PROVIDER_IN_ENV
+        if _PROVIDER_IN_ENV is None:
+            _PROVIDER_IN_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+        if not _PROVIDER_IN_ENV and getattr(_api, "_TRACER_PROVIDER", _UNSET) is None:
+            return None
+        if isinstance(_api.get_tracer_provider(),
+                      (_api.ProxyTracerProvider, _api.NoOpTracerProvider)):
+            return None
     return tracer
+
+
+def tracing_active() -> bool:
+    """Whether :func:`span` would record a span now: a hot path checks once and skips
+    building a span's attributes (and its :func:`annotate` calls) when not."""
+    return _active_tracer() is not None
 
 
 def _named(attributes: dict[str, AttributeValue | None]) -> dict[str, AttributeValue]:

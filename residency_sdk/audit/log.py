@@ -11,9 +11,9 @@ no commit in flight becomes the leader: it takes everything queued (its own even
 every other thread's), commits it in one transaction (one fsync) and wakes the others; an
 appender that finds a commit in flight waits for it, then leads the next one if its events
 were not in it. Events appended with ``durable=False`` return at once; a background
-flusher thread commits them within milliseconds, and any later durable append or
-:meth:`AuditLog.flush` commits them first, because events are committed in the order they
-were appended.
+flusher thread commits them after gathering for ``group_window`` (20 ms by default), and
+any later durable append or :meth:`AuditLog.flush` commits them first, because events are
+committed in the order they were appended.
 
 **Failure.** A commit that fails keeps its events queued (the next commit retries them)
 and raises :class:`~residency_sdk.errors.AuditUnavailable` to the leader and to every
@@ -30,6 +30,7 @@ import atexit
 import collections
 import copy
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -39,7 +40,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from residency_sdk.audit._checkpoint import Checkpoint
 from residency_sdk.audit.chain import (
@@ -63,13 +64,15 @@ from residency_sdk.errors import (
     AuditLogClosed,
     AuditUnavailable,
     ChainRefused,
+    InputError,
 )
-from residency_sdk.events import AuditEvent
+from residency_sdk.events import AuditEvent, DeferredText
 
 if TYPE_CHECKING:
     from residency_sdk.audit.anchors import Anchor, Anchorer
 
-__all__ = ["HMAC_KEY_ENV", "LOG_FORMAT", "AuditLog", "LogInfo", "check_key", "open_store"]
+__all__ = ["DEFAULT_GROUP_WINDOW", "HMAC_KEY_ENV", "LOG_FORMAT", "AuditLog", "LogInfo",
+           "check_key", "open_store"]
 
 _log = logging.getLogger("residency_sdk.audit")
 
@@ -79,8 +82,23 @@ MAX_COMMIT_EVENTS = 50_000
 _RETRY_MIN, _RETRY_MAX = 0.05, 2.0  # the flusher's back-off after a failed commit (s)
 _ANCHOR_TICK = 1.0  # how often the flusher gives the anchorer a chance to publish (s)
 _GATHER_MAX = 0.002  # the longest a commit waits for tight-loop appenders to return (s)
-_FLUSH_DELAY = 0.002  # how long the flusher lets durable=False events gather (s)...
-_FLUSH_BATCH = 2_000  # ...unless this many are queued
+DEFAULT_GROUP_WINDOW = 0.002
+"""How long (s) the flusher lets ``durable=False`` events gather before committing them
+(unless :data:`_FLUSH_BATCH` are queued, or a durable append or flush comes first)."""
+_MAX_GROUP_WINDOW = 1.0
+
+
+def checked_wait(name: str, value: object, *, default: float) -> float:
+    """``value`` as how long (s) queued events may wait for their commit: a number from 0
+    to 1 s, else :class:`~residency_sdk.errors.InputError` naming ``name`` and the fix."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value <= _MAX_GROUP_WINDOW:
+        raise InputError(
+            f"{name}={value!r} is not a number of seconds from 0 to {_MAX_GROUP_WINDOW:g}: "
+            f"pass how long queued audit events may wait for their commit (default "
+            f"{default:g})")
+    return float(value)
+_FLUSH_BATCH = 2_000  # events queued that are committed without waiting for the window
 
 _LOGS: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 _FORK_GENERATION = [0]  # bumped in every forked child (cheaper than os.getpid())
@@ -137,8 +155,11 @@ class AuditLog:
 
     ``append(event)`` returns once the event is on disk, sharing one commit with every
     thread appending at the same time; ``append(event, durable=False)`` returns at once
-    and the event is committed within milliseconds, and before any later durable append
-    returns. ``anchors`` (anchor objects or specs for
+    and the event is committed within ``group_window`` seconds (2 ms by default: one
+    commit, one fsync, for every event of that window), or within the ``within=`` its
+    append gave (a longer wait for events whose writer chose fewer commits over a
+    narrower crash window), and before any later durable append returns.
+    ``anchors`` (anchor objects or specs for
     :func:`~residency_sdk.audit.anchors.open_anchor`) receive a checkpoint of the head
     every ``anchor_every`` events or ``anchor_seconds`` seconds, and at :meth:`close`.
 
@@ -147,10 +168,18 @@ class AuditLog:
     appends through its own connection; events the parent had queued stay the parent's.
     """
 
+    takes_deferred_text: ClassVar[bool] = True
+    """:meth:`append_canonical` takes a :class:`~residency_sdk.events.DeferredText` and
+    ``within=``."""
+
     def __init__(self, spec: str | os.PathLike[str] | ChainStore, *,
                  hmac_key: bytes | str | None = None,
                  anchors: Sequence[Anchor | str] = (), anchor_every: int = 1000,
-                 anchor_seconds: float = 60.0, busy_timeout: float = 60.0) -> None:
+                 anchor_seconds: float = 60.0, busy_timeout: float = 60.0,
+                 group_window: float = DEFAULT_GROUP_WINDOW) -> None:
+        self.group_window = checked_wait("group_window", group_window,
+                                         default=DEFAULT_GROUP_WINDOW)
+        """How long ``durable=False`` events gather before the flusher commits them (s)."""
         key = coerce_key(hmac_key)
         self._key = key
         self._store = open_store(spec, busy_timeout=busy_timeout)
@@ -185,20 +214,26 @@ class AuditLog:
 
     # --- public API --------------------------------------------------------------------
 
-    def append(self, event: AuditEvent, *, durable: bool = True) -> None:
-        """Add ``event`` to the chain; on disk when this returns, unless ``durable=False``.
+    def append(self, event: AuditEvent, *, durable: bool = True,
+               within: float | None = None) -> None:
+        """Add ``event`` to the chain; on disk when this returns, unless ``durable=False``:
+        then committed within ``within`` seconds (default: the log's ``group_window``),
+        sooner when another event or a durable append needs a commit first.
 
         Raises :class:`AuditUnavailable` when the store cannot record it (the event stays
         queued and is retried by the next commit) and :class:`AuditFormatError` for
         something that is not a valid event (nothing is queued).
         """
-        self._enqueue((canonical(event),), durable)
+        self._enqueue((canonical(event),), durable, within)
 
-    def append_canonical(self, text: str, *, durable: bool = True) -> None:
+    def append_canonical(self, text: str | DeferredText, *, durable: bool = True,
+                         within: float | None = None) -> None:
         """:meth:`append` for an event already in its canonical JSON form (exactly
         :func:`~residency_sdk.audit.chain.canonical` of a valid event: what
-        :class:`~residency_sdk.audit.template.EventTemplate` makes)."""
-        self._enqueue((text,), durable)
+        :class:`~residency_sdk.audit.template.EventTemplate` makes), or one that will be
+        (a :class:`~residency_sdk.events.DeferredText`, rendered by whichever thread
+        commits it: the caller pays for queueing its values only)."""
+        self._enqueue((text,), durable, within)
 
     def append_many(self, events: Sequence[AuditEvent], *, durable: bool = True) -> None:
         """Add several events, in order (one commit when durable)."""
@@ -309,7 +344,7 @@ class AuditLog:
         # Appends with durable=False add to the deque without taking the lock (deque
         # appends are atomic): the hot path of every audited decision. Commits pop
         # from the left under the lock.
-        self._queue: collections.deque[str] = collections.deque()
+        self._queue: collections.deque[str | DeferredText] = collections.deque()
         self._taken = 0  # events popped into commits (in flight or durable)
         self._durable = 0  # of those, how many are committed
         self._committing = False
@@ -327,6 +362,9 @@ class AuditLog:
         self._flusher: threading.Thread | None = None
         self._flusher_idle = False
         self._lingering = False
+        # The shortest wait (s) a queued durable=False event allows (inf: none said; the
+        # flusher then waits group_window). Reset when a commit empties the queue.
+        self._patience = math.inf
         # A queued intent (a read's) is committed at once: its reader waits for it.
         self._urgent = False
         self._stopping = False
@@ -345,7 +383,8 @@ class AuditLog:
         if self._closed or self._closing:
             raise AuditLogClosed(f"audit log {self.name!r} is closed: open a new AuditLog")
 
-    def _enqueue(self, payloads: Sequence[str], durable: bool) -> None:
+    def _enqueue(self, payloads: Sequence[str | DeferredText], durable: bool,
+                 within: float | None = None) -> None:
         if not durable:
             if self._failure is not None or self._closing or self._closed \
                     or self._generation != _FORK_GENERATION[0]:
@@ -358,12 +397,17 @@ class AuditLog:
             if self._closing:  # closed meanwhile: its final commit may have missed these
                 raise AuditLogClosed(
                     f"audit log {self.name!r} is closed: open a new AuditLog")
+            window = self.group_window if within is None else (
+                within if within <= _MAX_GROUP_WINDOW else _MAX_GROUP_WINDOW)  # NaN too
+            hurried = window < self._patience
+            if hurried:  # a lingering flusher must now commit sooner (see _linger)
+                self._patience = window
             # The flusher sets _flusher_idle before it looks at the queue a last time,
             # and this reads it after appending, so one of the two sees the other.
-            if self._flusher_idle or self._flusher is None or (
-                    self._lingering and len(self._queue) >= _FLUSH_BATCH):
+            if self._flusher_idle or self._flusher is None or (self._lingering and (
+                    hurried or len(self._queue) >= _FLUSH_BATCH)):
                 with self._lock:
-                    self._kick_flusher()
+                    self._kick_flusher(hurried)
             return
         with self._lock:
             self._check_open()
@@ -474,13 +518,17 @@ class AuditLog:
         others can queue, and every sleeper whose events are now durable is woken."""
         queue = self._queue
         batch = [queue.popleft() for _ in range(min(len(queue), MAX_COMMIT_EVENTS))]
+        if not queue:
+            self._patience = math.inf
         self._taken += len(batch)
         error: BaseException | None = None
         head: Head | None = None
         self._lock.release()
         started = time.monotonic()
         try:
-            head = self._store.commit(lambda h, last: self._extend(batch, h, last))
+            # Deferred texts are joined here, outside the lock and the transaction.
+            texts = [p if isinstance(p, str) else p.render() for p in batch]
+            head = self._store.commit(lambda h, last: self._extend(texts, h, last))
         except BaseException as exc:  # re-raised below; the events are requeued
             error = exc
         finally:
@@ -586,8 +634,9 @@ class AuditLog:
 
     # --- the flusher thread: durable=False events, retries, anchoring -------------------
 
-    def _kick_flusher(self) -> None:
-        """Called holding the lock: make sure the flusher runs and will look at the queue."""
+    def _kick_flusher(self, hurried: bool = False) -> None:
+        """Called holding the lock: make sure the flusher runs and will look at the queue
+        (a lingering one too when an event now ``hurried`` it)."""
         if self._flusher is None or not self._flusher.is_alive():
             if self._stopping:
                 return
@@ -595,7 +644,7 @@ class AuditLog:
                                              name=f"residency-audit-flush:{self.name}")
             self._flusher.start()
         elif self._flusher_idle or self._urgent or (
-                self._lingering and len(self._queue) >= _FLUSH_BATCH):
+                self._lingering and (hurried or len(self._queue) >= _FLUSH_BATCH)):
             self._flusher_cond.notify()
 
     def _flusher_main(self) -> None:
@@ -609,13 +658,7 @@ class AuditLog:
                         if self._stopping or not self._queue or self._committing:
                             continue
                     elif not lingered and not self._urgent and len(self._queue) < _FLUSH_BATCH:
-                        # Let a burst gather for a moment: one commit (one fsync) for
-                        # many queued events instead of one each.
-                        self._lingering = True
-                        try:
-                            self._flusher_cond.wait(_FLUSH_DELAY)
-                        finally:
-                            self._lingering = False
+                        self._linger()
                         lingered = True
                         continue
                     lingered = False
@@ -640,6 +683,22 @@ class AuditLog:
                                            else None, until_queued=True)
                 if timed_out and self._anchorer is not None and self.commits:
                     self._anchor_pending = True  # let a time-based anchor fall due
+
+    def _linger(self) -> None:
+        """Holding the lock: let a burst gather, one commit (one fsync) for many queued
+        events instead of one each, for as long as the most impatient of them allows."""
+        self._lingering = True
+        start = time.monotonic()
+        try:
+            while self._queue and not (self._urgent or self._stopping
+                                       or len(self._queue) >= _FLUSH_BATCH):
+                patience = self._patience if self._patience < math.inf else self.group_window
+                left = start + patience - time.monotonic()
+                if left <= 0:
+                    return
+                self._flusher_cond.wait(left)
+        finally:
+            self._lingering = False
 
     def _idle(self, timeout: float | None, *, until_queued: bool = False) -> bool:
         self._flusher_idle = True

@@ -19,10 +19,13 @@ How long the caller waits for the intent is ``audit_durability``, three honest c
     the intent is durable before the first byte is sent: no call is ever made without its
     record, at the price of one commit (one fsync) on every call's critical path.
 ``"group"``
-    nobody waits: the intent and the outcome join the log's next group commit (within a
-    few milliseconds, many calls per fsync). A process killed in those milliseconds
-    leaves the last calls without their records; a trail that cannot record is reported
-    by the next call (every append raises while the failure lasts).
+    nobody waits: the intent and the outcome join the log's next group commit (within
+    ``audit_group_window``, :data:`GROUP_WINDOW` = 100 ms by default, or sooner when
+    other events need a commit: many calls per fsync). The caller only queues the
+    values that vary (id, time, sizes, status); the committing thread joins the events'
+    canonical text from the verdict's template. A process killed in that window leaves
+    the last calls without their records; a trail that cannot record is reported by the
+    next call (every append raises while the failure lasts).
 
 ``docs/compute.md`` gives the cost of each on the same machine.
 
@@ -36,15 +39,18 @@ signature) or credentials, and never headers or bodies.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import httpx
 
-from residency_sdk.audit.template import EventTemplate
+from residency_sdk.audit.chain import canonical
+from residency_sdk.audit.log import checked_wait
+from residency_sdk.audit.template import EventTemplate, utc_text
 from residency_sdk.egress.guard import (
     DATA_CLASS_EXTENSION,
     DATA_CLASS_HEADER,
@@ -57,12 +63,15 @@ from residency_sdk.events import (
     AuditEmitter,
     AuditEvent,
     CanonicalSink,
+    ReservedId,
     basis_of,
+    event_id_of,
     event_time,
     new_event_id,
+    reserve_event_id,
 )
 from residency_sdk.model import Tenant
-from residency_sdk.observability import annotate, logger, origin, span
+from residency_sdk.observability import annotate, logger, origin, span, tracing_active
 
 _log = logger(__name__)
 
@@ -70,6 +79,15 @@ AuditDurability = Literal["before_response", "before_send", "group"]
 """When an audited request's ``egress`` intent must be durable (see the module text)."""
 
 _DURABILITIES: tuple[str, ...] = get_args(AuditDurability)
+
+_UNTRACED: AbstractContextManager[None] = nullcontext()
+
+GROUP_WINDOW = 0.1
+"""In ``group`` mode, how long (s) an egress event may wait for the log's commit, by
+default (``audit_group_window=`` sets it per client, from 0 to 1 s): the caller chose
+fewer commits over a narrower crash window. Each commit costs the threads serving
+requests its share of two vCPUs and the GIL; ``docs/compute.md`` gives the cost of
+shorter windows."""
 
 
 class _Tap:
@@ -137,39 +155,96 @@ class _AsyncReceivedStream(httpx.AsyncByteStream):
                 self._done(self._count)
 
 
-_INTENT_SLOTS = ("event_id", "time", "endpoint", "size")
-_OUTCOME_SLOTS = ("event_id", "time", "endpoint", "size", "intent_id", "status",
-                  "bytes_received")
+_INTENT_SLOTS = ("event_id", "time", "size")
+_OUTCOME_SLOTS = ("event_id", "time", "size", "intent_id", "status", "bytes_received")
 
 
 @dataclass(frozen=True, slots=True)
 class _Record:
-    """How the requests one verdict allows are audited: the intent they share (all but
-    id, time, endpoint and size) and, when every sink takes canonical text, the
-    templates that make their two events without building event objects."""
+    """How the requests one verdict allows are audited (the guard makes a verdict for
+    one URL): the intent they share (all but id, time and size) and, when every sink
+    takes canonical text, the templates their two events are joined from."""
 
     verdict: EgressDecision
     event: AuditEvent
     sinks: tuple[CanonicalSink, ...] | None
     intent: EventTemplate | None
     outcome: EventTemplate | None
+    deferred: bool  # every sink takes the events as DeferredText: the committer joins them
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
-    """An allowed request whose intent was appended as canonical text."""
+    """An allowed request's intent, queued as the values that vary
+    (a :class:`~residency_sdk.events.DeferredText`: the log joins its text when it
+    commits it, so the request does not wait for that). Its id is taken at once and
+    its time read from the clock, both written out only when needed."""
 
     record: _Record
-    event_id: str
-    time: datetime
-    endpoint: str
+    reserved: ReservedId
+    micros: int  # the clock when the request was admitted (µs since the epoch, UTC)
     size: int | None
+
+    @property
+    def event_id(self) -> str:
+        """The intent's event id."""
+        return event_id_of(self.reserved)
 
     def as_event(self) -> AuditEvent:
         """The intent as an event object (for the rare paths that need one)."""
         return self.record.event.model_copy(update={
-            "event_id": self.event_id, "time": self.time, "endpoint": self.endpoint,
-            "size": self.size})
+            "event_id": self.event_id, "time": _time_of(self.micros), "size": self.size})
+
+    def render(self) -> str:
+        """The intent's canonical JSON (slots: event_id, time, size)."""
+        template = self.record.intent
+        if template is None:
+            return canonical(self.as_event())
+        return template.join(f'"{self.event_id}"', utc_text(self.micros), _int(self.size))
+
+
+@dataclass(slots=True)
+class _Completed:
+    """The ``ok`` outcome of a request whose intent is a :class:`_Pending`, queued the
+    same way."""
+
+    intent: _Pending
+    reserved: ReservedId
+    micros: int  # the clock when the response was closed
+    sent: int
+    status: int
+    received: int
+
+    def as_event(self) -> AuditEvent:
+        """The outcome as an event object (as ``AuditEmitter.outcome`` makes it)."""
+        return self.intent.as_event().model_copy(update={
+            "event_id": event_id_of(self.reserved), "time": _time_of(self.micros),
+            "intent_id": self.intent.event_id, "outcome": "ok", "status": self.status,
+            "size": self.sent, "bytes_received": self.received})
+
+    def render(self) -> str:
+        """The outcome's canonical JSON (slots: event_id, time, size, intent_id, status,
+        bytes_received)."""
+        template = self.intent.record.outcome
+        if template is None:
+            return canonical(self.as_event())
+        return template.join(f'"{event_id_of(self.reserved)}"', utc_text(self.micros),
+                             str(self.sent), f'"{self.intent.event_id}"', str(self.status),
+                             str(self.received))
+
+
+def _now_micros() -> int:
+    """The clock as :func:`~residency_sdk.events.event_time` reads it, in microseconds."""
+    return time.time_ns() // 1000
+
+
+def _time_of(micros: int) -> datetime:
+    second, micro = divmod(micros, 1_000_000)
+    return datetime.fromtimestamp(second, UTC).replace(microsecond=micro)
+
+
+def _int(value: int | None) -> str:
+    return "null" if value is None else str(value)
 
 
 class _Guarded:
@@ -177,10 +252,19 @@ class _Guarded:
 
     def __init__(self, guard: EgressGuard, tenant: Tenant, audit: AuditEmitter, *,
                  purpose: str, actor: str | None,
-                 durability: AuditDurability = "before_response") -> None:
+                 durability: AuditDurability = "before_response",
+                 group_window: float | None = None) -> None:
         if durability not in _DURABILITIES:
             raise InputError(f"audit_durability={durability!r} is not one of "
                              f"{', '.join(_DURABILITIES)}")
+        if group_window is not None:
+            if durability != "group":
+                raise InputError(
+                    f"audit_group_window={group_window!r} applies to "
+                    f"audit_durability='group' only, not {durability!r}: drop it, or "
+                    "choose the group mode")
+            group_window = checked_wait("audit_group_window", group_window,
+                                        default=GROUP_WINDOW)
         self.durability = durability
         self.guard = guard
         self.tenant = tenant
@@ -188,29 +272,39 @@ class _Guarded:
         self.purpose = purpose
         self.actor = actor
         self.location = guard.policy.location_of(tenant)
+        self._within = None if durability != "group" else (
+            GROUP_WINDOW if group_window is None else group_window)
         # Per verdict (the guard caches them), how the requests it allows are audited.
         self._records: dict[int, _Record] = {}
+        self._verdicts: dict[tuple[str, str], tuple[int, EgressDecision]] = {}
 
-    def span(self, request: httpx.Request) -> AbstractContextManager[None]:
-        """The span of one request (see the module text)."""
+    def span(self, request: httpx.Request, traced: bool) -> AbstractContextManager[None]:
+        """The span of one request (see the module text); nothing when not ``traced``."""
+        if not traced:
+            return _UNTRACED
         return span("residency.egress", operation="egress", tenant_id=self.tenant.id,
                     location=self.location.id, endpoint=origin(str(request.url)),
                     method=request.method)
 
-    def admit(self, request: httpx.Request) -> tuple[AuditEvent | _Pending | None, _Tap]:
+    def admit(self, request: httpx.Request, traced: bool
+              ) -> tuple[AuditEvent | _Pending | None, _Tap]:
         """Decide ``request``; raise (audited) when refused; else record the intent."""
-        data_class = request.extensions.get(DATA_CLASS_EXTENSION) \
-            or request.headers.get(DATA_CLASS_HEADER) or DEFAULT_DATA_CLASS
-        request.headers.pop(DATA_CLASS_HEADER, None)  # ours, not the endpoint's
+        headers = request.headers
+        data_class = request.extensions.get(DATA_CLASS_EXTENSION)
+        if DATA_CLASS_HEADER in headers:  # ours, not the endpoint's: removed
+            data_class = data_class or headers[DATA_CLASS_HEADER]
+            del headers[DATA_CLASS_HEADER]
+        data_class = data_class or DEFAULT_DATA_CLASS
         # Redirect hops copy the extensions, not the removed header: keep the class there.
         request.extensions[DATA_CLASS_EXTENSION] = data_class
         try:
-            verdict = self.guard.check(self.tenant, str(request.url), str(data_class))
+            verdict = self._verdict(str(request.url), str(data_class))
         except ResidencyError as exc:
             self._refused(request, str(data_class)[:64], (str(exc),), None, exc)
             raise
-        annotate(data_class=verdict.data_class, processor=verdict.processor,
-                 kind=verdict.kind, country=verdict.country)
+        if traced:
+            annotate(data_class=verdict.data_class, processor=verdict.processor,
+                     kind=verdict.kind, country=verdict.country)
         if not verdict.allowed:
             error = verdict.error()
             self._refused(request, verdict.data_class, verdict.reasons, verdict, error)
@@ -221,37 +315,53 @@ class _Guarded:
         request.stream = _SentStream(request.stream, tap)
         if not self.audit.enabled:
             return None, tap
-        length = request.headers.get("content-length")
+        length = headers.get("content-length")
         size = int(length) if length and length.isdigit() else None
-        endpoint = endpoint_of(request.url)
-        record = self._record(verdict)
+        record = self._record(verdict, request)
         durable = self.durability == "before_send"
-        if record.sinks is not None and record.intent is not None:
-            event_id, now = new_event_id(), event_time()
-            text = record.intent.fill(event_id, now, endpoint, size)
-            if text is not None:
-                pending = _Pending(record, event_id, now, endpoint, size)
-                self.audit.intent_canonical(
-                    record.sinks, text, pending.as_event, durable=durable,
-                    commit_now=self.durability == "before_response")
-                return pending, tap
+        commit_now = self.durability == "before_response"
+        if record.sinks is not None:
+            pending = _Pending(record, reserve_event_id(), _now_micros(), size)
+            self.audit.intent_canonical(
+                record.sinks, pending if record.deferred else pending.render(),
+                pending.as_event, durable=durable, commit_now=commit_now,
+                within=self._within)
+            return pending, tap
         intent = self.audit.intent(record.event.model_copy(update={
-            "event_id": new_event_id(), "time": event_time(), "endpoint": endpoint,
-            "size": size}), durable=durable,
-            commit_now=self.durability == "before_response")
+            "event_id": new_event_id(), "time": event_time(), "size": size}),
+            durable=durable, commit_now=commit_now)
         return intent, tap
 
-    def _record(self, verdict: EgressDecision) -> _Record:
+    def _verdict(self, url: str, data_class: str) -> EgressDecision:
+        """The guard's verdict on ``url`` for this client's tenant today, remembered per
+        URL and class (the guard's own cache is keyed by tenant too, which costs a
+        model hash per request)."""
+        today = self.guard.policy.today()
+        found = self._verdicts.get((url, data_class))
+        if found is not None and found[0] == today:
+            return found[1]
+        verdict = self.guard.check(self.tenant, url, data_class)
+        if len(self._verdicts) > 1024:  # a client calling ever new URLs
+            self._verdicts.clear()
+        self._verdicts[(url, data_class)] = (today, verdict)
+        return verdict
+
+    def _record(self, verdict: EgressDecision, request: httpx.Request) -> _Record:
         found = self._records.get(id(verdict))
         if found is None or found.verdict is not verdict:
-            event = self._event(None, verdict.data_class, "intent", verdict, verdict.reasons)
+            event = self._event(request, verdict.data_class, "intent", verdict,
+                                verdict.reasons)
             sinks = self.audit.canonical_sinks(event)
-            templates = (None, None) if sinks is None else (
-                EventTemplate(event, _INTENT_SLOTS),
-                EventTemplate(event.model_copy(update={"outcome": "ok"}), _OUTCOME_SLOTS))
+            intent = outcome = None
+            if sinks is not None:
+                intent = EventTemplate(event, _INTENT_SLOTS)
+                outcome = EventTemplate(event.model_copy(update={"outcome": "ok"}),
+                                        _OUTCOME_SLOTS)
             if len(self._records) > 1024:  # a client calling ever new URLs
                 self._records.clear()
-            found = self._records[id(verdict)] = _Record(verdict, event, sinks, *templates)
+            deferred = sinks is not None and all(sink.deferred for sink in sinks)
+            found = self._records[id(verdict)] = _Record(verdict, event, sinks, intent,
+                                                         outcome, deferred)
         return found
 
     def release(self, intent: AuditEvent | _Pending | None,
@@ -285,14 +395,14 @@ class _Guarded:
                  response: httpx.Response) -> Callable[[int], None]:
         def done(received: int) -> None:
             if isinstance(intent, _Pending):
-                record = intent.record
-                assert record.sinks is not None and record.outcome is not None
-                text = record.outcome.fill(
-                    new_event_id(), event_time(), intent.endpoint, tap.count,
-                    intent.event_id, response.status_code, received)
-                if text is not None:
-                    self.audit.emit_canonical(record.sinks, text, intent.as_event)
-                    return
+                sinks = intent.record.sinks
+                assert sinks is not None
+                completed = _Completed(intent, reserve_event_id(), _now_micros(), tap.count,
+                                       response.status_code, received)
+                self.audit.emit_canonical(
+                    sinks, completed if intent.record.deferred else completed.render(),
+                    completed.as_event, within=self._within)
+                return
             self.audit.outcome(_event_of(intent), outcome="ok", status=response.status_code,
                                size=tap.count, bytes_received=received)
         return done
@@ -363,14 +473,16 @@ class GuardedTransport(httpx.BaseTransport):
         self._inner = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        with self._guarded.span(request):
-            intent, tap = self._guarded.admit(request)
+        traced = tracing_active()
+        with self._guarded.span(request, traced):
+            intent, tap = self._guarded.admit(request, traced)
             try:
                 response = self._inner.handle_request(request)
             except BaseException as exc:
                 self._guarded.failed(intent, tap, exc)
                 raise
-            annotate(status=response.status_code)
+            if traced:
+                annotate(status=response.status_code)
             done = self._guarded.finished(intent, tap, response)
             if response.is_closed:  # a body given as bytes is read (and closed) on creation
                 done(len(response.content))
@@ -392,14 +504,16 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        with self._guarded.span(request):
-            intent, tap = self._guarded.admit(request)
+        traced = tracing_active()
+        with self._guarded.span(request, traced):
+            intent, tap = self._guarded.admit(request, traced)
             try:
                 response = await self._inner.handle_async_request(request)
             except BaseException as exc:
                 self._guarded.failed(intent, tap, exc)
                 raise
-            annotate(status=response.status_code)
+            if traced:
+                annotate(status=response.status_code)
             done = self._guarded.finished(intent, tap, response)
             if response.is_closed:  # a body given as bytes is read (and closed) on creation
                 done(len(response.content))
@@ -419,22 +533,24 @@ _REFUSED_OPTIONS = ("mounts", "proxy", "proxies", "app")
 def guarded_client(guard: EgressGuard, tenant: Tenant, audit: AuditEmitter, *,
                    purpose: str, actor: str | None,
                    audit_durability: AuditDurability = "before_response",
+                   audit_group_window: float | None = None,
                    **options: Any) -> httpx.Client:
     """An ``httpx.Client`` whose every request goes through the guard."""
-    inner = _inner(options, httpx.BaseTransport) or httpx.HTTPTransport()
     guarded = _Guarded(guard, tenant, audit, purpose=purpose, actor=actor,
-                       durability=audit_durability)
+                       durability=audit_durability, group_window=audit_group_window)
+    inner = _inner(options, httpx.BaseTransport) or httpx.HTTPTransport()
     return httpx.Client(transport=GuardedTransport(guarded, inner), **options)
 
 
 def async_guarded_client(guard: EgressGuard, tenant: Tenant, audit: AuditEmitter, *,
                          purpose: str, actor: str | None,
                          audit_durability: AuditDurability = "before_response",
+                         audit_group_window: float | None = None,
                          **options: Any) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` whose every request goes through the guard."""
-    inner = _inner(options, httpx.AsyncBaseTransport) or httpx.AsyncHTTPTransport()
     guarded = _Guarded(guard, tenant, audit, purpose=purpose, actor=actor,
-                       durability=audit_durability)
+                       durability=audit_durability, group_window=audit_group_window)
+    inner = _inner(options, httpx.AsyncBaseTransport) or httpx.AsyncHTTPTransport()
     return httpx.AsyncClient(transport=AsyncGuardedTransport(guarded, inner), **options)
 
 

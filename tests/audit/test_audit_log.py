@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import residency_sdk as rs
 from residency_sdk.audit import AuditLog, SQLiteChainStore, open_store, verify_log
-from residency_sdk.audit.chain import HMAC_KEY_ENV, LogInfo, key_id, link_hash
+from residency_sdk.audit.chain import HMAC_KEY_ENV, LogInfo, canonical, key_id, link_hash
 from residency_sdk.audit.verify import VerifyResult
 from residency_sdk.cli.app import app
 from residency_sdk.errors import (
@@ -113,6 +113,79 @@ def test_non_durable_events_are_committed_promptly_in_order(tmp_path: Path) -> N
     sizes = [json.loads(r[1])["size"] for r in stored(path)]
     assert sizes == [1000 + i for i in range(50)]
     assert latency < 1.0, latency  # typically a few milliseconds
+
+
+def test_non_durable_events_gather_for_the_group_window(tmp_path: Path) -> None:
+    """One commit per window, not per event: events appended within ``group_window``
+    share a commit, which comes after the window, not before it."""
+    path = tmp_path / "a.db"
+    with AuditLog(path, group_window=0.4) as log:
+        start = time.monotonic()
+        for i in range(5):
+            log.append(event(i), durable=False)
+        time.sleep(0.1)
+        early = verify_log(path).events  # inside the window: nothing committed yet
+        while verify_log(path).events < 5:
+            assert time.monotonic() - start < 5, "the window's events were not committed"
+            time.sleep(0.01)
+        waited = time.monotonic() - start
+        log.flush()  # the commit's bookkeeping may trail its rows by a moment
+        assert early == 0 and log.commits == 1
+        assert waited >= 0.35, waited
+    with AuditLog(path, group_window=0) as log:  # no window: committed at once
+        start = time.monotonic()
+        log.append(event(5), durable=False)
+        while verify_log(path).events < 6:
+            assert time.monotonic() - start < 5
+            time.sleep(0.001)
+
+
+def test_an_event_may_allow_a_longer_wait_until_an_impatient_one_comes(
+        tmp_path: Path) -> None:
+    """``within=`` lets an event wait longer than the log's window (fewer commits); an
+    event with the default window queued behind it hurries the commit for both."""
+    path = tmp_path / "a.db"
+    with AuditLog(path, group_window=0.01) as log:
+        start = time.monotonic()
+        log.append(event(0), durable=False, within=0.8)
+        log.append_canonical(canonical(event(1)), durable=False, within=0.8)
+        time.sleep(0.3)
+        assert verify_log(path).events == 0  # a 10 ms window would have committed them
+        log.append(event(2), durable=False)  # the log's own window: 10 ms
+        while verify_log(path).events < 3:
+            assert time.monotonic() - start < 0.7, "the impatient event did not hurry it"
+            time.sleep(0.005)
+        log.flush()  # the commit's bookkeeping may trail its rows by a moment
+        assert log.commits == 1
+        log.append(event(3), durable=False, within=0.3)
+        while verify_log(path).events < 4:  # alone, it waits its own window
+            assert time.monotonic() - start < 10
+            time.sleep(0.01)
+        assert time.monotonic() - start > 0.5
+        log.append(event(4), durable=False, within=float("nan"))  # at most the 1 s cap
+        log.append(event(5), durable=False, within=-1)  # no wait at all
+        while verify_log(path).events < 6:
+            assert time.monotonic() - start < 10
+            time.sleep(0.005)
+
+
+def test_a_durable_append_or_flush_does_not_wait_for_the_window(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditLog(path, group_window=1.0) as log:
+        start = time.monotonic()
+        log.append(event(0), durable=False)
+        log.append(event(1))  # durable: commits the queued event with it
+        log.append(event(2), durable=False)
+        log.flush()
+        assert time.monotonic() - start < 0.5
+        assert verify_log(path).events == 3
+
+
+@pytest.mark.parametrize("window", [-0.1, 1.5, "20ms", True, None, float("nan")])
+def test_a_bad_group_window_is_refused_naming_it(tmp_path: Path, window: object) -> None:
+    with pytest.raises(rs.InputError, match=r"group_window=.*seconds from 0 to 1"):
+        AuditLog(tmp_path / "a.db", group_window=window)  # type: ignore[arg-type]
+    assert not (tmp_path / "a.db").exists()  # refused before the log is created
 
 
 def test_close_commits_what_is_queued(tmp_path: Path) -> None:

@@ -63,3 +63,38 @@ def test_a_time_not_in_utc_is_refused():
 def test_a_value_of_another_type_is_an_error():
     with pytest.raises(TypeError, match="slot size"):
         TEMPLATE.fill("id", datetime.now(UTC), None, 1.5, None, None, None)
+
+
+safe_ids = st.text(alphabet="0123456789abcdef", min_size=1, max_size=32)
+
+
+@given(event_id=safe_ids, micros=st.integers(min_value=0, max_value=4_102_444_800_000_000),
+       size=ints, intent_id=safe_ids, status=ints, received=ints)
+def test_join_of_canonical_texts_is_what_fill_gives(event_id, micros, size, intent_id,
+                                                    status, received):
+    """The hot path's ``join`` (texts the caller knows are canonical: ids it made, clock
+    readings, counts) gives exactly what ``fill`` and ``canonical`` give."""
+    from residency_sdk.audit.template import utc_text
+
+    second, micro = divmod(micros, 1_000_000)
+    when = datetime.fromtimestamp(second, UTC).replace(microsecond=micro)
+    endpoint = "https://x.example/p"
+
+    def num(value: int | None) -> str:
+        return "null" if value is None else str(value)
+
+    text = TEMPLATE.join(f'"{event_id}"', utc_text(micros), f'"{endpoint}"', num(size),
+                         f'"{intent_id}"', num(status), num(received))
+    values = (event_id, when, endpoint, size, intent_id, status, received)
+    assert text == TEMPLATE.fill(*values)
+    assert text == canonical(BASE.model_copy(update=dict(zip(SLOTS, values, strict=True))))
+
+
+def test_utc_text_across_a_second_boundary_and_back():
+    """The cached date-and-seconds part is never reused for another second."""
+    from residency_sdk.audit.template import utc_text
+
+    a, b = 1_764_720_000_999_999, 1_764_720_001_000_000
+    assert utc_text(a) == '"2025-12-03T00:00:00.999999Z"'
+    assert utc_text(b) == '"2025-12-03T00:00:01.000000Z"'
+    assert utc_text(a) == '"2025-12-03T00:00:00.999999Z"'

@@ -181,6 +181,44 @@ def test_unknown_durability_is_refused(gated, value):
         res.async_compute_for(AT, purpose="inference", audit_durability=value)
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_group_calls_wait_for_their_window_not_the_logs(gated, servers, mode):
+    """``audit_group_window``: a group call's events wait that long for their commit
+    (the log's own window is 2 ms), unless something else needs a commit first."""
+    import time
+
+    res, _, path = gated
+    url = f"{servers['de'].url}/infer"
+    start = time.monotonic()
+    response = Caller(mode, res).call(
+        AT, "POST", url, purpose="inference", actor="svc", content=b"x" * 100,
+        client_options={"audit_durability": "group", "audit_group_window": 0.6})
+    assert response.status_code == 200
+    time.sleep(0.2)
+    assert stored_egress(path) == []  # a 2 ms window would have committed them
+    while len(stored_egress(path)) < 2:
+        assert time.monotonic() - start < 10, "the window's events were never committed"
+        time.sleep(0.01)
+    assert time.monotonic() - start >= 0.5
+    assert [o for o, _ in stored_egress(path)] == ["intent", "ok"]
+
+
+@pytest.mark.parametrize("window", [-1, 1.5, "100ms", True, float("nan")])
+def test_a_bad_group_window_is_refused_naming_it(gated, window):
+    res, _, _ = gated
+    for make in (res.compute_for, res.async_compute_for):
+        with pytest.raises(rs.InputError, match=r"audit_group_window=.*from 0 to 1"):
+            make(AT, purpose="inference", audit_durability="group",
+                 audit_group_window=window)
+
+
+def test_a_group_window_without_the_group_mode_is_refused(gated):
+    res, _, _ = gated
+    for make in (res.compute_for, res.async_compute_for):
+        with pytest.raises(rs.InputError, match="applies to audit_durability='group'"):
+            make(AT, purpose="inference", audit_group_window=0.05)
+
+
 @pytest.mark.parametrize("durability", ["before_response", "before_send", "group"])
 def test_events_written_as_text_are_the_canonical_events(gated, servers, durability):
     """The log path skips the event objects (EventTemplate): what lands on disk must be
@@ -207,6 +245,77 @@ def test_events_written_as_text_are_the_canonical_events(gated, servers, durabil
     assert done.status == 200 and done.bytes_received == len(response.content)
     assert done.time >= intent.time
     assert verify_log(path).ok
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_group_call_leaves_its_events_text_to_the_committer(gated, servers, monkeypatch,
+                                                                mode):
+    """In ``group`` mode the caller queues the values that vary; the thread that commits
+    joins the events' text, so that work is off the request's path (and the request
+    does not wait for it)."""
+    from residency_sdk.audit.template import EventTemplate
+
+    res, store, path = gated
+    filled_in: list[int] = []
+    fill, join = EventTemplate.fill, EventTemplate.join
+
+    def spy_fill(self: EventTemplate, *values: Any) -> str | None:
+        filled_in.append(threading.get_ident())
+        return fill(self, *values)
+
+    def spy_join(self: EventTemplate, *texts: str) -> str:
+        filled_in.append(threading.get_ident())
+        return join(self, *texts)
+
+    monkeypatch.setattr(EventTemplate, "fill", spy_fill)
+    monkeypatch.setattr(EventTemplate, "join", spy_join)
+    store.gate.clear()  # no commit before the call has returned
+    response = _post(res, f"{servers['de'].url}/infer", "group", mode)
+    assert response.status_code == 200
+    assert filled_in == []  # nothing rendered by the caller...
+    store.gate.set()
+    res.audit.flush()
+    assert len(filled_in) == 2  # ...both events by the committing thread, as canonical text
+    assert [o for o, _ in stored_egress(path)] == ["intent", "ok"]
+
+
+class TextSink:
+    """A sink of its own that takes canonical text but says nothing of deferred text."""
+
+    def __init__(self) -> None:
+        self.texts: list[object] = []
+
+    def append(self, event: Any, *, durable: bool = True) -> None:
+        from residency_sdk.audit.chain import canonical
+
+        self.texts.append(canonical(event))
+
+    def append_canonical(self, text: object, *, durable: bool = True) -> None:
+        self.texts.append(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_sink_that_does_not_take_deferred_text_is_given_the_text(egress_map, servers,
+                                                                    mode):
+    from residency_sdk.audit.chain import canonical
+    from residency_sdk.events import AuditEvent
+
+    sink = TextSink()
+    res = rs.Residency.load(egress_map, audit=sink, clock=lambda: TODAY)
+    try:
+        assert _post(res, f"{servers['de'].url}/infer", "group", mode).status_code == 200
+    finally:
+        res.close()
+    egress = [t for t in sink.texts if isinstance(t, str) and '"operation":"egress"' in t]
+    assert all(isinstance(t, str) for t in sink.texts)
+    assert [AuditEvent.model_validate_json(t).outcome for t in egress] == ["intent", "ok"]
+    assert [canonical(AuditEvent.model_validate_json(t)) for t in egress] == egress
 
 
 def test_a_failed_call_written_as_text_ends_with_its_error(gated, servers):
