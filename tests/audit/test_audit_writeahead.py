@@ -256,7 +256,10 @@ log, ready = sys.argv[1], Path(sys.argv[2])
 class Hanging(MemoryStore):
     def put(self, key, data, **kwargs):
         if key.startswith("tenants/"):
-            ready.write_text("in put")  # the intent is durable; the put never finishes
+            # The intent is durable. So are, after this flush, the queued outcomes of what
+            # ran before it (the lineage marker's write): the put itself never finishes.
+            res.audit.flush()
+            ready.write_text("in put")
             time.sleep(600)
         return super().put(key, data, **kwargs)
 
