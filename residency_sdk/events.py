@@ -443,16 +443,18 @@ class AuditEmitter:
                        within: float | None = None) -> None:
         """:meth:`emit` for an event given as its canonical JSON ``text``, made now or
         when committed (a :class:`DeferredText`), for :meth:`canonical_sinks`; ``event``
-        builds the object for an error message. ``within``: how long a ``durable=False``
-        event may wait for its commit, for the sinks that take it (an ``AuditLog``: its
-        ``group_window`` otherwise)."""
+        builds the object for an error message. A sink that does not take deferred text
+        is given the text itself. ``within``: how long a ``durable=False`` event may wait
+        for its commit, for the sinks that take it (an ``AuditLog``: its ``group_window``
+        otherwise)."""
         sink: CanonicalSink | None = None
         try:
             for sink in sinks:
-                if within is not None and sink.deferred:
+                if sink.deferred:
                     sink.append(text, durable=durable, within=within)
                 else:
-                    sink.append(text, durable=durable)
+                    sink.append(text if isinstance(text, str) else text.render(),
+                                durable=durable)
         except AuditUnavailable:
             raise
         except Exception as exc:

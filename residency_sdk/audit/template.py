@@ -61,12 +61,11 @@ class EventTemplate:
             order.append(name)
             start = at + len(texts[name])
         parts.append(text[start:])
-        self._parts = parts
-        self._order = tuple(slots.index(name) for name in order)
-        # The same, as one str.format pattern ({i}: slot i in the order of ``slots``).
+        # One str.format pattern: the fixed parts, and {i} where slot i (in the order of
+        # ``slots``) goes.
         self._pattern = "".join(
             part.replace("{", "{{").replace("}", "}}")
-            + (f"{{{self._order[n]}}}" if n < len(self._order) else "")
+            + (f"{{{slots.index(order[n])}}}" if n < len(order) else "")
             for n, part in enumerate(parts))
 
     def fill(self, *values: Any) -> str | None:
@@ -89,13 +88,7 @@ class EventTemplate:
                 texts[i] = _utc_text(value)
             else:
                 raise TypeError(f"slot {self.slots[i]} got {type(value).__name__}")
-        parts = self._parts
-        out = [parts[0]]
-        for n, at in enumerate(self._order, 1):
-            out.append(texts[at])
-            out.append(parts[n])
-        return "".join(out)
-
+        return self.join(*texts)
 
     def join(self, *texts: str) -> str:
         """The canonical JSON with the slots set to ``texts``: each already in its

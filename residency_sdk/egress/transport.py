@@ -170,7 +170,6 @@ class _Record:
     sinks: tuple[CanonicalSink, ...] | None
     intent: EventTemplate | None
     outcome: EventTemplate | None
-    deferred: bool  # every sink takes the events as DeferredText: the committer joins them
 
 
 @dataclass(slots=True)
@@ -322,10 +321,9 @@ class _Guarded:
         commit_now = self.durability == "before_response"
         if record.sinks is not None:
             pending = _Pending(record, reserve_event_id(), _now_micros(), size)
-            self.audit.intent_canonical(
-                record.sinks, pending if record.deferred else pending.render(),
-                pending.as_event, durable=durable, commit_now=commit_now,
-                within=self._within)
+            self.audit.intent_canonical(record.sinks, pending, pending.as_event,
+                                        durable=durable, commit_now=commit_now,
+                                        within=self._within)
             return pending, tap
         intent = self.audit.intent(record.event.model_copy(update={
             "event_id": new_event_id(), "time": event_time(), "size": size}),
@@ -359,9 +357,8 @@ class _Guarded:
                                         _OUTCOME_SLOTS)
             if len(self._records) > 1024:  # a client calling ever new URLs
                 self._records.clear()
-            deferred = sinks is not None and all(sink.deferred for sink in sinks)
             found = self._records[id(verdict)] = _Record(verdict, event, sinks, intent,
-                                                         outcome, deferred)
+                                                         outcome)
         return found
 
     def release(self, intent: AuditEvent | _Pending | None,
@@ -399,9 +396,8 @@ class _Guarded:
                 assert sinks is not None
                 completed = _Completed(intent, reserve_event_id(), _now_micros(), tap.count,
                                        response.status_code, received)
-                self.audit.emit_canonical(
-                    sinks, completed if intent.record.deferred else completed.render(),
-                    completed.as_event, within=self._within)
+                self.audit.emit_canonical(sinks, completed, completed.as_event,
+                                          within=self._within)
                 return
             self.audit.outcome(_event_of(intent), outcome="ok", status=response.status_code,
                                size=tap.count, bytes_received=received)
